@@ -1,0 +1,41 @@
+# tierlm: the two commands a fresh Debian 12 machine needs.
+#   make run    installs Debian packages, builds, runs the main job on an embedded default model
+#   make test   installs Debian packages, builds, runs every test
+BUILD ?= build
+JOBS ?= $(shell nproc)
+DEPS := build-essential cmake ninja-build pkg-config git libgtest-dev libgmock-dev liburing-dev \
+        nlohmann-json3-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+RUN_ARGS ?= -p "Once upon a time" -n 64
+
+.PHONY: all deps build run test fuzz clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEPS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/tierlm run $(RUN_ARGS)
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j 1
+
+fuzz: deps
+	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
+	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer
+	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus/gguf
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-fuzz

@@ -1,0 +1,139 @@
+#include "cli/args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+namespace tierlm::cli {
+namespace {
+
+Result<int64_t> ParseInt(const std::string& flag, const std::string& v) {
+  errno = 0;
+  char* end = nullptr;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno == ERANGE)
+    return Status::InvalidArgument(flag + ": expected an integer, got '" + v + "'");
+  return static_cast<int64_t>(x);
+}
+
+}  // namespace
+
+void ArgParser::Add(std::vector<std::string> names, std::string* out, std::string help) {
+  opts_.push_back({std::move(names), true, [out](const std::string& v) { *out = v; return Status::Ok(); }, std::move(help)});
+}
+
+void ArgParser::Add(std::vector<std::string> names, int64_t* out, std::string help) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, flag](const std::string& v) -> Status {
+                     TIERLM_ASSIGN_OR_RETURN(*out, ParseInt(flag, v));
+                     return Status::Ok();
+                   }, std::move(help)});
+}
+
+void ArgParser::Add(std::vector<std::string> names, int32_t* out, std::string help) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, flag](const std::string& v) -> Status {
+                     TIERLM_ASSIGN_OR_RETURN(int64_t x, ParseInt(flag, v));
+                     if (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max())
+                       return Status::InvalidArgument(flag + ": value " + v + " is out of range");
+                     *out = static_cast<int32_t>(x);
+                     return Status::Ok();
+                   }, std::move(help)});
+}
+
+void ArgParser::Add(std::vector<std::string> names, uint64_t* out, std::string help) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, flag](const std::string& v) -> Status {
+                     TIERLM_ASSIGN_OR_RETURN(int64_t x, ParseInt(flag, v));
+                     if (x < 0) return Status::InvalidArgument(flag + ": value must not be negative");
+                     *out = static_cast<uint64_t>(x);
+                     return Status::Ok();
+                   }, std::move(help)});
+}
+
+void ArgParser::Add(std::vector<std::string> names, float* out, std::string help) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, flag](const std::string& v) -> Status {
+                     char* end = nullptr;
+                     float x = std::strtof(v.c_str(), &end);
+                     if (v.empty() || *end != '\0' || !std::isfinite(x))
+                       return Status::InvalidArgument(flag + ": expected a number, got '" + v + "'");
+                     *out = x;
+                     return Status::Ok();
+                   }, std::move(help)});
+}
+
+void ArgParser::Flag(std::vector<std::string> names, bool* out, std::string help) {
+  opts_.push_back({std::move(names), false, [out](const std::string&) { *out = true; return Status::Ok(); }, std::move(help)});
+}
+
+Status ArgParser::Parse(int argc, char** argv, int first) {
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      help_ = true;
+      continue;
+    }
+    std::string value;
+    bool has_inline = false;
+    if (arg.rfind("--", 0) == 0) {
+      auto eq = arg.find('=');
+      if (eq != std::string::npos) {
+        value = arg.substr(eq + 1);
+        arg = arg.substr(0, eq);
+        has_inline = true;
+      }
+    }
+    const Opt* found = nullptr;
+    for (const auto& o : opts_)
+      for (const auto& n : o.names)
+        if (n == arg) found = &o;
+    if (!found) {
+      if (arg.size() > 1 && arg[0] == '-' && !(arg.size() > 1 && std::isdigit(static_cast<unsigned char>(arg[1]))))
+        return Status::InvalidArgument(command_ + ": unknown option '" + arg + "' (see 'tierlm " + command_ + " --help')");
+      if (!positional_) return Status::InvalidArgument(command_ + ": unexpected argument '" + arg + "'");
+      positional_->push_back(arg);
+      continue;
+    }
+    if (found->takes_value) {
+      if (!has_inline) {
+        if (i + 1 >= argc) return Status::InvalidArgument(command_ + ": option '" + arg + "' needs a value");
+        value = argv[++i];
+      }
+    } else if (has_inline) {
+      return Status::InvalidArgument(command_ + ": option '" + arg + "' takes no value");
+    }
+    TIERLM_RETURN_IF_ERROR(found->set(value));
+  }
+  return Status::Ok();
+}
+
+std::string ArgParser::Usage() const {
+  std::string out = "usage: tierlm " + command_ + (positional_ ? " [options] " + positional_name_ : " [options]") + "\n";
+  for (const auto& o : opts_) {
+    std::string names;
+    for (const auto& n : o.names) names += (names.empty() ? "" : ", ") + n;
+    if (o.takes_value) names += " N";
+    out += "  " + names + std::string(names.size() < 28 ? 28 - names.size() : 1, ' ') + o.help + "\n";
+  }
+  return out;
+}
+
+Result<uint64_t> ParseByteSize(const std::string& s) {
+  if (s.empty()) return Status::InvalidArgument("empty size");
+  char* end = nullptr;
+  double x = std::strtod(s.c_str(), &end);
+  std::string unit(end);
+  double mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1024.0;
+  else if (unit == "M" || unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
+  else return Status::InvalidArgument("size '" + s + "': unknown unit '" + unit + "' (use K, M, G)");
+  if (!(x >= 0) || !std::isfinite(x)) return Status::InvalidArgument("size '" + s + "' is not a valid size");
+  return static_cast<uint64_t>(x * mult);
+}
+
+}  // namespace tierlm::cli

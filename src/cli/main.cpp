@@ -1,0 +1,39 @@
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+
+namespace {
+
+void PrintHelp() {
+  std::printf(
+      "tierlm: run LLMs whose weights, experts and KV cache outgrow fast memory\n"
+      "\n"
+      "usage: tierlm <command> [options]\n"
+      "  run      generate text:        tierlm run -m model.gguf -p \"Once upon a time\" -n 128\n"
+      "  chat     interactive chat:     tierlm chat -m model.gguf\n"
+      "  inspect  describe a GGUF file: tierlm inspect model.gguf\n"
+      "  synth    write a random-weight model of a real shape:\n"
+      "                                 tierlm synth --preset tinyllama-1.1b --type q4_0 -o m.gguf\n"
+      "  bench    prefill/decode speed: tierlm bench -m model.gguf -p 512 -n 128\n"
+      "\n"
+      "'tierlm <command> --help' lists a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
+    PrintHelp();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "run") return tierlm::cli::RunCommand(argc, argv);
+  if (cmd == "chat") return tierlm::cli::ChatCommand(argc, argv);
+  if (cmd == "inspect") return tierlm::cli::InspectCommand(argc, argv);
+  if (cmd == "synth") return tierlm::cli::SynthCommand(argc, argv);
+  if (cmd == "bench") return tierlm::cli::BenchCommand(argc, argv);
+  std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
+  return 2;
+}

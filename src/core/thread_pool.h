@@ -1,0 +1,54 @@
+// A fork-join pool of persistent worker threads for compute kernels.
+//
+// Run(fn) calls fn(thread_index, n_threads) once on each of the n_threads threads
+// (the caller is thread 0) and returns when all have finished. Workers spin briefly
+// between jobs (decode issues hundreds of small jobs per token), then sleep.
+//
+// Thread safety: Run() must be called from one thread at a time.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tierlm {
+
+class ThreadPool {
+ public:
+  // n_threads >= 1; n_threads - 1 workers are started.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  // Calls fn(i, size()) for i in [0, size()) in parallel; returns when all return.
+  // fn must not throw.
+  void Run(const std::function<void(int, int)>& fn);
+
+  // Splits [0, n) into contiguous chunks of at least `grain` items, one per thread,
+  // and calls fn(begin, end) for each non-empty chunk.
+  void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void WorkerLoop(int index);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int, int)>* job_ = nullptr;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+// Number of threads to use by default: the cores this process may run on.
+int DefaultThreadCount();
+
+}  // namespace tierlm

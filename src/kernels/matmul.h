@@ -1,0 +1,31 @@
+// Matrix products with quantized weights: the hot path of every forward pass.
+//
+// Weights are stored as ggml does: a 2-D tensor with ne = [n_in, n_out] is n_out rows,
+// each row n_in elements of one GgmlType, rows back to back.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "format/ggml_type.h"
+
+namespace tierlm {
+
+// A read-only view of a weight matrix: n_out rows of n_in elements of `type`.
+struct WeightMatrix {
+  GgmlType type;
+  const void* data;  // n_out * RowBytes(type, n_in) bytes
+  int64_t n_in;
+  int64_t n_out;
+};
+
+// y[t][o] = sum_i w[o][i] * x[t][i]  for t < n_tok, o < w.n_out.
+//   x: [n_tok][w.n_in] f32, row stride x_stride floats (>= n_in)
+//   y: [n_tok][w.n_out] f32, row stride y_stride floats (>= n_out)
+// Activations may be rounded to the weight type's activation format (e.g. int8 blocks
+// for quantized weights) as llama.cpp does. Uses pool's threads (nullptr: caller only).
+// REQUIRES: w.n_in is a multiple of the type's block size; type supported.
+void Matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
+            int64_t y_stride, ThreadPool* pool);
+
+}  // namespace tierlm

@@ -1,0 +1,206 @@
+#include "model/llama_model.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/attention.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+
+namespace tierlm {
+namespace {
+
+// Looks up a tensor and checks its shape (ggml order) and that tierlm can compute with it.
+Status Need(const gguf::GgufFile& f, const std::string& name, std::vector<int64_t> shape,
+            const gguf::TensorInfo** out, bool optional = false) {
+  const gguf::TensorInfo* t = f.FindTensor(name);
+  if (!t) {
+    if (optional) {
+      *out = nullptr;
+      return Status::Ok();
+    }
+    return Status::NotFound(f.name() + ": required tensor '" + name + "' is missing");
+  }
+  bool ok = t->n_dims >= 1 && static_cast<size_t>(t->n_dims) <= shape.size() + 1;
+  for (size_t d = 0; ok && d < 4; ++d) ok = t->ne[d] == (d < shape.size() ? shape[d] : 1);
+  if (!ok) {
+    std::string want = "[";
+    for (size_t d = 0; d < shape.size(); ++d) want += (d ? ", " : "") + std::to_string(shape[d]);
+    return Status::Corruption(f.name() + ": tensor '" + name + "' has shape " + t->ShapeString() + ", expected " +
+                              want + "]");
+  }
+  if (!TypeTraits(t->type).supported)
+    return Status::Unsupported(f.name() + ": tensor '" + name + "' has type " + std::string(TypeName(t->type)) +
+                               ", which tierlm does not support yet (supported: f32, f16, bf16, q8_0, q4_0, q4_K, q6_K)");
+  *out = t;
+  return Status::Ok();
+}
+
+WeightMatrix AsMatrix(const gguf::TensorInfo& t, const TensorPin& pin) {
+  return WeightMatrix{t.type, pin.data(), t.ne[0], t.ne[1]};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& file, WeightStore* store) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  m->file_ = &file;
+  m->store_ = store;
+  TIERLM_ASSIGN_OR_RETURN(m->hp_, ModelHParams::FromGguf(file));
+  const ModelHParams& hp = m->hp_;
+  const int64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff, V = hp.n_vocab;
+
+  TIERLM_RETURN_IF_ERROR(Need(file, "token_embd.weight", {E, V}, &m->tok_embd_));
+  TIERLM_RETURN_IF_ERROR(Need(file, "output_norm.weight", {E}, &m->output_norm_));
+  TIERLM_RETURN_IF_ERROR(Need(file, "output.weight", {E, V}, &m->output_, /*optional=*/true));
+  if (!m->output_) m->output_ = m->tok_embd_;  // tied classifier
+
+  m->layers_.resize(static_cast<size_t>(hp.n_layer));
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    LayerTensors& L = m->layers_[static_cast<size_t>(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_norm.weight", {E}, &L.attn_norm));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.weight", {E, Q}, &L.wq));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.weight", {E, KV}, &L.wk));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.weight", {E, KV}, &L.wv));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_output.weight", {Q, E}, &L.wo));
+    const bool bias_required = hp.qkv_bias;
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.bias", {Q}, &L.bq, !bias_required));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_norm.weight", {E}, &L.ffn_norm));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate.weight", {E, F}, &L.w_gate));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up.weight", {E, F}, &L.w_up));
+    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down.weight", {F, E}, &L.w_down));
+  }
+
+  m->rope_inv_freq_.resize(static_cast<size_t>(hp.n_rot / 2));
+  for (int64_t i = 0; i < hp.n_rot / 2; ++i)
+    m->rope_inv_freq_[static_cast<size_t>(i)] =
+        static_cast<float>(std::pow(static_cast<double>(hp.rope_base), -2.0 * i / hp.n_rot));
+  return m;
+}
+
+Status LlamaModel::Embed(const int32_t* tokens, int64_t n, float* x) {
+  TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*tok_embd_));
+  const int64_t row_bytes = RowBytes(tok_embd_->type, hp_.n_embd);
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t id = tokens[t];
+    if (id < 0 || id >= hp_.n_vocab)
+      return Status::InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                     std::to_string(hp_.n_vocab) + ")");
+    DequantizeRow(tok_embd_->type, pin.data() + id * row_bytes, x + t * hp_.n_embd, hp_.n_embd);
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::Forward(std::span<const int32_t> tokens, KvCache& kv, bool all_logits, std::vector<float>* logits,
+                           ThreadPool* pool) {
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return Status::InvalidArgument("no tokens to evaluate");
+  if (kv.n_past() + n > kv.n_ctx())
+    return Status::OutOfRange("context is full: " + std::to_string(kv.n_past()) + " + " + std::to_string(n) +
+                              " tokens exceed the context size " + std::to_string(kv.n_ctx()));
+  logits->assign(static_cast<size_t>((all_logits ? n : 1) * hp_.n_vocab), 0.0f);
+  for (int64_t start = 0; start < n; start += max_batch_) {
+    const int64_t len = std::min(max_batch_, n - start);
+    const bool last_chunk = start + len == n;
+    float* out = nullptr;
+    if (all_logits) out = logits->data() + start * hp_.n_vocab;
+    else if (last_chunk) out = logits->data();
+    TIERLM_RETURN_IF_ERROR(ForwardChunk(tokens.data() + start, len, kv, all_logits, out, pool));
+  }
+  return Status::Ok();
+}
+
+Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, bool all_logits, float* logits_out,
+                                ThreadPool* pool) {
+  const ModelHParams& hp = hp_;
+  const int64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff, HD = hp.head_dim;
+  const int64_t pos0 = kv.n_past();
+  auto grow = [](std::vector<float>& v, int64_t size) {
+    if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
+  };
+  grow(x_, n * E);
+  grow(xn_, n * E);
+  grow(q_, n * Q);
+  grow(k_, n * KV);
+  grow(v_, n * KV);
+  grow(attn_, n * Q);
+  grow(gate_, n * F);
+  grow(up_, n * F);
+  grow(norm_w_, std::max({E, Q, KV}));
+
+  TIERLM_RETURN_IF_ERROR(Embed(tokens, n, x_.data()));
+
+  // Loads a small 1-D tensor (norm weight or bias) as f32 into norm_w_.
+  auto load_vec = [&](const gguf::TensorInfo* t) -> Result<const float*> {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*t));
+    DequantizeRow(t->type, pin.data(), norm_w_.data(), t->ne[0]);
+    return static_cast<const float*>(norm_w_.data());
+  };
+  auto rms_norm_rows = [&](const gguf::TensorInfo* w) -> Status {
+    TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(w));
+    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + t * E);
+    return Status::Ok();
+  };
+  auto add_bias = [&](const gguf::TensorInfo* b, float* y, int64_t dim) -> Status {
+    if (!b) return Status::Ok();
+    TIERLM_ASSIGN_OR_RETURN(const float* bf, load_vec(b));
+    for (int64_t t = 0; t < n; ++t) Add(y + t * dim, bf, y + t * dim, dim);
+    return Status::Ok();
+  };
+  auto matmul = [&](const gguf::TensorInfo* w, const float* x, float* y) -> Status {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*w));
+    Matmul(AsMatrix(*w, pin), x, w->ne[0], n, y, w->ne[1], pool);
+    return Status::Ok();
+  };
+
+  const AttentionShape shape{hp.n_head, hp.n_head_kv, HD, 1.0f / std::sqrt(static_cast<float>(HD))};
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    const LayerTensors& L = layers_[static_cast<size_t>(l)];
+    TIERLM_RETURN_IF_ERROR(rms_norm_rows(L.attn_norm));
+    TIERLM_RETURN_IF_ERROR(matmul(L.wq, xn_.data(), q_.data()));
+    TIERLM_RETURN_IF_ERROR(matmul(L.wk, xn_.data(), k_.data()));
+    TIERLM_RETURN_IF_ERROR(matmul(L.wv, xn_.data(), v_.data()));
+    TIERLM_RETURN_IF_ERROR(add_bias(L.bq, q_.data(), Q));
+    TIERLM_RETURN_IF_ERROR(add_bias(L.bk, k_.data(), KV));
+    TIERLM_RETURN_IF_ERROR(add_bias(L.bv, v_.data(), KV));
+
+    float* kc = kv.k(l);
+    float* vc = kv.v(l);
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t pos = pos0 + t;
+      Rope(q_.data() + t * Q, hp.n_head, HD, hp.n_rot, pos, hp.rope_freq_scale, rope_inv_freq_.data(),
+           hp.rope_style == RopeStyle::kNeox);
+      Rope(k_.data() + t * KV, hp.n_head_kv, HD, hp.n_rot, pos, hp.rope_freq_scale, rope_inv_freq_.data(),
+           hp.rope_style == RopeStyle::kNeox);
+      std::copy_n(k_.data() + t * KV, KV, kc + pos * KV);
+      std::copy_n(v_.data() + t * KV, KV, vc + pos * KV);
+    }
+    CausalAttention(shape, q_.data(), n, pos0, kc, vc, attn_.data(), pool);
+    TIERLM_RETURN_IF_ERROR(matmul(L.wo, attn_.data(), xn_.data()));
+    for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
+
+    TIERLM_RETURN_IF_ERROR(rms_norm_rows(L.ffn_norm));
+    TIERLM_RETURN_IF_ERROR(matmul(L.w_gate, xn_.data(), gate_.data()));
+    TIERLM_RETURN_IF_ERROR(matmul(L.w_up, xn_.data(), up_.data()));
+    for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
+    TIERLM_RETURN_IF_ERROR(matmul(L.w_down, gate_.data(), xn_.data()));
+    for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
+  }
+  kv.set_n_past(pos0 + n);
+
+  if (!logits_out) return Status::Ok();
+  // Final norm and classifier: every row, or only the last.
+  const int64_t first = all_logits ? 0 : n - 1;
+  const int64_t rows = n - first;
+  TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(output_norm_));
+  for (int64_t t = first; t < n; ++t) RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + (t - first) * E);
+  TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*output_));
+  Matmul(AsMatrix(*output_, pin), xn_.data(), E, rows, logits_out, hp.n_vocab, pool);
+  return Status::Ok();
+}
+
+}  // namespace tierlm

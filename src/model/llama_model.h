@@ -1,0 +1,75 @@
+// The Llama-family decoder (llama, qwen2): one forward pass over a batch of tokens.
+//
+// The model holds tensor descriptions, not bytes: every layer's weights are acquired
+// from the WeightStore when the layer runs and released after, so the same code runs on
+// an in-memory store or a tiered one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "format/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/hparams.h"
+#include "tiers/weight_store.h"
+
+namespace tierlm {
+
+struct LayerTensors {
+  const gguf::TensorInfo* attn_norm = nullptr;  // [n_embd]
+  const gguf::TensorInfo* wq = nullptr;         // [n_embd, q_dim]
+  const gguf::TensorInfo* wk = nullptr;         // [n_embd, kv_dim]
+  const gguf::TensorInfo* wv = nullptr;         // [n_embd, kv_dim]
+  const gguf::TensorInfo* bq = nullptr;         // [q_dim] (qwen2)
+  const gguf::TensorInfo* bk = nullptr;         // [kv_dim] (qwen2)
+  const gguf::TensorInfo* bv = nullptr;         // [kv_dim] (qwen2)
+  const gguf::TensorInfo* wo = nullptr;         // [q_dim, n_embd]
+  const gguf::TensorInfo* ffn_norm = nullptr;   // [n_embd]
+  const gguf::TensorInfo* w_gate = nullptr;     // [n_embd, n_ff]
+  const gguf::TensorInfo* w_up = nullptr;       // [n_embd, n_ff]
+  const gguf::TensorInfo* w_down = nullptr;     // [n_ff, n_embd]
+};
+
+class LlamaModel {
+ public:
+  // Resolves and checks every tensor the architecture needs (names, shapes, types).
+  // `file` and `store` must outlive the model.
+  static Result<std::unique_ptr<LlamaModel>> Create(const gguf::GgufFile& file, WeightStore* store);
+
+  const ModelHParams& hparams() const { return hp_; }
+
+  // Runs tokens at positions [kv.n_past(), kv.n_past() + n) and appends their keys and
+  // values to kv. On success `logits` holds [n][n_vocab] floats when all_logits, else the
+  // last token's [n_vocab]. Batches longer than max_batch are split internally.
+  // Not thread-safe: one Forward at a time per model (it reuses scratch buffers).
+  Status Forward(std::span<const int32_t> tokens, KvCache& kv, bool all_logits, std::vector<float>* logits,
+                 ThreadPool* pool);
+
+  int64_t max_batch() const { return max_batch_; }
+  void set_max_batch(int64_t n) { max_batch_ = n > 0 ? n : 1; }
+
+ private:
+  LlamaModel() = default;
+  Status ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, bool all_logits, float* logits_out,
+                      ThreadPool* pool);
+  Status Embed(const int32_t* tokens, int64_t n, float* x);
+
+  const gguf::GgufFile* file_ = nullptr;
+  WeightStore* store_ = nullptr;
+  ModelHParams hp_;
+  const gguf::TensorInfo* tok_embd_ = nullptr;     // [n_embd, n_vocab]
+  const gguf::TensorInfo* output_norm_ = nullptr;  // [n_embd]
+  const gguf::TensorInfo* output_ = nullptr;       // [n_embd, n_vocab] (token_embd if tied)
+  std::vector<LayerTensors> layers_;
+  int64_t max_batch_ = 512;
+  std::vector<float> rope_inv_freq_;  // [n_rot / 2]
+
+  // Scratch, sized for max_batch tokens on first use.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
+};
+
+}  // namespace tierlm

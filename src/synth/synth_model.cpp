@@ -1,0 +1,228 @@
+#include "synth/synth_model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "format/gguf_writer.h"
+#include "kernels/quant.h"
+#include "synth/synth_vocab.h"
+
+namespace tierlm {
+namespace {
+
+// SplitMix64: seeds independent streams per tensor and per row.
+uint64_t Mix(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+uint64_t HashName(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Approximately normal values (sum of four uniforms, rescaled): fast and deterministic.
+void FillNormal(uint64_t seed, float mean, float stddev, float* out, int64_t n) {
+  uint64_t s = Mix(seed);
+  constexpr float kScale = 1.7320508f / 2147483648.0f;  // sqrt(3) / 2^31: unit variance for 4 uniforms
+  for (int64_t i = 0; i < n; ++i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    const int64_t a = static_cast<int32_t>(s), b = static_cast<int32_t>(s >> 32);
+    uint64_t t = Mix(s);
+    const int64_t c = static_cast<int32_t>(t), d = static_cast<int32_t>(t >> 32);
+    out[i] = mean + stddev * static_cast<float>(a + b + c + d) * kScale * 0.5f;
+  }
+}
+
+struct TensorPlan {
+  std::string name;
+  std::vector<int64_t> ne;
+  int64_t layer;
+  float mean, stddev;
+};
+
+}  // namespace
+
+std::optional<SynthType> ParseSynthType(const std::string& name) {
+  std::string n;
+  for (char c : name) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (n == "f32") return SynthType::kF32;
+  if (n == "f16") return SynthType::kF16;
+  if (n == "bf16") return SynthType::kBF16;
+  if (n == "q8_0") return SynthType::kQ8_0;
+  if (n == "q4_0") return SynthType::kQ4_0;
+  if (n == "q4_k_m" || n == "q4_k") return SynthType::kQ4_K_M;
+  return std::nullopt;
+}
+
+const char* SynthTypeName(SynthType t) {
+  switch (t) {
+    case SynthType::kF32: return "F32";
+    case SynthType::kF16: return "F16";
+    case SynthType::kBF16: return "BF16";
+    case SynthType::kQ8_0: return "Q8_0";
+    case SynthType::kQ4_0: return "Q4_0";
+    case SynthType::kQ4_K_M: return "Q4_K_M";
+  }
+  return "?";
+}
+
+std::vector<std::string> SynthPresetNames() {
+  return {"tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b", "qwen2-0.5b", "qwen2-tiny"};
+}
+
+std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch) {
+  SynthSpec s;
+  s.name = name;
+  s.arch = arch.empty() ? "llama" : arch;
+  if (name == "tiny") {
+    // Small enough to write and run in a fraction of a second.
+    s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 768; s.n_ctx = 512;
+  } else if (name == "small") {
+    s.n_vocab = 4096; s.n_embd = 512; s.n_layer = 8; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 1536; s.n_ctx = 2048;
+  } else if (name == "tinyllama-1.1b") {
+    s.n_vocab = 32000; s.n_embd = 2048; s.n_layer = 22; s.n_head = 32; s.n_head_kv = 4; s.n_ff = 5632; s.n_ctx = 2048;
+  } else if (name == "llama2-7b") {
+    s.n_vocab = 32000; s.n_embd = 4096; s.n_layer = 32; s.n_head = 32; s.n_head_kv = 32; s.n_ff = 11008; s.n_ctx = 4096;
+  } else if (name == "mistral-7b") {
+    s.n_vocab = 32000; s.n_embd = 4096; s.n_layer = 32; s.n_head = 32; s.n_head_kv = 8; s.n_ff = 14336; s.n_ctx = 32768;
+    s.rope_base = 1000000.0f;
+  } else if (name == "qwen2-0.5b") {
+    s.arch = "qwen2";
+    s.n_vocab = 151936; s.n_embd = 896; s.n_layer = 24; s.n_head = 14; s.n_head_kv = 2; s.n_ff = 4864; s.n_ctx = 32768;
+    s.rope_base = 1000000.0f; s.rms_eps = 1e-6f; s.tied_output = true;
+  } else if (name == "qwen2-tiny") {
+    s.arch = "qwen2";
+    s.n_vocab = 512; s.n_embd = 256; s.n_layer = 2; s.n_head = 8; s.n_head_kv = 2; s.n_ff = 512; s.n_ctx = 512;
+    s.rope_base = 1000000.0f; s.rms_eps = 1e-6f;
+  } else {
+    return std::nullopt;
+  }
+  return s;
+}
+
+GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, int64_t n_layer, int64_t n_in) {
+  auto ends = [&](const char* suffix) {
+    const size_t n = std::strlen(suffix);
+    return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
+  };
+  if (ends("norm.weight") || ends(".bias")) return GgmlType::kF32;
+  GgmlType want = GgmlType::kF32;
+  switch (t) {
+    case SynthType::kF32: want = GgmlType::kF32; break;
+    case SynthType::kF16: want = GgmlType::kF16; break;
+    case SynthType::kBF16: want = GgmlType::kBF16; break;
+    case SynthType::kQ8_0: want = GgmlType::kQ8_0; break;
+    case SynthType::kQ4_0:
+      want = name == "output.weight" ? GgmlType::kQ6_K : GgmlType::kQ4_0;
+      break;
+    case SynthType::kQ4_K_M: {
+      // llama-quantize's Q4_K_M: q6_K for the classifier and, in the first and last
+      // eighth of the layers and every third layer between, for attn_v and ffn_down.
+      const bool more_bits =
+          layer >= 0 && (layer < n_layer / 8 || layer >= 7 * n_layer / 8 || (layer - n_layer / 8) % 3 == 2);
+      if (name == "output.weight") want = GgmlType::kQ6_K;
+      else if ((ends("attn_v.weight") || ends("ffn_down.weight")) && more_bits) want = GgmlType::kQ6_K;
+      else want = GgmlType::kQ4_K;
+      break;
+    }
+  }
+  // Rows that the block size does not divide fall back to a type that fits.
+  if (n_in % TypeTraits(want).block_size != 0) want = n_in % 32 == 0 ? GgmlType::kQ8_0 : GgmlType::kF16;
+  return want;
+}
+
+Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const std::string& path, ThreadPool* pool) {
+  if (s.arch != "llama" && s.arch != "qwen2")
+    return Status::InvalidArgument("synth: architecture '" + s.arch + "' is not supported (llama, qwen2)");
+  if (s.n_vocab < 260) return Status::InvalidArgument("synth: the vocabulary needs at least 260 tokens");
+  if (s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0 || (s.n_embd / s.n_head) % 2 != 0)
+    return Status::InvalidArgument("synth: heads must divide the embedding and key/value heads the heads");
+
+  gguf::GgufWriter w;
+  const std::string a = s.arch + ".";
+  w.Set("general.architecture", gguf::Value::Str(s.arch));
+  w.Set("general.name", gguf::Value::Str("tierlm-synth-" + s.name + "-" + SynthTypeName(type)));
+  w.Set("general.description", gguf::Value::Str("synthetic model written by tierlm synth: RANDOM WEIGHTS, meaningless output"));
+  w.Set(a + "context_length", gguf::Value::U32(static_cast<uint32_t>(s.n_ctx)));
+  w.Set(a + "embedding_length", gguf::Value::U32(static_cast<uint32_t>(s.n_embd)));
+  w.Set(a + "block_count", gguf::Value::U32(static_cast<uint32_t>(s.n_layer)));
+  w.Set(a + "feed_forward_length", gguf::Value::U32(static_cast<uint32_t>(s.n_ff)));
+  w.Set(a + "attention.head_count", gguf::Value::U32(static_cast<uint32_t>(s.n_head)));
+  w.Set(a + "attention.head_count_kv", gguf::Value::U32(static_cast<uint32_t>(s.n_head_kv)));
+  w.Set(a + "rope.dimension_count", gguf::Value::U32(static_cast<uint32_t>(s.n_embd / s.n_head)));
+  w.Set(a + "rope.freq_base", gguf::Value::F32(s.rope_base));
+  w.Set(a + "attention.layer_norm_rms_epsilon", gguf::Value::F32(s.rms_eps));
+
+  SynthVocab vocab = MakeSynthVocab(s.n_vocab);
+  std::vector<gguf::Value> toks, scores, types;
+  for (size_t i = 0; i < vocab.tokens.size(); ++i) {
+    toks.push_back(gguf::Value::Str(vocab.tokens[i]));
+    scores.push_back(gguf::Value::F32(vocab.scores[i]));
+    types.push_back(gguf::Value::I32(vocab.types[i]));
+  }
+  w.Set("tokenizer.ggml.model", gguf::Value::Str("llama"));
+  w.Set("tokenizer.ggml.tokens", gguf::Value::Array(gguf::ValueType::kString, std::move(toks)));
+  w.Set("tokenizer.ggml.scores", gguf::Value::Array(gguf::ValueType::kFloat32, std::move(scores)));
+  w.Set("tokenizer.ggml.token_type", gguf::Value::Array(gguf::ValueType::kInt32, std::move(types)));
+  w.Set("tokenizer.ggml.bos_token_id", gguf::Value::U32(1));
+  w.Set("tokenizer.ggml.eos_token_id", gguf::Value::U32(2));
+  w.Set("tokenizer.ggml.unknown_token_id", gguf::Value::U32(0));
+  w.Set("general.file_type", gguf::Value::U32(static_cast<uint32_t>(type)));
+
+  const int64_t E = s.n_embd, HD = s.n_embd / s.n_head, Q = s.n_head * HD, KV = s.n_head_kv * HD, F = s.n_ff;
+  std::vector<TensorPlan> plan;
+  // Weights ~ N(0, 1/fan_in); token embedding ~ N(0, 1); norms ~ 1 + 0.1 N(0, 1); biases ~ 0.1 N(0, 1).
+  auto mat = [&](const std::string& n, int64_t in, int64_t out, int64_t layer) {
+    plan.push_back({n, {in, out}, layer, 0.0f, 1.0f / std::sqrt(static_cast<float>(in))});
+  };
+  plan.push_back({"token_embd.weight", {E, s.n_vocab}, -1, 0.0f, 1.0f});
+  plan.push_back({"output_norm.weight", {E}, -1, 1.0f, 0.1f});
+  if (!s.tied_output) mat("output.weight", E, s.n_vocab, -1);
+  for (int64_t l = 0; l < s.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    plan.push_back({p + "attn_norm.weight", {E}, l, 1.0f, 0.1f});
+    mat(p + "attn_q.weight", E, Q, l);
+    mat(p + "attn_k.weight", E, KV, l);
+    mat(p + "attn_v.weight", E, KV, l);
+    if (s.arch == "qwen2") {
+      plan.push_back({p + "attn_q.bias", {Q}, l, 0.0f, 0.1f});
+      plan.push_back({p + "attn_k.bias", {KV}, l, 0.0f, 0.1f});
+      plan.push_back({p + "attn_v.bias", {KV}, l, 0.0f, 0.1f});
+    }
+    mat(p + "attn_output.weight", Q, E, l);
+    plan.push_back({p + "ffn_norm.weight", {E}, l, 1.0f, 0.1f});
+    mat(p + "ffn_gate.weight", E, F, l);
+    mat(p + "ffn_up.weight", E, F, l);
+    mat(p + "ffn_down.weight", F, E, l);
+  }
+
+  for (const auto& tp : plan) {
+    const int64_t n_in = tp.ne[0];
+    const int64_t n_rows = tp.ne.size() > 1 ? tp.ne[1] : 1;
+    const GgmlType gt = SynthTensorType(type, tp.name, tp.layer, s.n_layer, n_in);
+    const uint64_t tseed = seed ^ HashName(tp.name);
+    TensorPlan copy = tp;
+    TIERLM_RETURN_IF_ERROR(w.AddTensor(tp.name, gt, tp.ne, [=](uint8_t* dst, uint64_t) -> Status {
+      const int64_t row_bytes = RowBytes(gt, n_in);
+      auto rows = [&](int64_t begin, int64_t end) {
+        std::vector<float> buf(static_cast<size_t>(n_in));
+        for (int64_t r = begin; r < end; ++r) {
+          FillNormal(tseed + static_cast<uint64_t>(r) * 0x9E3779B97F4A7C15ull, copy.mean, copy.stddev, buf.data(), n_in);
+          QuantizeRow(gt, buf.data(), dst + r * row_bytes, n_in);
+        }
+      };
+      if (pool) pool->ParallelFor(n_rows, 16, rows);
+      else rows(0, n_rows);
+      return Status::Ok();
+    }));
+  }
+  return w.Write(path);
+}
+
+}  // namespace tierlm
