@@ -76,9 +76,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
   }
 
   m->rope_inv_freq_.resize(static_cast<size_t>(hp.n_rot / 2));
-  for (int64_t i = 0; i < hp.n_rot / 2; ++i)
-    m->rope_inv_freq_[static_cast<size_t>(i)] =
-        static_cast<float>(std::pow(static_cast<double>(hp.rope_base), -2.0 * i / hp.n_rot));
+  RopeInvFreq(hp.rope_base, hp.n_rot, m->rope_inv_freq_.data());
   return m;
 }
 

@@ -1,0 +1,94 @@
+// tierlm against llama.cpp's recorded outputs for every model in shared/models: the same
+// logits at every prompt position (within the fixtures README's tolerances) and the same
+// greedy continuation up to the first near-tie.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/thread_pool.h"
+#include "format/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/llama_model.h"
+#include "runtime/sampler.h"
+#include "test_paths.h"
+#include "tiers/weight_store.h"
+
+namespace tierlm {
+namespace {
+
+struct FixtureModel {
+  const char* name;
+  double tolerance;  // max abs logit difference (fixtures/README.md)
+};
+
+class LlamaCppFixtureTest : public ::testing::TestWithParam<FixtureModel> {};
+
+TEST_P(LlamaCppFixtureTest, LogitsAndGreedyMatch) {
+  const FixtureModel fm = GetParam();
+  const auto model_path = testing::ModelsDir() / (std::string(fm.name) + ".gguf");
+  const auto json_path = testing::FixturesDir() / "llamacpp" / (std::string(fm.name) + ".json");
+  std::ifstream in(json_path);
+  ASSERT_TRUE(in.good()) << json_path;
+  const nlohmann::json fx = nlohmann::json::parse(in);
+
+  auto file = gguf::GgufFile::Open(model_path.string());
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto store = InMemoryWeightStore::Open(*file);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  auto model = LlamaModel::Create(*file, store->get());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const int64_t n_vocab = (*model)->hparams().n_vocab;
+  ASSERT_EQ(n_vocab, fx["n_vocab"].get<int64_t>());
+  ThreadPool pool(2);
+
+  int case_index = 0;
+  for (const auto& c : fx["cases"]) {
+    SCOPED_TRACE("case " + std::to_string(case_index++) + ": " + c["prompt"].get<std::string>());
+    const auto tokens = c["tokens"].get<std::vector<int32_t>>();
+    auto kv = KvCache::Create((*model)->hparams().n_layer, 512, (*model)->hparams().kv_dim());
+    ASSERT_TRUE(kv.ok());
+    std::vector<float> logits;
+    ASSERT_TRUE((*model)->Forward(tokens, *kv, /*all_logits=*/true, &logits, &pool).ok());
+    const auto& ref = c["logits"];
+    ASSERT_EQ(ref.size(), tokens.size());
+    double max_diff = 0;
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      const auto row = ref[p].get<std::vector<float>>();
+      ASSERT_EQ(static_cast<int64_t>(row.size()), n_vocab);
+      for (int64_t v = 0; v < n_vocab; ++v)
+        max_diff = std::max(max_diff, std::fabs(static_cast<double>(logits[p * n_vocab + v]) - row[v]));
+    }
+    EXPECT_LE(max_diff, fm.tolerance) << "max abs logit difference";
+
+    // Greedy continuation, one token per decode step, up to the first near-tie.
+    const auto greedy = c["greedy"].get<std::vector<int32_t>>();
+    const auto margins = c["greedy_margins"].get<std::vector<double>>();
+    std::vector<float> last(logits.end() - n_vocab, logits.end());
+    for (size_t i = 0; i < greedy.size(); ++i) {
+      if (margins[i] < 2 * fm.tolerance) break;  // after a near-tie either choice is right
+      const int32_t next = Sampler::Argmax(last);
+      ASSERT_EQ(next, greedy[i]) << "greedy step " << i;
+      const int32_t tok[1] = {next};
+      ASSERT_TRUE((*model)->Forward(tok, *kv, false, &last, &pool).ok());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllModels, LlamaCppFixtureTest,
+    ::testing::Values(FixtureModel{"stories260K", 3e-2}, FixtureModel{"synth-llama-small-F32", 5e-3},
+                      FixtureModel{"synth-llama-small-F16", 1e-2}, FixtureModel{"synth-llama-small-BF16", 4e-2},
+                      FixtureModel{"synth-llama-small-Q8_0", 1.5e-1}, FixtureModel{"synth-llama-small-Q4_0", 1.5e-1},
+                      FixtureModel{"synth-llama-small-Q4_K_M", 2e-1}, FixtureModel{"synth-qwen2-small-F16", 1e-2},
+                      FixtureModel{"synth-qwen2-small-Q4_K_M", 2e-1}),
+    [](const auto& info) {
+      std::string n = info.param.name;
+      for (auto& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
+
+}  // namespace
+}  // namespace tierlm
