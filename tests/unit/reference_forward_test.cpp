@@ -1,0 +1,124 @@
+// tierlm against the independent PyTorch reference (tests/reference/gguf_ref.py, its own
+// GGUF reader and dequantizers, float32 forward pass) on models written by `tierlm synth`,
+// for every architecture and every supported tensor type.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/thread_pool.h"
+#include "format/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/llama_model.h"
+#include "synth/synth_model.h"
+#include "test_paths.h"
+#include "tiers/weight_store.h"
+
+namespace tierlm {
+namespace {
+
+struct RefCase {
+  const char* preset;
+  const char* arch;
+  const char* type;
+  double tolerance;  // max abs logit difference allowed (activation rounding only)
+};
+
+class ReferenceForwardTest : public ::testing::TestWithParam<RefCase> {};
+
+std::string RunCommand(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    *status = -1;
+    return out;
+  }
+  char buf[65536];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+TEST_P(ReferenceForwardTest, LogitsMatchTorch) {
+  const RefCase rc = GetParam();
+  auto spec = SynthPreset(rc.preset, rc.arch);
+  ASSERT_TRUE(spec.has_value());
+  spec->n_layer = 2;  // keep the suite fast
+  auto type = ParseSynthType(rc.type);
+  ASSERT_TRUE(type.has_value());
+  const auto dir = testing::ScratchDir(std::string("ref-") + rc.arch + "-" + rc.type);
+  const std::string path = (dir / "m.gguf").string();
+  ThreadPool pool(2);
+  ASSERT_TRUE(WriteSynthModel(*spec, *type, 7, path, &pool).ok());
+
+  const std::vector<int32_t> tokens = {1, 300, 301, 5, 260, 400, 77, 1, 2, 511, 263, 290};
+  std::string tok_arg;
+  for (int32_t t : tokens) tok_arg += (tok_arg.empty() ? "" : ",") + std::to_string(t);
+  const std::string script = (testing::SourceDir() / "tests/reference/gguf_ref.py").string();
+  const std::string json_path = (dir / "ref.json").string();
+  int status = 0;
+  const std::string log = RunCommand("/usr/bin/python3 '" + script + "' logits '" + path + "' --tokens " + tok_arg +
+                                         " --out '" + json_path + "' 2>&1",
+                                     &status);
+  ASSERT_EQ(status, 0) << log;
+  std::ifstream in(json_path);
+  const nlohmann::json ref = nlohmann::json::parse(in);
+
+  auto file = gguf::GgufFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto store = InMemoryWeightStore::Open(*file);
+  ASSERT_TRUE(store.ok());
+  auto model = LlamaModel::Create(*file, store->get());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const int64_t n_vocab = (*model)->hparams().n_vocab;
+
+  // Prefill in one batch, and the same tokens again one decode step at a time.
+  for (bool one_by_one : {false, true}) {
+    SCOPED_TRACE(one_by_one ? "token by token" : "one batch");
+    auto kv = KvCache::Create((*model)->hparams().n_layer, 64, (*model)->hparams().kv_dim());
+    ASSERT_TRUE(kv.ok());
+    std::vector<float> logits;
+    if (one_by_one) {
+      std::vector<float> step;
+      for (int32_t t : tokens) {
+        const int32_t one[1] = {t};
+        ASSERT_TRUE((*model)->Forward(one, *kv, false, &step, &pool).ok());
+        logits.insert(logits.end(), step.begin(), step.end());
+      }
+    } else {
+      ASSERT_TRUE((*model)->Forward(tokens, *kv, true, &logits, &pool).ok());
+    }
+    const auto& rows = ref["logits"];
+    ASSERT_EQ(rows.size(), tokens.size());
+    double max_diff = 0, max_abs = 0;
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      const auto row = rows[p].get<std::vector<double>>();
+      ASSERT_EQ(static_cast<int64_t>(row.size()), n_vocab);
+      for (int64_t v = 0; v < n_vocab; ++v) {
+        max_diff = std::max(max_diff, std::fabs(logits[p * n_vocab + v] - row[v]));
+        max_abs = std::max(max_abs, std::fabs(row[v]));
+      }
+    }
+    EXPECT_GT(max_abs, 0.5) << "reference logits are degenerate";
+    EXPECT_LE(max_diff, rc.tolerance);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    SynthModels, ReferenceForwardTest,
+    ::testing::Values(RefCase{"tiny", "llama", "f32", 2e-3}, RefCase{"tiny", "llama", "f16", 1e-2},
+                      RefCase{"tiny", "llama", "bf16", 4e-2}, RefCase{"tiny", "llama", "q8_0", 1e-1},
+                      RefCase{"tiny", "llama", "q4_0", 1.5e-1}, RefCase{"tiny", "llama", "q4_k_m", 1.5e-1},
+                      RefCase{"qwen2-tiny", "qwen2", "f32", 2e-3}, RefCase{"qwen2-tiny", "qwen2", "f16", 1e-2},
+                      RefCase{"qwen2-tiny", "qwen2", "bf16", 4e-2}, RefCase{"qwen2-tiny", "qwen2", "q8_0", 1e-1},
+                      RefCase{"qwen2-tiny", "qwen2", "q4_0", 1.5e-1},
+                      RefCase{"qwen2-tiny", "qwen2", "q4_k_m", 1.5e-1}),
+    [](const auto& info) { return std::string(info.param.arch) + "_" + info.param.type; });
+
+}  // namespace
+}  // namespace tierlm
