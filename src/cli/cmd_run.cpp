@@ -1,0 +1,218 @@
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/default_model.h"
+#include "runtime/chat_template.h"
+#include "runtime/engine.h"
+#include "runtime/generator.h"
+#include "tokenizer/detokenizer.h"
+
+namespace tierlm::cli {
+namespace {
+
+struct RunOptions {
+  EngineOptions engine;
+  SamplerParams sampling;
+  std::string prompt;
+  std::string prompt_file;
+  std::string system_prompt;
+  std::string chat_template;
+  int64_t n_predict = -1;
+  bool token_ids = false;
+  bool verbose = false;
+  bool no_display_prompt = false;
+};
+
+void AddCommonOptions(ArgParser& ap, RunOptions& o) {
+  ap.Add({"-m", "--model"}, &o.engine.model_path, "GGUF model file (default: a built-in synthetic model)");
+  ap.Add({"-t", "--threads"}, &o.engine.n_threads, "compute threads (default: all cores)");
+  ap.Add({"-c", "--ctx-size"}, &o.engine.n_ctx, "context size in tokens (default: model's, at most 4096)");
+  ap.Add({"-b", "--batch-size"}, &o.engine.n_batch, "prompt tokens per batch (default 512)");
+  ap.Add({"-n", "--n-predict"}, &o.n_predict, "tokens to generate (default: -1, until end or full context)");
+  ap.Add({"--temp"}, &o.sampling.temperature, "temperature; 0 is greedy (default 0.8)");
+  ap.Add({"--top-k"}, &o.sampling.top_k, "top-k cut, 0 off (default 40)");
+  ap.Add({"--top-p"}, &o.sampling.top_p, "top-p cut, 1 off (default 0.95)");
+  ap.Add({"--min-p"}, &o.sampling.min_p, "min-p cut, 0 off (default 0.05)");
+  ap.Add({"--repeat-penalty"}, &o.sampling.repeat_penalty, "repetition penalty, 1 off (default 1.0)");
+  ap.Add({"--repeat-last-n"}, &o.sampling.repeat_last_n, "tokens the penalty looks back over (default 64)");
+  ap.Add({"-s", "--seed"}, &o.sampling.seed, "random seed (default 4294967295)");
+  ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
+}
+
+Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
+  if (o.engine.model_path.empty()) {
+    TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel());
+  }
+  return Engine::Load(o.engine);
+}
+
+void PrintStats(const Engine& e, const GenerateStats& s) {
+  std::fprintf(stderr,
+               "\n\nload: %.0f ms | prompt: %lld tokens, %.1f tokens/s | first token after %.0f ms | "
+               "generation: %lld tokens, %.1f tokens/s | peak RSS %.1f MiB\n",
+               e.load_ms(), static_cast<long long>(s.n_prompt), s.prompt_tps(), s.ttft_ms,
+               static_cast<long long>(s.n_generated), s.decode_tps(), PeakRssBytes() / 1048576.0);
+}
+
+}  // namespace
+
+int RunCommand(int argc, char** argv) {
+  RunOptions o;
+  ArgParser ap("run");
+  AddCommonOptions(ap, o);
+  ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text");
+  ap.Add({"-f", "--file"}, &o.prompt_file, "read the prompt from a file");
+  ap.Flag({"--token-ids"}, &o.token_ids, "print generated token ids, space-separated, instead of text");
+  ap.Flag({"--no-display-prompt"}, &o.no_display_prompt, "do not echo the prompt");
+  Status st = ap.Parse(argc, argv, 2);
+  if (ap.help_requested()) {
+    std::printf("%s", ap.Usage().c_str());
+    return 0;
+  }
+  if (!st.ok()) return ReportError(st);
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) return ReportError(Status::IoError(o.prompt_file + ": cannot read the prompt file"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    o.prompt = ss.str();
+  }
+
+  auto engine = LoadEngine(o);
+  if (!engine.ok()) return ReportError(engine.status());
+  Engine& e = **engine;
+  const auto& tok = e.tokenizer();
+  const std::vector<int32_t> prompt = tok.Encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
+  if (o.verbose) {
+    std::fprintf(stderr, "model: %s (%s, %lld layers), context %lld, %d threads, prompt %zu tokens\n",
+                 o.engine.model_path.c_str(), e.model().hparams().arch_name.c_str(),
+                 static_cast<long long>(e.model().hparams().n_layer), static_cast<long long>(e.kv().n_ctx()),
+                 e.pool().size(), prompt.size());
+  }
+  if (!o.token_ids && !o.no_display_prompt) {
+    std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+    std::fflush(stdout);
+  }
+
+  tokenizer::Detokenizer::Options dopt;
+  dopt.strip_leading_space = false;
+  tokenizer::Detokenizer detok(tok, dopt);
+  bool first_id = true;
+  GenerateRequest req;
+  req.prompt = prompt;
+  req.n_predict = o.n_predict;
+  req.sampling = o.sampling;
+  req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
+  req.on_token = [&](int32_t id) {
+    if (o.token_ids) {
+      std::printf(first_id ? "%d" : " %d", id);
+      first_id = false;
+    } else {
+      const std::string text = detok.Push(id);
+      std::fwrite(text.data(), 1, text.size(), stdout);
+    }
+    std::fflush(stdout);
+    return true;
+  };
+  auto stats = Generate(e.model(), e.kv(), &e.pool(), req);
+  if (!stats.ok()) {
+    std::printf("\n");
+    return ReportError(stats.status());
+  }
+  if (!o.token_ids) {
+    const std::string rest = detok.Flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+  }
+  std::printf("\n");
+  std::fflush(stdout);
+  PrintStats(e, *stats);
+  return 0;
+}
+
+int ChatCommand(int argc, char** argv) {
+  RunOptions o;
+  ArgParser ap("chat");
+  AddCommonOptions(ap, o);
+  ap.Add({"-sys", "--system-prompt"}, &o.system_prompt, "system message");
+  ap.Add({"--chat-template"}, &o.chat_template,
+         "template: chatml, llama2, llama3, mistral, zephyr, phi3, gemma (default: from the model)");
+  Status st = ap.Parse(argc, argv, 2);
+  if (ap.help_requested()) {
+    std::printf("%s", ap.Usage().c_str());
+    return 0;
+  }
+  if (!st.ok()) return ReportError(st);
+
+  auto engine = LoadEngine(o);
+  if (!engine.ok()) return ReportError(engine.status());
+  Engine& e = **engine;
+  const auto& tok = e.tokenizer();
+
+  std::optional<ChatTemplate> tmpl;
+  if (!o.chat_template.empty()) {
+    tmpl = ParseChatTemplateName(o.chat_template);
+    if (!tmpl) return ReportError(Status::InvalidArgument("chat: unknown template '" + o.chat_template + "'"));
+  } else {
+    tmpl = DetectChatTemplate(tok.vocab().chat_template);
+    if (!tmpl) {
+      std::fprintf(stderr, "note: the model has no recognised chat template; using chatml\n");
+      tmpl = ChatTemplate::kChatml;
+    }
+  }
+  std::fprintf(stderr, "chat template: %s. Type a message and press Enter; an empty line or Ctrl-D ends.\n",
+               ChatTemplateName(*tmpl));
+
+  std::vector<ChatMessage> msgs;
+  if (!o.system_prompt.empty()) msgs.push_back({"system", o.system_prompt});
+  std::string in_kv;  // the conversation text whose tokens are in the KV cache
+  std::string line;
+  while (true) {
+    std::fprintf(stdout, "\n> ");
+    std::fflush(stdout);
+    if (!std::getline(std::cin, line) || line.empty()) break;
+    msgs.push_back({"user", line});
+    const std::string full = FormatChat(*tmpl, msgs, /*add_assistant_prefix=*/true);
+    std::vector<int32_t> new_tokens;
+    if (!in_kv.empty() && full.compare(0, in_kv.size(), in_kv) == 0) {
+      new_tokens = tok.Encode(full.substr(in_kv.size()), /*add_special=*/false, /*parse_special=*/true);
+    } else {
+      e.kv().set_n_past(0);  // the template rewrote history: start over
+      new_tokens = tok.Encode(full, /*add_special=*/true, /*parse_special=*/true);
+    }
+    std::string reply;
+    tokenizer::Detokenizer detok(tok);
+    GenerateRequest req;
+    req.prompt = new_tokens;
+    req.n_predict = o.n_predict;
+    req.sampling = o.sampling;
+    req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
+    req.on_token = [&](int32_t id) {
+      const std::string text = detok.Push(id);
+      reply += text;
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::fflush(stdout);
+      return true;
+    };
+    auto stats = Generate(e.model(), e.kv(), &e.pool(), req);
+    if (!stats.ok()) {
+      std::fprintf(stdout, "\n");
+      return ReportError(stats.status());
+    }
+    reply += detok.Flush();
+    if (o.verbose) PrintStats(e, *stats);
+    msgs.push_back({"assistant", reply});
+    in_kv = full + reply;
+    if (stats->context_full) {
+      std::fprintf(stderr, "\nnote: the context is full; start a new chat or raise -c\n");
+      break;
+    }
+  }
+  std::fprintf(stdout, "\n");
+  return 0;
+}
+
+}  // namespace tierlm::cli

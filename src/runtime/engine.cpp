@@ -1,0 +1,40 @@
+#include "runtime/engine.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace tierlm {
+
+uint64_t PeakRssBytes() {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+}
+
+Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Engine> e(new Engine());
+  if (o.n_ctx < 0) return Status::InvalidArgument("context size (-c) must not be negative");
+  if (o.n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
+  TIERLM_ASSIGN_OR_RETURN(e->file_, gguf::GgufFile::Open(o.model_path));
+  // Check the model before reading gigabytes of weights.
+  TIERLM_RETURN_IF_ERROR(LlamaModel::Create(e->file_, nullptr).status());
+  TIERLM_ASSIGN_OR_RETURN(auto tok, tokenizer::Tokenizer::FromGguf(e->file_));
+  e->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tok));
+  TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
+  TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
+  e->model_->set_max_batch(o.n_batch);
+  const ModelHParams& hp = e->model_->hparams();
+  if (e->tokenizer_->n_tokens() != hp.n_vocab)
+    return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
+                              " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));
+  const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
+  TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(hp.n_layer, n_ctx, hp.kv_dim()));
+  e->pool_ = std::make_unique<ThreadPool>(o.n_threads > 0 ? o.n_threads : DefaultThreadCount());
+  e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return e;
+}
+
+}  // namespace tierlm

@@ -1,0 +1,55 @@
+// Engine: a loaded model ready to generate: file, weight store, model, tokenizer, KV
+// cache and compute threads, with the options that built them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "format/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/llama_model.h"
+#include "tiers/weight_store.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tierlm {
+
+struct EngineOptions {
+  std::string model_path;
+  // Compute threads. Default 0: one per core this process may use.
+  int32_t n_threads = 0;
+  // Context size in tokens. Default 0: the model's training context, at most 4096.
+  int64_t n_ctx = 0;
+  // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
+  int64_t n_batch = 512;
+};
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+
+  const gguf::GgufFile& file() const { return file_; }
+  LlamaModel& model() { return *model_; }
+  KvCache& kv() { return kv_; }
+  ThreadPool& pool() { return *pool_; }
+  const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
+  WeightStore& weights() { return *store_; }
+  double load_ms() const { return load_ms_; }
+
+ private:
+  Engine() = default;
+  gguf::GgufFile file_;
+  std::unique_ptr<WeightStore> store_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  KvCache kv_;
+  std::unique_ptr<ThreadPool> pool_;
+  double load_ms_ = 0;
+};
+
+// Peak resident set size of this process so far, in bytes.
+uint64_t PeakRssBytes();
+
+}  // namespace tierlm
