@@ -1,0 +1,215 @@
+// tierlm bench: llama-bench-compatible prefill (pp) and decode (tg) throughput.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/memory_bandwidth.h"
+#include "runtime/engine.h"
+
+namespace tierlm::cli {
+namespace {
+
+Result<std::vector<int64_t>> ParseList(const std::string& flag, const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end || v < 0) return Status::InvalidArgument(flag + ": expected non-negative integers, got '" + s + "'");
+    out.push_back(v);
+  }
+  return out;
+}
+
+struct Row {
+  std::string test;
+  int64_t n_prompt = 0, n_gen = 0;
+  std::vector<double> samples_ns, samples_ts;
+  double avg_ts = 0, stddev_ts = 0, min_ts = 0, median_ts = 0, max_ts = 0;
+  double bw_limit_ts = 0;  // decode only: triad bandwidth / weight bytes per token
+};
+
+void Summarize(Row& r) {
+  const auto& s = r.samples_ts;
+  r.avg_ts = std::accumulate(s.begin(), s.end(), 0.0) / s.size();
+  double var = 0;
+  for (double x : s) var += (x - r.avg_ts) * (x - r.avg_ts);
+  r.stddev_ts = s.size() > 1 ? std::sqrt(var / (s.size() - 1)) : 0;
+  std::vector<double> sorted = s;
+  std::sort(sorted.begin(), sorted.end());
+  r.min_ts = sorted.front();
+  r.max_ts = sorted.back();
+  r.median_ts = sorted.size() % 2 ? sorted[sorted.size() / 2]
+                                  : 0.5 * (sorted[sorted.size() / 2 - 1] + sorted[sorted.size() / 2]);
+}
+
+std::string JsonList(const std::vector<double>& v, bool integers) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) {
+    char b[40];
+    if (integers) std::snprintf(b, sizeof b, "%.0f", v[i]);
+    else std::snprintf(b, sizeof b, "%.6f", v[i]);
+    out += (i ? ", " : "") + std::string(b);
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+int BenchCommand(int argc, char** argv) {
+  ArgParser ap("bench");
+  std::string model, prompts = "512", gens = "128", output = "md";
+  int32_t threads = 0, reps = 5;
+  int64_t batch = 512;
+  bool no_bw = false;
+  ap.Add({"-m", "--model"}, &model, "GGUF model file");
+  ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated (default 512)");
+  ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated (default 128)");
+  ap.Add({"-r", "--repetitions"}, &reps, "repetitions of each test (default 5)");
+  ap.Add({"-t", "--threads"}, &threads, "threads (default: all cores)");
+  ap.Add({"-b", "--batch-size"}, &batch, "prompt tokens per batch (default 512)");
+  ap.Add({"-o", "--output"}, &output, "output format: md, csv or json (default md)");
+  ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory bandwidth measurement");
+  Status st = ap.Parse(argc, argv, 2);
+  if (ap.help_requested()) {
+    std::printf("%s", ap.Usage().c_str());
+    return 0;
+  }
+  if (!st.ok()) return ReportError(st);
+  if (model.empty()) return ReportError(Status::InvalidArgument("bench: -m MODEL.gguf is required"));
+  if (output != "md" && output != "csv" && output != "json")
+    return ReportError(Status::InvalidArgument("bench: -o must be md, csv or json"));
+  if (reps < 1) return ReportError(Status::InvalidArgument("bench: -r must be at least 1"));
+  auto pp = ParseList("-p", prompts);
+  if (!pp.ok()) return ReportError(pp.status());
+  auto tg = ParseList("-n", gens);
+  if (!tg.ok()) return ReportError(tg.status());
+
+  EngineOptions eo;
+  eo.model_path = model;
+  eo.n_threads = threads;
+  eo.n_batch = batch;
+  int64_t max_ctx = 16;
+  for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
+  for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
+  eo.n_ctx = max_ctx;
+  auto engine = Engine::Load(eo);
+  if (!engine.ok()) return ReportError(engine.status());
+  Engine& e = **engine;
+  const ModelHParams& hp = e.model().hparams();
+
+  // Bytes of weights one decode step reads: every matrix, but one row of the embedding
+  // (unless it doubles as the classifier).
+  uint64_t model_bytes = 0, weights_per_token = 0, n_params = 0;
+  const bool tied = e.file().FindTensor("output.weight") == nullptr;
+  for (const auto& t : e.file().tensors()) {
+    model_bytes += t.size_bytes;
+    n_params += static_cast<uint64_t>(t.n_elements());
+    if (t.name != "token_embd.weight" || tied) weights_per_token += t.size_bytes;
+  }
+  double triad = 0;
+  if (!no_bw) triad = MeasureTriadBandwidth(&e.pool());
+
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> tok_dist(0, static_cast<int32_t>(hp.n_vocab - 1));
+  std::vector<float> logits;
+  std::vector<Row> rows;
+  auto run_test = [&](int64_t n_prompt, int64_t n_gen) -> Status {
+    Row r;
+    r.n_prompt = n_prompt;
+    r.n_gen = n_gen;
+    r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
+      e.kv().set_n_past(0);
+      std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
+      for (auto& t : toks) t = tok_dist(rng);
+      const auto t0 = std::chrono::steady_clock::now();
+      if (n_prompt > 0) {
+        TIERLM_RETURN_IF_ERROR(e.model().Forward(toks, e.kv(), false, &logits, &e.pool()));
+      } else {
+        int32_t tok = toks[0];
+        for (int64_t i = 0; i < n_gen; ++i) {
+          TIERLM_RETURN_IF_ERROR(e.model().Forward(std::span<const int32_t>(&tok, 1), e.kv(), false, &logits, &e.pool()));
+          tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        }
+      }
+      const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+      if (rep < 0) continue;
+      r.samples_ns.push_back(ns);
+      r.samples_ts.push_back((n_prompt > 0 ? n_prompt : n_gen) * 1e9 / ns);
+    }
+    Summarize(r);
+    if (n_gen > 0 && triad > 0) r.bw_limit_ts = triad / static_cast<double>(weights_per_token);
+    rows.push_back(std::move(r));
+    return Status::Ok();
+  };
+  for (int64_t p : *pp)
+    if (p > 0) {
+      st = run_test(p, 0);
+      if (!st.ok()) return ReportError(st);
+    }
+  for (int64_t n : *tg)
+    if (n > 0) {
+      st = run_test(0, n);
+      if (!st.ok()) return ReportError(st);
+    }
+
+  const std::string fname = std::filesystem::path(model).filename().string();
+  const std::string type_desc = hp.arch_name + " " + std::to_string(hp.n_layer) + "L";
+  if (output == "json") {
+    std::printf("[\n");
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      const double avg_ns = std::accumulate(r.samples_ns.begin(), r.samples_ns.end(), 0.0) / r.samples_ns.size();
+      double var_ns = 0;
+      for (double x : r.samples_ns) var_ns += (x - avg_ns) * (x - avg_ns);
+      const double sd_ns = r.samples_ns.size() > 1 ? std::sqrt(var_ns / (r.samples_ns.size() - 1)) : 0;
+      std::printf(
+          "  {\"build_commit\": \"tierlm\", \"model_filename\": \"%s\", \"model_type\": \"%s\", \"model_size\": %llu, "
+          "\"model_n_params\": %llu, \"n_threads\": %d, \"n_batch\": %lld, \"n_prompt\": %lld, \"n_gen\": %lld, "
+          "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": %s, "
+          "\"samples_ts\": %s, \"min_ts\": %.6f, \"median_ts\": %.6f, \"max_ts\": %.6f, \"triad_bytes_per_s\": %.0f, "
+          "\"weight_bytes_per_token\": %llu, \"bw_limit_ts\": %.6f, \"bw_fraction\": %.4f}%s\n",
+          fname.c_str(), type_desc.c_str(), static_cast<unsigned long long>(model_bytes),
+          static_cast<unsigned long long>(n_params), e.pool().size(), static_cast<long long>(batch),
+          static_cast<long long>(r.n_prompt), static_cast<long long>(r.n_gen), avg_ns, sd_ns, r.avg_ts, r.stddev_ts,
+          JsonList(r.samples_ns, true).c_str(), JsonList(r.samples_ts, false).c_str(), r.min_ts, r.median_ts, r.max_ts,
+          triad, static_cast<unsigned long long>(weights_per_token), r.bw_limit_ts,
+          r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0, i + 1 < rows.size() ? "," : "");
+    }
+    std::printf("]\n");
+    return 0;
+  }
+  if (output == "csv") {
+    std::printf("model_filename,model_size,n_threads,n_prompt,n_gen,avg_ts,stddev_ts,min_ts,median_ts,max_ts,bw_fraction\n");
+    for (const Row& r : rows)
+      std::printf("%s,%llu,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f\n", fname.c_str(),
+                  static_cast<unsigned long long>(model_bytes), e.pool().size(), static_cast<long long>(r.n_prompt),
+                  static_cast<long long>(r.n_gen), r.avg_ts, r.stddev_ts, r.min_ts, r.median_ts, r.max_ts,
+                  r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0);
+    return 0;
+  }
+  std::printf("| model | size | params | threads | test | t/s | min / median / max | of bandwidth limit |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  for (const Row& r : rows) {
+    char limit[64] = "";
+    if (r.bw_limit_ts > 0) std::snprintf(limit, sizeof limit, "%.0f%% of %.1f t/s", 100 * r.avg_ts / r.bw_limit_ts, r.bw_limit_ts);
+    std::printf("| %s | %.2f MiB | %.2f B | %d | %s | %.2f ± %.2f | %.2f / %.2f / %.2f | %s |\n", fname.c_str(),
+                model_bytes / 1048576.0, n_params / 1e9, e.pool().size(), r.test.c_str(), r.avg_ts, r.stddev_ts,
+                r.min_ts, r.median_ts, r.max_ts, limit);
+  }
+  if (triad > 0)
+    std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
+                e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);
+  return 0;
+}
+
+}  // namespace tierlm::cli
