@@ -40,7 +40,8 @@ class Cursor {
     uint64_t len = 0;
     TIERLM_RETURN_IF_ERROR(Pod(&len, what));
     if (len > remaining() || len > kMaxStringBytes)
-      return Fail(std::string(what) + " has length " + std::to_string(len) + ", beyond the end of the file");
+      return Fail("file is truncated or corrupt: " + std::string(what) + " has length " + std::to_string(len) +
+                  ", beyond the end of the file");
     out->resize(static_cast<size_t>(len));
     return Bytes(out->data(), len, what);
   }
@@ -95,7 +96,7 @@ Status ReadValue(Cursor& c, uint32_t raw_type, Value* v, const std::string& key,
   // Every element needs at least this many bytes: bounds the count before allocating.
   const uint64_t min_elem = elem == ValueType::kString ? 8 : elem == ValueType::kArray ? 12 : ScalarSize(elem);
   if (count > c.remaining() / min_elem)
-    return c.Fail("metadata key '" + key + "': array of " + std::to_string(count) + " " + ValueTypeName(elem) +
+    return c.Fail("file is truncated or corrupt: metadata key '" + key + "': array of " + std::to_string(count) + " " + ValueTypeName(elem) +
                   " elements does not fit in the rest of the file");
   v->type = ValueType::kArray;
   v->elem_type = elem;
@@ -147,9 +148,11 @@ Result<GgufFile> GgufFile::Parse(ByteSource& source, const std::string& name) {
   TIERLM_RETURN_IF_ERROR(c.Pod(&n_kv, "metadata count"));
   // A key-value pair needs >= 12 bytes (key length + type); a tensor info >= 24.
   if (n_kv > c.remaining() / 12)
-    return c.Fail("metadata count " + std::to_string(n_kv) + " is larger than the file could hold");
+    return c.Fail("file is truncated or corrupt: metadata count " + std::to_string(n_kv) +
+                  " is larger than the file could hold");
   if (n_tensors > c.remaining() / 24)
-    return c.Fail("tensor count " + std::to_string(n_tensors) + " is larger than the file could hold");
+    return c.Fail("file is truncated or corrupt: tensor count " + std::to_string(n_tensors) +
+                  " is larger than the file could hold");
 
   f.metadata_.reserve(static_cast<size_t>(n_kv));
   for (uint64_t i = 0; i < n_kv; ++i) {
