@@ -13,9 +13,10 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-inline CommandResult RunShell(const std::string& cmd) {
+// merge_stderr: capture stderr too; otherwise it is discarded.
+inline CommandResult RunShell(const std::string& cmd, bool merge_stderr = true) {
   CommandResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  FILE* p = popen((cmd + (merge_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
   if (!p) return r;
   char buf[65536];
   size_t n;
