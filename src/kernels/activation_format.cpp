@@ -1,0 +1,99 @@
+#include "kernels/activation_format.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/quant.h"
+
+namespace tierlm {
+namespace {
+
+int64_t RoundUp64(int64_t n) { return (n + 63) / 64 * 64; }
+
+// Quantizes 32 * nb floats to int8 blocks: d[b] = amax / 127, sum[b] = sum of the qs.
+void QuantizeBlocks(const float* x, int64_t n_elems, int64_t block, int8_t* qs, float* d,
+                    int32_t* sum) {
+  for (int64_t b = 0; b * block < n_elems; ++b) {
+    const float* xb = x + b * block;
+    float amax = 0.0f;
+    for (int64_t j = 0; j < block; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float scale = amax / 127.0f;
+    const float inv = scale != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t s = 0;
+    for (int64_t j = 0; j < block; ++j) {
+      const int q = static_cast<int>(std::nearbyint(xb[j] * inv));
+      qs[b * block + j] = static_cast<int8_t>(q);
+      s += q;
+    }
+    d[b] = scale;
+    if (sum) sum[b] = s;
+  }
+}
+
+}  // namespace
+
+ActLayout GetActLayout(ActFormat format, int64_t n_in) {
+  switch (format) {
+    case ActFormat::kF32:
+      return {RoundUp64(n_in * 4), 0, 0};
+    case ActFormat::kBf16:
+      return {RoundUp64(n_in * 2), 0, 0};
+    case ActFormat::kQ8:
+    case ActFormat::kQ8Pair: {
+      const int64_t nb = (n_in / 32 + 1) / 2 * 2;
+      const int64_t d_off = 32 * nb;
+      const int64_t sum_off = d_off + RoundUp64(nb * 4);
+      return {sum_off + RoundUp64(nb * 4), d_off, sum_off};
+    }
+    case ActFormat::kQ8K: {
+      const int64_t d_off = RoundUp64(n_in);
+      const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
+      return {sum_off + RoundUp64(n_in / 16 * 2), d_off, sum_off};
+    }
+  }
+  return {0, 0, 0};
+}
+
+void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_t* dst) {
+  const ActLayout layout = GetActLayout(format, n_in);
+  std::memset(dst, 0, layout.row_bytes);
+  switch (format) {
+    case ActFormat::kF32:
+      std::memcpy(dst, x, n_in * 4);
+      return;
+    case ActFormat::kBf16: {
+      auto* h = reinterpret_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n_in; ++i) h[i] = F32ToBf16(x[i]);
+      return;
+    }
+    case ActFormat::kQ8:
+    case ActFormat::kQ8Pair: {
+      auto* qs = reinterpret_cast<int8_t*>(dst);
+      QuantizeBlocks(x, n_in, 32, qs, reinterpret_cast<float*>(dst + layout.d_offset),
+                     reinterpret_cast<int32_t*>(dst + layout.sum_offset));
+      if (format == ActFormat::kQ8Pair) {
+        int8_t tmp[64];
+        for (int64_t p = 0; p < layout.d_offset; p += 64) {
+          std::memcpy(tmp, qs + p, 64);
+          std::memcpy(qs + p + 16, tmp + 32, 16);
+          std::memcpy(qs + p + 32, tmp + 16, 16);
+        }
+      }
+      return;
+    }
+    case ActFormat::kQ8K: {
+      auto* qs = reinterpret_cast<int8_t*>(dst);
+      QuantizeBlocks(x, n_in, 256, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
+      auto* bsums = reinterpret_cast<int16_t*>(dst + layout.sum_offset);
+      for (int64_t g = 0; g < n_in / 16; ++g) {
+        int s = 0;
+        for (int j = 0; j < 16; ++j) s += qs[16 * g + j];
+        bsums[g] = static_cast<int16_t>(s);
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace tierlm

@@ -1,0 +1,77 @@
+// The table of matmul kernels each SIMD path provides, and how Matmul calls them.
+#pragma once
+
+#include <cstdint>
+
+#include "format/ggml_type.h"
+#include "kernels/activation_format.h"
+#include "kernels/cpu_features.h"
+
+namespace tierlm {
+
+// One call computes a [n_tok][n_rows] block of outputs:
+//   y[t * y_stride + r] = dot(weight row r, activation row t)   r < n_rows, t < n_tok
+// Weight row r starts at w + r * w_row_bytes (raw GGUF blocks); activation row t starts at
+// act + t * act.row_bytes, in the format the kernel's entry names. Kernels tile rows and
+// tokens in registers; callers keep n_rows x n_tok cache-sized.
+struct GemmArgs {
+  const uint8_t* w;
+  int64_t w_row_bytes;
+  int64_t n_rows;
+  const uint8_t* act;
+  ActLayout act_layout;
+  int64_t n_tok;
+  int64_t n_in;
+  float* y;
+  int64_t y_stride;
+};
+using GemmFn = void (*)(const GemmArgs& args);
+
+// Weight types with kernels, as indices into KernelSet::entries.
+enum KernelType : int { kKtF32, kKtF16, kKtBf16, kKtQ8_0, kKtQ4_0, kKtQ4_K, kKtQ6_K, kNumKernelTypes };
+
+// The index for `type`, or -1 when no kernel handles it.
+inline int KernelTypeIndex(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF32: return kKtF32;
+    case GgmlType::kF16: return kKtF16;
+    case GgmlType::kBF16: return kKtBf16;
+    case GgmlType::kQ8_0: return kKtQ8_0;
+    case GgmlType::kQ4_0: return kKtQ4_0;
+    case GgmlType::kQ4_K: return kKtQ4_K;
+    case GgmlType::kQ6_K: return kKtQ6_K;
+    default: return -1;
+  }
+}
+
+struct KernelSet {
+  struct Entry {
+    ActFormat act;
+    GemmFn gemm;
+    int row_tile;  // Matmul splits rows between threads in multiples of this
+  };
+  Entry entries[kNumKernelTypes];
+};
+
+// Each defined in matmul_<path>.cpp; the AVX ones may only be called when supported.
+const KernelSet& ScalarKernels();
+const KernelSet& Avx2Kernels();
+const KernelSet& Avx512Kernels();
+
+inline const KernelSet& KernelsFor(KernelPath path) {
+  switch (path) {
+    case KernelPath::kAvx512: return Avx512Kernels();
+    case KernelPath::kAvx2: return Avx2Kernels();
+    default: return ScalarKernels();
+  }
+}
+
+struct WeightMatrix;
+class ThreadPool;
+
+// Matmul (matmul.h) with an explicit kernel set instead of ActiveKernelPath()'s.
+void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const float* x,
+                       int64_t x_stride, int64_t n_tok, float* y, int64_t y_stride,
+                       ThreadPool* pool);
+
+}  // namespace tierlm

@@ -1,0 +1,179 @@
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/quant.h"
+
+namespace tierlm {
+namespace {
+
+constexpr GgmlType kTypes[] = {GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16,
+                               GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K,
+                               GgmlType::kQ6_K};
+
+std::vector<KernelPath> SupportedPaths() {
+  std::vector<KernelPath> paths;
+  for (KernelPath p : {KernelPath::kScalar, KernelPath::kAvx2, KernelPath::kAvx512})
+    if (KernelPathSupported(p)) paths.push_back(p);
+  return paths;
+}
+
+class ForcedPath {
+ public:
+  explicit ForcedPath(KernelPath p) { ForceKernelPath(p); }
+  ~ForcedPath() { ForceKernelPath(std::nullopt); }
+};
+
+struct Problem {
+  GgmlType type;
+  int64_t n_in, n_out, n_tok, x_stride, y_stride;
+  std::vector<uint8_t> w;      // quantized weights
+  std::vector<double> w_deq;   // [n_out][n_in], what the weight bytes encode
+  std::vector<float> x;        // [n_tok][x_stride]
+};
+
+Problem MakeProblem(GgmlType type, int64_t n_in, int64_t n_out, int64_t n_tok, uint32_t seed) {
+  Problem p{type, n_in, n_out, n_tok, n_in + 5, n_out + 3, {}, {}, {}};
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t row_bytes = RowBytes(type, n_in);
+  p.w.resize(row_bytes * n_out);
+  p.w_deq.resize(n_in * n_out);
+  std::vector<float> row(n_in);
+  for (int64_t o = 0; o < n_out; ++o) {
+    for (auto& v : row) v = dist(rng) * 0.05f + ((o % 3 == 0) ? 0.02f : 0.0f);
+    QuantizeRow(type, row.data(), p.w.data() + o * row_bytes, n_in);
+    DequantizeRow(type, p.w.data() + o * row_bytes, row.data(), n_in);
+    std::copy(row.begin(), row.end(), p.w_deq.begin() + o * n_in);
+  }
+  p.x.assign(n_tok * p.x_stride, 1e30f);  // padding must never be read into results
+  for (int64_t t = 0; t < n_tok; ++t)
+    for (int64_t i = 0; i < n_in; ++i) p.x[t * p.x_stride + i] = dist(rng) * (1.0f + (i % 7));
+  return p;
+}
+
+// Worst-case error from rounding activations to the path's form, plus f32 accumulation.
+double Tolerance(const Problem& p, int64_t t, int64_t o) {
+  const float* x = p.x.data() + t * p.x_stride;
+  const double* w = p.w_deq.data() + o * p.n_in;
+  const bool q8 = p.type == GgmlType::kQ8_0 || p.type == GgmlType::kQ4_0;
+  const bool q8k = p.type == GgmlType::kQ4_K || p.type == GgmlType::kQ6_K;
+  const int64_t block = q8 ? 32 : q8k ? 256 : 1;
+  double tol = 0.0, mag = 0.0;
+  for (int64_t b = 0; b < p.n_in; b += block) {
+    double amax = 0.0;
+    for (int64_t i = b; i < b + block; ++i) amax = std::max(amax, std::fabs(double(x[i])));
+    for (int64_t i = b; i < b + block; ++i) {
+      const double a = std::fabs(w[i]);
+      mag += a * std::fabs(x[i]);
+      if (q8 || q8k) tol += a * amax / 254.0;                            // half a step
+      if (p.type == GgmlType::kBF16) tol += a * std::fabs(x[i]) / 256.0;  // bf16 rounding
+    }
+  }
+  return tol + 2e-5 * mag + 1e-6;
+}
+
+std::vector<float> RunMatmul(const Problem& p, ThreadPool* pool) {
+  std::vector<float> y(p.n_tok * p.y_stride, -7.0f);
+  WeightMatrix w{p.type, p.w.data(), p.n_in, p.n_out};
+  Matmul(w, p.x.data(), p.x_stride, p.n_tok, y.data(), p.y_stride, pool);
+  return y;
+}
+
+struct Shape {
+  int64_t n_in, n_out, n_tok;
+};
+
+void CheckAgainstReference(GgmlType type, const Shape& s, ThreadPool* pool) {
+  const Problem p = MakeProblem(type, s.n_in, s.n_out, s.n_tok, 42 + s.n_out * 7 + s.n_tok);
+  const std::vector<float> y = RunMatmul(p, pool);
+  for (int64_t t = 0; t < p.n_tok; ++t) {
+    for (int64_t o = 0; o < p.y_stride; ++o) {
+      const float got = y[t * p.y_stride + o];
+      if (o >= p.n_out) {
+        ASSERT_EQ(got, -7.0f) << "wrote past n_out at t=" << t << " o=" << o;
+        continue;
+      }
+      double ref = 0.0;
+      for (int64_t i = 0; i < p.n_in; ++i)
+        ref += p.w_deq[o * p.n_in + i] * p.x[t * p.x_stride + i];
+      ASSERT_NEAR(got, ref, Tolerance(p, t, o)) << "t=" << t << " o=" << o;
+    }
+  }
+}
+
+std::vector<Shape> ShapesFor(GgmlType type) {
+  const bool k = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+  const int64_t a = k ? 256 : 96, b = k ? 768 : 288;  // 3 and 9 blocks of 32 when not k
+  return {{a, 1, 1},  {a, 5, 3},   {b, 37, 7},  {b, 67, 1},   {a, 19, 64},
+          {b, 40, 70}, {512, 16, 8}, {b, 131, 2}, {1024, 33, 5}};
+}
+
+class MatmulPathTest : public ::testing::TestWithParam<KernelPath> {};
+
+TEST_P(MatmulPathTest, MatchesDoubleReferenceForEveryType) {
+  ForcedPath forced(GetParam());
+  ThreadPool pool2(2);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    for (const Shape& s : ShapesFor(type)) {
+      SCOPED_TRACE("n_in=" + std::to_string(s.n_in) + " n_out=" + std::to_string(s.n_out) +
+                   " n_tok=" + std::to_string(s.n_tok));
+      CheckAgainstReference(type, s, nullptr);
+      CheckAgainstReference(type, s, &pool2);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+// Paths share the activation rounding (except bf16 activations on AVX-512), so they must
+// agree with the scalar kernels to f32 accumulation-order error, far tighter than above.
+TEST_P(MatmulPathTest, AgreesWithScalarPath) {
+  if (GetParam() == KernelPath::kScalar) GTEST_SKIP();
+  ThreadPool pool2(2);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    const Problem p = MakeProblem(type, type == GgmlType::kQ4_0 ? 2080 : 2048, 45, 9, 9);
+    std::vector<float> ref, got;
+    {
+      ForcedPath forced(KernelPath::kScalar);
+      ref = RunMatmul(p, nullptr);
+    }
+    {
+      ForcedPath forced(GetParam());
+      got = RunMatmul(p, &pool2);
+    }
+    const double rel = type == GgmlType::kBF16 ? 1e-2 : 2e-5;
+    for (int64_t t = 0; t < p.n_tok; ++t) {
+      for (int64_t o = 0; o < p.n_out; ++o) {
+        double mag = 0.0;
+        for (int64_t i = 0; i < p.n_in; ++i)
+          mag += std::fabs(p.w_deq[o * p.n_in + i] * p.x[t * p.x_stride + i]);
+        ASSERT_NEAR(got[t * p.y_stride + o], ref[t * p.y_stride + o], rel * mag)
+            << "t=" << t << " o=" << o;
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Paths, MatmulPathTest, ::testing::ValuesIn(SupportedPaths()),
+                         [](const auto& info) { return std::string(KernelPathName(info.param)); });
+
+TEST(MatmulTest, ForcedPathIsReported) {
+  for (KernelPath p : SupportedPaths()) {
+    ForcedPath forced(p);
+    EXPECT_EQ(ActiveKernelPath(), p);
+  }
+  EXPECT_EQ(ParseKernelPath("avx2"), KernelPath::kAvx2);
+  EXPECT_FALSE(ParseKernelPath("sse9").has_value());
+}
+
+}  // namespace
+}  // namespace tierlm
