@@ -30,12 +30,15 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j 1
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-30}
 
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
 	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
 	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer
-	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} fuzz/corpus/gguf
+	mkdir -p $(BUILD)-fuzz/corpus
+	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
+	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus fuzz/corpus/gguf
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz
