@@ -64,9 +64,9 @@ Result<ModelHParams> ModelHParams::FromGguf(const gguf::GgufFile& f) {
   if (hp.n_rot % 2 != 0) return Status::Corruption(f.name() + ": rope.dimension_count must be even");
   TIERLM_RETURN_IF_ERROR(opt("expert_count", 0, 0, 4096, &hp.n_expert));
   TIERLM_RETURN_IF_ERROR(opt("expert_used_count", 0, 0, hp.n_expert, &hp.n_expert_used));
-  if (hp.n_expert > 0)
-    return Status::Unsupported(f.name() + ": Mixture-of-Experts models (" + a + "expert_count = " +
-                               std::to_string(hp.n_expert) + ") are not supported yet");
+  if (hp.n_expert > 0 && hp.n_expert_used == 0)
+    return Status::Corruption(f.name() + ": " + a + "expert_count is " + std::to_string(hp.n_expert) +
+                              " but " + a + "expert_used_count is missing or 0");
 
   TIERLM_ASSIGN_OR_RETURN(hp.rms_eps, f.GetF32Or(a + "attention.layer_norm_rms_epsilon", 1e-5f));
   if (!(hp.rms_eps > 0 && hp.rms_eps < 1))

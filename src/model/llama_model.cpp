@@ -70,9 +70,22 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
     TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_norm.weight", {E}, &L.ffn_norm));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate.weight", {E, F}, &L.w_gate));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up.weight", {E, F}, &L.w_up));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down.weight", {F, E}, &L.w_down));
+    if (hp.n_expert > 0) {
+      const int64_t X = hp.n_expert;
+      const gguf::TensorInfo *gate = nullptr, *up = nullptr, *down = nullptr;
+      L.is_moe = true;
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_inp.weight", {E, X}, &L.moe.router));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_exps.weight", {E, F, X}, &gate));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up_exps.weight", {E, F, X}, &up));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down_exps.weight", {F, E, X}, &down));
+      L.moe.gate = SliceExperts(*gate);
+      L.moe.up = SliceExperts(*up);
+      L.moe.down = SliceExperts(*down);
+    } else {
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate.weight", {E, F}, &L.w_gate));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up.weight", {E, F}, &L.w_up));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down.weight", {F, E}, &L.w_down));
+    }
   }
 
   m->rope_inv_freq_.resize(static_cast<size_t>(hp.n_rot / 2));
@@ -125,7 +138,7 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
   grow(q_, n * Q);
   grow(k_, n * KV);
   grow(v_, n * KV);
-  grow(attn_, n * Q);
+  grow(attn_, n * std::max(Q, E));
   grow(gate_, n * F);
   grow(up_, n * F);
   grow(norm_w_, std::max({E, Q, KV}));
@@ -182,10 +195,15 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
     for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
 
     TIERLM_RETURN_IF_ERROR(rms_norm_rows(L.ffn_norm));
-    TIERLM_RETURN_IF_ERROR(matmul(L.w_gate, xn_.data(), gate_.data()));
-    TIERLM_RETURN_IF_ERROR(matmul(L.w_up, xn_.data(), up_.data()));
-    for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
-    TIERLM_RETURN_IF_ERROR(matmul(L.w_down, gate_.data(), xn_.data()));
+    if (L.is_moe) {
+      TIERLM_RETURN_IF_ERROR(moe_ffn_.Forward(store_, L.moe, hp, xn_.data(), n, attn_.data(), pool));
+      std::copy_n(attn_.data(), n * E, xn_.data());
+    } else {
+      TIERLM_RETURN_IF_ERROR(matmul(L.w_gate, xn_.data(), gate_.data()));
+      TIERLM_RETURN_IF_ERROR(matmul(L.w_up, xn_.data(), up_.data()));
+      for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
+      TIERLM_RETURN_IF_ERROR(matmul(L.w_down, gate_.data(), xn_.data()));
+    }
     for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
   }
   kv.set_n_past(pos0 + n);

@@ -15,6 +15,7 @@
 #include "format/gguf_file.h"
 #include "kv/kv_cache.h"
 #include "model/hparams.h"
+#include "model/moe_ffn.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
@@ -32,6 +33,8 @@ struct LayerTensors {
   const gguf::TensorInfo* w_gate = nullptr;     // [n_embd, n_ff]
   const gguf::TensorInfo* w_up = nullptr;       // [n_embd, n_ff]
   const gguf::TensorInfo* w_down = nullptr;     // [n_ff, n_embd]
+  bool is_moe = false;                          // experts replace gate/up/down
+  MoeTensors moe;
 };
 
 class LlamaModel {
@@ -67,6 +70,7 @@ class LlamaModel {
   std::vector<LayerTensors> layers_;
   int64_t max_batch_ = 512;
   std::vector<float> rope_inv_freq_;  // [n_rot / 2]
+  MoeFfn moe_ffn_;
 
   // Scratch, sized for max_batch tokens on first use.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;

@@ -73,7 +73,8 @@ const char* SynthTypeName(SynthType t) {
 }
 
 std::vector<std::string> SynthPresetNames() {
-  return {"tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b", "qwen2-0.5b", "qwen2-tiny"};
+  return {"tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b", "qwen2-0.5b", "qwen2-tiny", "moe-tiny",
+          "mixtral-8x7b"};
 }
 
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch) {
@@ -100,6 +101,12 @@ std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string&
     s.arch = "qwen2";
     s.n_vocab = 512; s.n_embd = 256; s.n_layer = 2; s.n_head = 8; s.n_head_kv = 2; s.n_ff = 512; s.n_ctx = 512;
     s.rope_base = 1000000.0f; s.rms_eps = 1e-6f;
+  } else if (name == "moe-tiny") {
+    s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 512; s.n_ctx = 512;
+    s.n_expert = 8; s.n_expert_used = 2;
+  } else if (name == "mixtral-8x7b") {
+    s.n_vocab = 32000; s.n_embd = 4096; s.n_layer = 32; s.n_head = 32; s.n_head_kv = 8; s.n_ff = 14336; s.n_ctx = 32768;
+    s.rope_base = 1000000.0f; s.n_expert = 8; s.n_expert_used = 2;
   } else {
     return std::nullopt;
   }
@@ -111,7 +118,7 @@ GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, in
     const size_t n = std::strlen(suffix);
     return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
   };
-  if (ends("norm.weight") || ends(".bias")) return GgmlType::kF32;
+  if (ends("norm.weight") || ends(".bias") || ends("ffn_gate_inp.weight")) return GgmlType::kF32;
   GgmlType want = GgmlType::kF32;
   switch (t) {
     case SynthType::kF32: want = GgmlType::kF32; break;
@@ -158,6 +165,13 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
   w.Set(a + "rope.dimension_count", gguf::Value::U32(static_cast<uint32_t>(s.n_embd / s.n_head)));
   w.Set(a + "rope.freq_base", gguf::Value::F32(s.rope_base));
   w.Set(a + "attention.layer_norm_rms_epsilon", gguf::Value::F32(s.rms_eps));
+  if (s.n_expert > 0) {
+    if (s.arch != "llama") return Status::InvalidArgument("synth: experts are supported for the llama architecture");
+    if (s.n_expert_used < 1 || s.n_expert_used > s.n_expert)
+      return Status::InvalidArgument("synth: experts used per token must be in [1, expert count]");
+    w.Set(a + "expert_count", gguf::Value::U32(static_cast<uint32_t>(s.n_expert)));
+    w.Set(a + "expert_used_count", gguf::Value::U32(static_cast<uint32_t>(s.n_expert_used)));
+  }
 
   SynthVocab vocab = MakeSynthVocab(s.n_vocab);
   std::vector<gguf::Value> toks, scores, types;
@@ -197,14 +211,23 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
     }
     mat(p + "attn_output.weight", Q, E, l);
     plan.push_back({p + "ffn_norm.weight", {E}, l, 1.0f, 0.1f});
-    mat(p + "ffn_gate.weight", E, F, l);
-    mat(p + "ffn_up.weight", E, F, l);
-    mat(p + "ffn_down.weight", F, E, l);
+    if (s.n_expert > 0) {
+      const int64_t X = s.n_expert;
+      plan.push_back({p + "ffn_gate_inp.weight", {E, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
+      plan.push_back({p + "ffn_gate_exps.weight", {E, F, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
+      plan.push_back({p + "ffn_up_exps.weight", {E, F, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
+      plan.push_back({p + "ffn_down_exps.weight", {F, E, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(F))});
+    } else {
+      mat(p + "ffn_gate.weight", E, F, l);
+      mat(p + "ffn_up.weight", E, F, l);
+      mat(p + "ffn_down.weight", F, E, l);
+    }
   }
 
   for (const auto& tp : plan) {
     const int64_t n_in = tp.ne[0];
-    const int64_t n_rows = tp.ne.size() > 1 ? tp.ne[1] : 1;
+    int64_t n_rows = 1;
+    for (size_t d = 1; d < tp.ne.size(); ++d) n_rows *= tp.ne[d];
     const GgmlType gt = SynthTensorType(type, tp.name, tp.layer, s.n_layer, n_in);
     const uint64_t tseed = seed ^ HashName(tp.name);
     TensorPlan copy = tp;

@@ -29,6 +29,8 @@ struct SynthSpec {
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
   bool tied_output = false;
+  int64_t n_expert = 0;       // > 0: Mixtral-layout MoE FFN with n_expert experts
+  int64_t n_expert_used = 0;  // experts per token
 };
 
 // Weight encodings a synthetic file can use. kQ4_K_M mixes q4_K and q6_K like
@@ -39,7 +41,7 @@ std::optional<SynthType> ParseSynthType(const std::string& name);
 const char* SynthTypeName(SynthType t);
 
 // Presets by name: "tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b",
-// "qwen2-0.5b", "qwen2-tiny".
+// "qwen2-0.5b", "qwen2-tiny", "moe-tiny", "mixtral-8x7b".
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch);
 std::vector<std::string> SynthPresetNames();
 

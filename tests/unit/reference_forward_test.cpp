@@ -117,8 +117,14 @@ INSTANTIATE_TEST_SUITE_P(
                       RefCase{"qwen2-tiny", "qwen2", "f32", 2e-3}, RefCase{"qwen2-tiny", "qwen2", "f16", 1e-2},
                       RefCase{"qwen2-tiny", "qwen2", "bf16", 4e-2}, RefCase{"qwen2-tiny", "qwen2", "q8_0", 1e-1},
                       RefCase{"qwen2-tiny", "qwen2", "q4_0", 1.5e-1},
-                      RefCase{"qwen2-tiny", "qwen2", "q4_k_m", 1.5e-1}),
-    [](const auto& info) { return std::string(info.param.arch) + "_" + info.param.type; });
+                      RefCase{"qwen2-tiny", "qwen2", "q4_k_m", 1.5e-1}, RefCase{"moe-tiny", "llama", "f32", 2e-3},
+                      RefCase{"moe-tiny", "llama", "f16", 1e-2}),
+    [](const auto& info) {
+      std::string n = std::string(info.param.preset) + "_" + info.param.type;
+      for (auto& ch : n)
+        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      return n;
+    });
 
 }  // namespace
 }  // namespace tierlm

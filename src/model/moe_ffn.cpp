@@ -1,0 +1,104 @@
+#include "model/moe_ffn.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace tierlm {
+
+std::vector<gguf::TensorInfo> SliceExperts(const gguf::TensorInfo& stacked) {
+  std::vector<gguf::TensorInfo> out;
+  const int64_t n_expert = stacked.ne[2];
+  const uint64_t slice_bytes = stacked.size_bytes / static_cast<uint64_t>(n_expert);
+  for (int64_t e = 0; e < n_expert; ++e) {
+    gguf::TensorInfo t = stacked;
+    t.name = stacked.name + "#" + std::to_string(e);
+    t.n_dims = 2;
+    t.ne = {stacked.ne[0], stacked.ne[1], 1, 1};
+    t.size_bytes = slice_bytes;
+    t.offset = stacked.offset + slice_bytes * static_cast<uint64_t>(e);
+    t.file_offset = stacked.file_offset + slice_bytes * static_cast<uint64_t>(e);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used) {
+  Routing r;
+  r.n_used = n_used;
+  r.expert.resize(static_cast<size_t>(n * n_used));
+  r.weight.resize(static_cast<size_t>(n * n_used));
+  std::vector<int32_t> order(static_cast<size_t>(n_expert));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* l = logits + t * n_expert;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + n_used, order.end(),
+                      [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    const float mx = l[order[0]];
+    double sum = 0;
+    for (int64_t k = 0; k < n_used; ++k) sum += std::exp(static_cast<double>(l[order[k]] - mx));
+    for (int64_t k = 0; k < n_used; ++k) {
+      r.expert[t * n_used + k] = order[k];
+      r.weight[t * n_used + k] = static_cast<float>(std::exp(static_cast<double>(l[order[k]] - mx)) / sum);
+    }
+  }
+  return r;
+}
+
+Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                       float* out, ThreadPool* pool) {
+  const int64_t E = hp.n_embd, F = hp.n_ff, X = hp.n_expert;
+  logits_.resize(static_cast<size_t>(n * X));
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.router));
+    Matmul(WeightMatrix{t.router->type, pin.data(), E, X}, xn, E, n, logits_.data(), X, pool);
+  }
+  routing_ = Route(logits_.data(), n, X, hp.n_expert_used);
+  std::fill(out, out + n * E, 0.0f);
+
+  // Expert by expert: gather its tokens, run its SwiGLU, scatter weighted outputs.
+  for (int64_t e = 0; e < X; ++e) {
+    rows_.clear();
+    std::vector<float> w;
+    for (int64_t tok = 0; tok < n; ++tok)
+      for (int64_t k = 0; k < routing_.n_used; ++k)
+        if (routing_.expert[tok * routing_.n_used + k] == e) {
+          rows_.push_back(tok);
+          w.push_back(routing_.weight[tok * routing_.n_used + k]);
+        }
+    const int64_t m = static_cast<int64_t>(rows_.size());
+    if (m == 0) continue;
+    xe_.resize(static_cast<size_t>(m * E));
+    gate_.resize(static_cast<size_t>(m * F));
+    up_.resize(static_cast<size_t>(m * F));
+    down_.resize(static_cast<size_t>(m * E));
+    for (int64_t i = 0; i < m; ++i) std::copy_n(xn + rows_[i] * E, E, xe_.data() + i * E);
+    const gguf::TensorInfo& g = t.gate[static_cast<size_t>(e)];
+    const gguf::TensorInfo& u = t.up[static_cast<size_t>(e)];
+    const gguf::TensorInfo& d = t.down[static_cast<size_t>(e)];
+    {
+      TIERLM_ASSIGN_OR_RETURN(TensorPin gp, store->Acquire(g));
+      Matmul(WeightMatrix{g.type, gp.data(), E, F}, xe_.data(), E, m, gate_.data(), F, pool);
+    }
+    {
+      TIERLM_ASSIGN_OR_RETURN(TensorPin up, store->Acquire(u));
+      Matmul(WeightMatrix{u.type, up.data(), E, F}, xe_.data(), E, m, up_.data(), F, pool);
+    }
+    for (int64_t i = 0; i < m; ++i) SwiGlu(gate_.data() + i * F, up_.data() + i * F, gate_.data() + i * F, F);
+    {
+      TIERLM_ASSIGN_OR_RETURN(TensorPin dp, store->Acquire(d));
+      Matmul(WeightMatrix{d.type, dp.data(), F, E}, gate_.data(), F, m, down_.data(), E, pool);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      float* o = out + rows_[i] * E;
+      const float* dr = down_.data() + i * E;
+      for (int64_t j = 0; j < E; ++j) o[j] += w[static_cast<size_t>(i)] * dr[j];
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace tierlm
