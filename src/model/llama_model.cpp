@@ -90,6 +90,19 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
 
   m->rope_inv_freq_.resize(static_cast<size_t>(hp.n_rot / 2));
   RopeInvFreq(hp.rope_base, hp.n_rot, m->rope_inv_freq_.data());
+  // Llama 3.1-style long-context scaling ships per-frequency divisors as a tensor.
+  const gguf::TensorInfo* freqs = nullptr;
+  TIERLM_RETURN_IF_ERROR(Need(file, "rope_freqs.weight", {hp.n_rot / 2}, &freqs, /*optional=*/true));
+  if (freqs && store) {
+    std::vector<float> factors(static_cast<size_t>(hp.n_rot / 2));
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*freqs));
+    DequantizeRow(freqs->type, pin.data(), factors.data(), hp.n_rot / 2);
+    for (size_t i = 0; i < factors.size(); ++i) {
+      if (!(factors[i] > 0))
+        return Status::Corruption(file.name() + ": tensor 'rope_freqs.weight' has a non-positive factor");
+      m->rope_inv_freq_[i] /= factors[i];
+    }
+  }
   return m;
 }
 

@@ -44,6 +44,7 @@ struct TensorPlan {
   std::vector<int64_t> ne;
   int64_t layer;
   float mean, stddev;
+  bool ramp = false;  // values 1, 1.5, 2, ... instead of random
 };
 
 }  // namespace
@@ -74,7 +75,7 @@ const char* SynthTypeName(SynthType t) {
 
 std::vector<std::string> SynthPresetNames() {
   return {"tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b", "qwen2-0.5b", "qwen2-tiny", "moe-tiny",
-          "mixtral-8x7b"};
+          "mixtral-8x7b", "tiny-rope-freqs"};
 }
 
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch) {
@@ -101,6 +102,9 @@ std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string&
     s.arch = "qwen2";
     s.n_vocab = 512; s.n_embd = 256; s.n_layer = 2; s.n_head = 8; s.n_head_kv = 2; s.n_ff = 512; s.n_ctx = 512;
     s.rope_base = 1000000.0f; s.rms_eps = 1e-6f;
+  } else if (name == "tiny-rope-freqs") {
+    s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 768; s.n_ctx = 512;
+    s.rope_base = 500000.0f; s.rope_freqs = true;
   } else if (name == "moe-tiny") {
     s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 512; s.n_ctx = 512;
     s.n_expert = 8; s.n_expert_used = 2;
@@ -118,7 +122,8 @@ GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, in
     const size_t n = std::strlen(suffix);
     return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
   };
-  if (ends("norm.weight") || ends(".bias") || ends("ffn_gate_inp.weight")) return GgmlType::kF32;
+  if (ends("norm.weight") || ends(".bias") || ends("ffn_gate_inp.weight") || name == "rope_freqs.weight")
+    return GgmlType::kF32;
   GgmlType want = GgmlType::kF32;
   switch (t) {
     case SynthType::kF32: want = GgmlType::kF32; break;
@@ -198,6 +203,7 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
   plan.push_back({"token_embd.weight", {E, s.n_vocab}, -1, 0.0f, 1.0f});
   plan.push_back({"output_norm.weight", {E}, -1, 1.0f, 0.1f});
   if (!s.tied_output) mat("output.weight", E, s.n_vocab, -1);
+  if (s.rope_freqs) plan.push_back({"rope_freqs.weight", {HD / 2}, -1, 0.0f, 0.0f, /*ramp=*/true});
   for (int64_t l = 0; l < s.n_layer; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     plan.push_back({p + "attn_norm.weight", {E}, l, 1.0f, 0.1f});
@@ -236,7 +242,11 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
       auto rows = [&](int64_t begin, int64_t end) {
         std::vector<float> buf(static_cast<size_t>(n_in));
         for (int64_t r = begin; r < end; ++r) {
-          FillNormal(tseed + static_cast<uint64_t>(r) * 0x9E3779B97F4A7C15ull, copy.mean, copy.stddev, buf.data(), n_in);
+          if (copy.ramp) {
+            for (int64_t i = 0; i < n_in; ++i) buf[static_cast<size_t>(i)] = 1.0f + 0.5f * static_cast<float>(i);
+          } else {
+            FillNormal(tseed + static_cast<uint64_t>(r) * 0x9E3779B97F4A7C15ull, copy.mean, copy.stddev, buf.data(), n_in);
+          }
           QuantizeRow(gt, buf.data(), dst + r * row_bytes, n_in);
         }
       };

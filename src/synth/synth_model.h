@@ -31,6 +31,7 @@ struct SynthSpec {
   bool tied_output = false;
   int64_t n_expert = 0;       // > 0: Mixtral-layout MoE FFN with n_expert experts
   int64_t n_expert_used = 0;  // experts per token
+  bool rope_freqs = false;    // write Llama 3.1-style rope_freqs.weight divisors
 };
 
 // Weight encodings a synthetic file can use. kQ4_K_M mixes q4_K and q6_K like
@@ -41,7 +42,7 @@ std::optional<SynthType> ParseSynthType(const std::string& name);
 const char* SynthTypeName(SynthType t);
 
 // Presets by name: "tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b",
-// "qwen2-0.5b", "qwen2-tiny", "moe-tiny", "mixtral-8x7b".
+// "qwen2-0.5b", "qwen2-tiny", "moe-tiny", "mixtral-8x7b", "tiny-rope-freqs".
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch);
 std::vector<std::string> SynthPresetNames();
 

@@ -88,6 +88,8 @@ class Model:
         if self.tok_embd.shape[1] != hp.n_embd:
             raise ValueError("token_embd width %d != embedding_length %d" % (self.tok_embd.shape[1], hp.n_embd))
         self.output_norm = T("output_norm.weight")
+        # Llama 3.1-style per-frequency divisors of the RoPE angles, if the file has them.
+        self.rope_freqs = T("rope_freqs.weight", optional=True)
         out = T("output.weight", optional=True)
         self.output = out if out is not None else self.tok_embd
         q_dim = hp.n_head * hp.head_dim
@@ -135,6 +137,8 @@ class Model:
             half = hp.n_rot // 2
             i = torch.arange(half, dtype=torch.float64)
             inv_freq = hp.rope_base ** (-2.0 * i / hp.n_rot)
+            if self.rope_freqs is not None:
+                inv_freq = inv_freq / self.rope_freqs.to(torch.float64).reshape(-1)
             pos = torch.arange(n_pos, dtype=torch.float64) / hp.rope_scale
             ang = pos[:, None] * inv_freq[None, :]  # (n_pos, half)
             self._rope_cache[n_pos] = (torch.cos(ang).to(self.dtype), torch.sin(ang).to(self.dtype))

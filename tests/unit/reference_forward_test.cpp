@@ -118,6 +118,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RefCase{"qwen2-tiny", "qwen2", "bf16", 4e-2}, RefCase{"qwen2-tiny", "qwen2", "q8_0", 1e-1},
                       RefCase{"qwen2-tiny", "qwen2", "q4_0", 1.5e-1},
                       RefCase{"qwen2-tiny", "qwen2", "q4_k_m", 1.5e-1}, RefCase{"moe-tiny", "llama", "f32", 2e-3},
+                      RefCase{"tiny-rope-freqs", "llama", "f32", 2e-3},
                       RefCase{"moe-tiny", "llama", "f16", 1e-2}),
     [](const auto& info) {
       std::string n = std::string(info.param.preset) + "_" + info.param.type;
