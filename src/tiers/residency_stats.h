@@ -1,0 +1,43 @@
+// ResidencyStats: what a ResidencyManager did, per entry class; printed by bench and plan.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "tiers/entry.h"
+
+namespace tierlm {
+
+struct ClassStats {
+  uint64_t acquires = 0;
+  uint64_t hits = 0;          // resident when acquired (including finished prefetches)
+  uint64_t misses = 0;        // not resident: absent or still being read
+  uint64_t stalls = 0;        // acquires that had to wait for a read
+  int64_t stall_nanos = 0;    // time those waits took (on the manager's clock)
+  uint64_t reads = 0;         // completed reads
+  uint64_t bytes_read = 0;
+  uint64_t evictions = 0;
+  uint64_t prefetches = 0;         // reads started by Prefetch
+  uint64_t prefetches_used = 0;    // of those, acquired before eviction
+  uint64_t prefetches_wasted = 0;  // of those, evicted unused
+  uint64_t io_errors = 0;
+
+  ClassStats& operator+=(const ClassStats& o);
+};
+
+struct ResidencyStats {
+  std::array<ClassStats, kNumEntryClasses> per_class{};
+  uint64_t capacity_bytes = 0;        // the budget (arena size)
+  uint64_t allocated_bytes = 0;       // slots in use: resident + reads in flight
+  uint64_t peak_allocated_bytes = 0;  // never above capacity_bytes
+  uint64_t resident_bytes = 0;
+  uint64_t in_flight_bytes = 0;
+  uint64_t pinned_bytes = 0;          // held by live Pins
+  uint64_t pinned_forever_bytes = 0;  // resident entries the policy never evicts
+
+  ClassStats Total() const;
+  std::string ToString() const;  // one line per class with activity
+};
+
+}  // namespace tierlm

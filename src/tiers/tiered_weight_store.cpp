@@ -1,0 +1,162 @@
+#include "tiers/tiered_weight_store.h"
+
+#include <algorithm>
+
+namespace tierlm {
+
+Result<WeightPlacement> TieredWeightStore::Plan(const gguf::GgufFile& file, const TieredWeightStoreOptions& options) {
+  if (options.budget_bytes == 0) return Status::InvalidArgument("the memory budget must be positive");
+  PlacementOptions po;
+  po.budget_bytes = options.budget_bytes;
+  po.pinned_share = options.pinned_share;
+  return PlanWeightPlacement(file, po);
+}
+
+Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::GgufFile& file, io::StorageEnv* env,
+                                                                   const TieredWeightStoreOptions& options) {
+  TIERLM_ASSIGN_OR_RETURN(WeightPlacement placement, Plan(file, options));
+  std::unique_ptr<TieredWeightStore> store(new TieredWeightStore());
+  store->options_ = options;
+  store->data_offset_ = file.data_offset();
+  TIERLM_ASSIGN_OR_RETURN(store->file_, env->OpenForRandomRead(file.name()));
+  if (store->file_->size() != file.file_size())
+    return Status::Corruption(file.name() + ": file changed since it was parsed (" +
+                              std::to_string(file.file_size()) + " bytes then, " +
+                              std::to_string(store->file_->size()) + " now)");
+
+  auto policy = std::make_unique<PinnedSetPolicy>();
+  store->policy_ = policy.get();
+  ResidencyOptions ro;
+  ro.budget_bytes = options.budget_bytes;
+  ro.clock = options.clock;
+  ro.read_timeout_nanos = options.read_timeout_nanos;
+  ro.record_evictions = options.record_evictions;
+  TIERLM_ASSIGN_OR_RETURN(store->manager_, ResidencyManager::Create(ro, std::move(policy)));
+
+  std::vector<EntryId> pinned;
+  for (const WeightUnit& u : placement.units) {
+    EntrySpec spec;
+    spec.name = u.name;
+    spec.cls = u.expert ? EntryClass::kExpert : EntryClass::kWeight;
+    spec.file = store->file_.get();
+    spec.offset = u.offset;
+    spec.size = u.size;
+    TIERLM_ASSIGN_OR_RETURN(EntryId id, store->manager_->Register(spec));
+    store->by_name_[u.name] = id;
+    store->streamable_.push_back(!u.pinned && !u.expert);
+    if (u.pinned) {
+      store->policy_->Pin(id);
+      pinned.push_back(id);
+    }
+  }
+  store->placement_ = std::move(placement);
+
+  // Read the pinned set: in file order, so it packs the bottom of the arena and leaves
+  // the ring one contiguous run. Reads are started together, then collected.
+  for (size_t at = 0; at < pinned.size();) {
+    const size_t n = std::min<size_t>(64, pinned.size() - at);
+    std::span<const EntryId> batch(pinned.data() + at, n);
+    (void)store->manager_->Prefetch(batch);
+    for (EntryId id : batch) {
+      TIERLM_ASSIGN_OR_RETURN(ResidencyPin pin, store->manager_->Acquire(id));
+    }
+    at += n;
+  }
+  return store;
+}
+
+TieredWeightStore::~TieredWeightStore() = default;
+
+Result<EntryId> TieredWeightStore::EntryOf(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return Status::NotFound(file_->name() + ": no tensor '" + name + "' in the store");
+  return it->second;
+}
+
+Result<EntryId> TieredWeightStore::Resolve(const gguf::TensorInfo& t) {
+  // REQUIRES: mu_ held.
+  auto it = by_name_.find(t.name);
+  if (it != by_name_.end()) {
+    const EntrySpec& s = manager_->spec(it->second);
+    if (s.offset != t.file_offset || s.size != t.size_bytes)
+      return Status::InvalidArgument(file_->name() + ": tensor '" + t.name + "' asked for " +
+                                     std::to_string(t.size_bytes) + " bytes at offset " +
+                                     std::to_string(t.file_offset) + ", but the store has " + std::to_string(s.size) +
+                                     " bytes at offset " + std::to_string(s.offset));
+    return it->second;
+  }
+  // A view the planner did not know (a slice the model made): stream it on demand.
+  EntrySpec spec;
+  spec.name = t.name;
+  spec.cls = t.name.find('#') != std::string::npos ? EntryClass::kExpert : EntryClass::kWeight;
+  spec.file = file_.get();
+  spec.offset = t.file_offset;
+  spec.size = t.size_bytes;
+  TIERLM_ASSIGN_OR_RETURN(EntryId id, manager_->Register(spec));
+  by_name_[t.name] = id;
+  streamable_.push_back(false);
+  return id;
+}
+
+Result<TensorPin> TieredWeightStore::Acquire(const gguf::TensorInfo& t) {
+  EntryId id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TIERLM_ASSIGN_OR_RETURN(id, Resolve(t));
+    schedule_.Record(id);
+  }
+  TIERLM_ASSIGN_OR_RETURN(ResidencyPin pin, manager_->Acquire(id));
+  const uint8_t* data = pin.data();
+  const uint64_t size = pin.size();
+  pin.Detach();  // released through WeightStore::Release(token)
+  TensorPin out(data, size, this, id);
+  PrefetchAhead();
+  return out;
+}
+
+void TieredWeightStore::PrefetchAhead() {
+  if (options_.prefetch_depth <= 0) return;
+  std::vector<EntryId> ahead;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!schedule_.learned()) return;
+    // Look past pinned entries: prefetch_depth counts streamed tensors.
+    const size_t n = schedule_.cycle().size();
+    for (EntryId id : schedule_.Next(n)) {
+      if (!streamable_[id]) continue;
+      if (std::find(ahead.begin(), ahead.end(), id) != ahead.end()) break;  // wrapped around
+      ahead.push_back(id);
+      if (ahead.size() >= static_cast<size_t>(options_.prefetch_depth)) break;
+    }
+  }
+  if (!ahead.empty()) (void)manager_->Prefetch(ahead);
+}
+
+void TieredWeightStore::Prefetch(std::span<const gguf::TensorInfo* const> upcoming) {
+  std::vector<EntryId> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const gguf::TensorInfo* t : upcoming) {
+      if (!t) continue;
+      Result<EntryId> id = Resolve(*t);
+      if (id.ok()) ids.push_back(*id);
+    }
+  }
+  if (!ids.empty()) (void)manager_->Prefetch(ids);
+}
+
+void TieredWeightStore::Release(uint64_t token) { manager_->Unpin(static_cast<EntryId>(token)); }
+
+WeightStoreStats TieredWeightStore::Stats() const {
+  const ResidencyStats rs = manager_->Stats();
+  const ClassStats total = rs.Total();
+  WeightStoreStats s;
+  s.resident_bytes = rs.resident_bytes;
+  s.bytes_read = total.bytes_read;
+  s.acquires = total.acquires;
+  s.misses = total.stalls;
+  return s;
+}
+
+}  // namespace tierlm

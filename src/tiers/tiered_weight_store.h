@@ -1,0 +1,105 @@
+// TieredWeightStore: a WeightStore for models larger than memory. Holds a DRAM budget,
+// keeps the weights that save the most reads pinned for good, and streams the rest from
+// storage through a ring of buffers, reading ahead of the forward pass.
+//
+//   Plan()  decides the placement (see weight_placement.h) without reading a byte; `tierlm
+//           plan` prints it, and it names the smallest workable budget if the given one is
+//           too small.
+//   Open()  plans, maps the budget (one arena: RSS for weights never exceeds it), reads
+//           the pinned set, and serves Acquire() from then on.
+//
+// Prefetching: the store records the order of Acquire() calls in the first forward pass
+// (AccessSchedule) and, after each Acquire, starts reads for the next prefetch_depth
+// streamed tensors, so they load while the current one computes. Prefetch() hints from
+// the model are honoured too. Expert slices ("name#e") are read on demand only.
+//
+// Exactness: Acquire() returns the file's bytes for the tensor, whatever the budget.
+// Errors: an I/O fault, or the file changing under us, fails that Acquire() with a Status
+// naming the tensor, the file and the offset; the store stays usable (the next Acquire of
+// that tensor reads it again).
+//
+// Thread safety: Acquire/Prefetch/Stats may be called from any thread.
+// REQUIRES: env and file outlive the store; every TensorPin is dropped before it.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+
+#include "core/status.h"
+#include "format/gguf_file.h"
+#include "io/clock.h"
+#include "io/storage_env.h"
+#include "tiers/access_schedule.h"
+#include "tiers/pinned_set_policy.h"
+#include "tiers/residency_manager.h"
+#include "tiers/weight_placement.h"
+#include "tiers/weight_store.h"
+
+namespace tierlm {
+
+struct TieredWeightStoreOptions {
+  // DRAM for weights, bytes (pinned set + streaming ring + reads in flight). REQUIRES: > 0.
+  uint64_t budget_bytes = 0;
+  // Most of the budget that may be pinned when the model does not fit. Default: 0.9.
+  double pinned_share = 0.9;
+  // Streamed tensors read ahead of the forward pass. 0: no prefetcher (reads on demand
+  // only). Default: 4.
+  int prefetch_depth = 4;
+  // Times stalls (and, with FaultInjectionEnv on the same clock, injected latency).
+  // Default: the system clock.
+  io::Clock* clock = nullptr;
+  // Longest wait for one read. Default: 60 s.
+  int64_t read_timeout_nanos = 60'000'000'000;
+  // Record evicted entries (ResidencyManager::TakeEvictionLog). Default: false.
+  bool record_evictions = false;
+};
+
+class TieredWeightStore : public WeightStore {
+ public:
+  // The placement Open() would use. kOutOfRange with the smallest workable budget if the
+  // budget is too small; kInvalidArgument if it is zero.
+  static Result<WeightPlacement> Plan(const gguf::GgufFile& file, const TieredWeightStoreOptions& options);
+
+  // Opens file.name() through env, plans, and reads the pinned set.
+  // Errors: those of Plan(); kCorruption if the file's size differs from the parsed one;
+  // I/O errors (naming tensor and offset) reading the pinned set.
+  static Result<std::unique_ptr<TieredWeightStore>> Open(const gguf::GgufFile& file, io::StorageEnv* env,
+                                                         const TieredWeightStoreOptions& options);
+  ~TieredWeightStore() override;
+
+  Result<TensorPin> Acquire(const gguf::TensorInfo& t) override;
+  void Prefetch(std::span<const gguf::TensorInfo* const> upcoming) override;
+  WeightStoreStats Stats() const override;
+
+  const WeightPlacement& placement() const { return placement_; }
+  ResidencyStats residency_stats() const { return manager_->Stats(); }
+  io::FileStats file_stats() const { return file_->stats(); }
+  ResidencyManager& manager() { return *manager_; }
+  // Entry of a unit name ("blk.0.attn_q.weight", "blk.0.ffn_up_exps.weight#3").
+  Result<EntryId> EntryOf(const std::string& name) const;
+
+ protected:
+  void Release(uint64_t token) override;
+
+ private:
+  TieredWeightStore() = default;
+  Result<EntryId> Resolve(const gguf::TensorInfo& t);
+  void PrefetchAhead();
+
+  TieredWeightStoreOptions options_;
+  WeightPlacement placement_;
+  std::unique_ptr<io::RandomAccessFile> file_;
+  std::unique_ptr<ResidencyManager> manager_;
+  PinnedSetPolicy* policy_ = nullptr;  // owned by manager_
+  uint64_t data_offset_ = 0;
+
+  mutable std::mutex mu_;  // guards the maps and the schedule
+  std::unordered_map<std::string, EntryId> by_name_;
+  std::vector<bool> streamable_;  // per entry: prefetcher may read it ahead
+  AccessSchedule schedule_;
+};
+
+}  // namespace tierlm
