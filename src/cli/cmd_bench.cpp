@@ -11,6 +11,9 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/memory_bandwidth.h"
+#include "io/posix_storage_env.h"
+#include "io/read_bandwidth.h"
+#include "tiers/tiered_weight_store.h"
 #include "runtime/engine.h"
 
 namespace tierlm::cli {
@@ -35,6 +38,10 @@ struct Row {
   std::vector<double> samples_ns, samples_ts;
   double avg_ts = 0, stddev_ts = 0, min_ts = 0, median_ts = 0, max_ts = 0;
   double bw_limit_ts = 0;  // decode only: triad bandwidth / weight bytes per token
+  // Under a memory budget: weights streamed per token, the share of time spent waiting
+  // for reads, and the hit rate of weight acquires.
+  bool tiered = false;
+  double read_bytes_per_token = 0, stall_fraction = 0, hit_rate = 0;
 };
 
 void Summarize(Row& r) {
@@ -66,7 +73,7 @@ std::string JsonList(const std::vector<double>& v, bool integers) {
 
 int BenchCommand(int argc, char** argv) {
   ArgParser ap("bench");
-  std::string model, prompts = "512", gens = "128", output = "md";
+  std::string model, prompts = "512", gens = "128", output = "md", budget_text;
   int32_t threads = 0, reps = 5;
   int64_t batch = 512;
   bool no_bw = false;
@@ -77,7 +84,8 @@ int BenchCommand(int argc, char** argv) {
   ap.Add({"-t", "--threads"}, &threads, "threads (default: all cores)");
   ap.Add({"-b", "--batch-size"}, &batch, "prompt tokens per batch (default 512)");
   ap.Add({"-o", "--output"}, &output, "output format: md, csv or json (default md)");
-  ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory bandwidth measurement");
+  ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory and disk bandwidth measurements");
+  ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());
@@ -97,6 +105,12 @@ int BenchCommand(int argc, char** argv) {
   eo.model_path = model;
   eo.n_threads = threads;
   eo.n_batch = batch;
+  if (!budget_text.empty()) {
+    auto b = ParseByteSize(budget_text);
+    if (!b.ok()) return ReportError(b.status());
+    if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
+    eo.mem_budget_bytes = *b;
+  }
   int64_t max_ctx = 16;
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
@@ -116,7 +130,18 @@ int BenchCommand(int argc, char** argv) {
     if (t.name != "token_embd.weight" || tied) weights_per_token += t.size_bytes;
   }
   double triad = 0;
-  if (!no_bw) triad = MeasureTriadBandwidth(&e.pool());
+  double disk = 0;
+  if (!no_bw) {
+    triad = MeasureTriadBandwidth(&e.pool());
+    if (e.tiered()) {
+      io::PosixStorageEnv env;
+      auto f = env.OpenForRandomRead(model);
+      if (f.ok()) {
+        auto bw = io::MeasureReadBandwidth(**f, 512ull << 20);
+        if (bw.ok()) disk = bw->bytes_per_second;
+      }
+    }
+  }
 
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok_dist(0, static_cast<int32_t>(hp.n_vocab - 1));
@@ -127,7 +152,9 @@ int BenchCommand(int argc, char** argv) {
     r.n_prompt = n_prompt;
     r.n_gen = n_gen;
     r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    ResidencyStats before;
     for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
+      if (rep == 0 && e.tiered()) before = e.tiered()->residency_stats();
       e.kv().set_n_past(0);
       std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
       for (auto& t : toks) t = tok_dist(rng);
@@ -148,6 +175,22 @@ int BenchCommand(int argc, char** argv) {
     }
     Summarize(r);
     if (n_gen > 0 && triad > 0) r.bw_limit_ts = triad / static_cast<double>(weights_per_token);
+    if (e.tiered()) {
+      const ClassStats a = before.Total(), b = e.tiered()->residency_stats().Total();
+      const double tokens = static_cast<double>(reps) * (n_prompt > 0 ? 1 : n_gen);  // passes over the weights
+      const double total_ns = std::accumulate(r.samples_ns.begin(), r.samples_ns.end(), 0.0);
+      r.tiered = true;
+      r.read_bytes_per_token = (b.bytes_read - a.bytes_read) / tokens;
+      r.stall_fraction = total_ns > 0 ? (b.stall_nanos - a.stall_nanos) / total_ns : 0;
+      const double acq = static_cast<double>(b.acquires - a.acquires);
+      r.hit_rate = acq > 0 ? (b.hits - a.hits) / acq : 0;
+      // The physical bound for this placement: memory-bound compute or the disk, whichever is slower.
+      if (n_gen > 0 && triad > 0 && disk > 0) {
+        const double compute_s = weights_per_token / triad;
+        const double io_s = r.read_bytes_per_token / disk;
+        r.bw_limit_ts = 1.0 / std::max(compute_s, io_s);
+      }
+    }
     rows.push_back(std::move(r));
     return Status::Ok();
   };
@@ -177,13 +220,15 @@ int BenchCommand(int argc, char** argv) {
           "\"model_n_params\": %llu, \"n_threads\": %d, \"n_batch\": %lld, \"n_prompt\": %lld, \"n_gen\": %lld, "
           "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": %s, "
           "\"samples_ts\": %s, \"min_ts\": %.6f, \"median_ts\": %.6f, \"max_ts\": %.6f, \"triad_bytes_per_s\": %.0f, "
-          "\"weight_bytes_per_token\": %llu, \"bw_limit_ts\": %.6f, \"bw_fraction\": %.4f}%s\n",
+          "\"weight_bytes_per_token\": %llu, \"bw_limit_ts\": %.6f, \"bw_fraction\": %.4f, \"mem_budget\": %llu, "
+          "\"read_bytes_per_pass\": %.0f, \"stall_fraction\": %.4f, \"hit_rate\": %.4f, \"disk_bytes_per_s\": %.0f}%s\n",
           fname.c_str(), type_desc.c_str(), static_cast<unsigned long long>(model_bytes),
           static_cast<unsigned long long>(n_params), e.pool().size(), static_cast<long long>(batch),
           static_cast<long long>(r.n_prompt), static_cast<long long>(r.n_gen), avg_ns, sd_ns, r.avg_ts, r.stddev_ts,
           JsonList(r.samples_ns, true).c_str(), JsonList(r.samples_ts, false).c_str(), r.min_ts, r.median_ts, r.max_ts,
           triad, static_cast<unsigned long long>(weights_per_token), r.bw_limit_ts,
-          r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0, i + 1 < rows.size() ? "," : "");
+          r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0, static_cast<unsigned long long>(eo.mem_budget_bytes),
+          r.read_bytes_per_token, r.stall_fraction, r.hit_rate, disk, i + 1 < rows.size() ? "," : "");
     }
     std::printf("]\n");
     return 0;
@@ -206,6 +251,13 @@ int BenchCommand(int argc, char** argv) {
                 model_bytes / 1048576.0, n_params / 1e9, e.pool().size(), r.test.c_str(), r.avg_ts, r.stddev_ts,
                 r.min_ts, r.median_ts, r.max_ts, limit);
   }
+  for (const Row& r : rows)
+    if (r.tiered)
+      std::printf("%s under --mem-budget %s: %.1f MiB read from disk per %s, %.0f%% of the time waiting on reads, "
+                  "hit rate %.1f%%\n",
+                  r.test.c_str(), budget_text.c_str(), r.read_bytes_per_token / 1048576.0,
+                  r.n_prompt > 0 ? "prompt" : "token", 100 * r.stall_fraction, 100 * r.hit_rate);
+  if (disk > 0) std::printf("disk read bandwidth (O_DIRECT, same run): %.2f GB/s\n", disk / 1e9);
   if (triad > 0)
     std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
                 e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);

@@ -9,6 +9,7 @@
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
+#include "tiers/tiered_weight_store.h"
 #include "tokenizer/detokenizer.h"
 
 namespace tierlm::cli {
@@ -25,6 +26,7 @@ struct RunOptions {
   bool token_ids = false;
   bool verbose = false;
   bool no_display_prompt = false;
+  std::string mem_budget;
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
@@ -40,22 +42,33 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Add({"--repeat-penalty"}, &o.sampling.repeat_penalty, "repetition penalty, 1 off (default 1.0)");
   ap.Add({"--repeat-last-n"}, &o.sampling.repeat_last_n, "tokens the penalty looks back over (default 64)");
   ap.Add({"-s", "--seed"}, &o.sampling.seed, "random seed (default 4294967295)");
+  ap.Add({"--mem-budget"}, &o.mem_budget, "bound on all engine memory, e.g. 6G; weights beyond it stream from disk");
+  ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget (default 4)");
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
 }
 
 Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
+  if (!o.mem_budget.empty()) {
+    TIERLM_ASSIGN_OR_RETURN(o.engine.mem_budget_bytes, ParseByteSize(o.mem_budget));
+    if (o.engine.mem_budget_bytes == 0) return Status::InvalidArgument("--mem-budget must be positive");
+  }
   if (o.engine.model_path.empty()) {
     TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel());
   }
   return Engine::Load(o.engine);
 }
 
-void PrintStats(const Engine& e, const GenerateStats& s) {
+void PrintStats(Engine& e, const GenerateStats& s) {
   std::fprintf(stderr,
                "\n\nload: %.0f ms | prompt: %lld tokens, %.1f tokens/s | first token after %.0f ms | "
                "generation: %lld tokens, %.1f tokens/s | peak RSS %.1f MiB\n",
                e.load_ms(), static_cast<long long>(s.n_prompt), s.prompt_tps(), s.ttft_ms,
                static_cast<long long>(s.n_generated), s.decode_tps(), PeakRssBytes() / 1048576.0);
+  if (e.tiered()) {
+    const auto fs = e.tiered()->file_stats();
+    std::fprintf(stderr, "%s\nweights: %s reads (%s), %s\n", e.memory_plan().ToString().c_str(), fs.engine.c_str(),
+                 fs.direct_io ? "O_DIRECT" : "buffered", e.tiered()->residency_stats().ToString().c_str());
+  }
 }
 
 }  // namespace
@@ -88,6 +101,7 @@ int RunCommand(int argc, char** argv) {
   const auto& tok = e.tokenizer();
   const std::vector<int32_t> prompt = tok.Encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
   if (o.verbose) {
+    std::fprintf(stderr, "%s\n", e.memory_plan().ToString().c_str());
     std::fprintf(stderr, "model: %s (%s, %lld layers), context %lld, %d threads, prompt %zu tokens\n",
                  o.engine.model_path.c_str(), e.model().hparams().arch_name.c_str(),
                  static_cast<long long>(e.model().hparams().n_layer), static_cast<long long>(e.kv().n_ctx()),

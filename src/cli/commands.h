@@ -11,6 +11,7 @@ int RunCommand(int argc, char** argv);
 int ChatCommand(int argc, char** argv);
 int SynthCommand(int argc, char** argv);
 int BenchCommand(int argc, char** argv);
+int PlanCommand(int argc, char** argv);
 
 // Prints "error: <message>" to stderr and returns the exit status for the status code.
 int ReportError(const Status& st);

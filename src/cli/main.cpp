@@ -17,6 +17,8 @@ void PrintHelp() {
       "  synth    write a random-weight model of a real shape:\n"
       "                                 tierlm synth --preset tinyllama-1.1b --type q4_0 -o m.gguf\n"
       "  bench    prefill/decode speed: tierlm bench -m model.gguf -p 512 -n 128\n"
+      "  plan     placement under a memory budget and predicted speed:\n"
+      "                                 tierlm plan -m model.gguf --mem-budget 6G\n"
       "\n"
       "'tierlm <command> --help' lists a command's options.\n");
 }
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   if (cmd == "inspect") return tierlm::cli::InspectCommand(argc, argv);
   if (cmd == "synth") return tierlm::cli::SynthCommand(argc, argv);
   if (cmd == "bench") return tierlm::cli::BenchCommand(argc, argv);
+  if (cmd == "plan") return tierlm::cli::PlanCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
   return 2;
 }

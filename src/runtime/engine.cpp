@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "io/posix_storage_env.h"
+#include "tiers/tiered_weight_store.h"
+
 namespace tierlm {
 
 uint64_t PeakRssBytes() {
@@ -23,16 +26,28 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   TIERLM_RETURN_IF_ERROR(LlamaModel::Create(e->file_, nullptr).status());
   TIERLM_ASSIGN_OR_RETURN(auto tok, tokenizer::Tokenizer::FromGguf(e->file_));
   e->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tok));
-  TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
+  TIERLM_ASSIGN_OR_RETURN(ModelHParams hp, ModelHParams::FromGguf(e->file_));
+  const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
+  const int n_threads = o.n_threads > 0 ? o.n_threads : DefaultThreadCount();
+  TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, o.n_batch, n_threads, o.mem_budget_bytes));
+  if (o.mem_budget_bytes == 0) {
+    TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
+  } else {
+    e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
+    TieredWeightStoreOptions to;
+    to.budget_bytes = e->plan_.weight_budget_bytes;
+    to.prefetch_depth = o.prefetch_depth;
+    TIERLM_ASSIGN_OR_RETURN(auto tiered, TieredWeightStore::Open(e->file_, e->env_.get(), to));
+    e->tiered_ = tiered.get();
+    e->store_ = std::move(tiered);
+  }
   TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
   e->model_->set_max_batch(o.n_batch);
-  const ModelHParams& hp = e->model_->hparams();
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
     return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
                               " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));
-  const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
   TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(hp.n_layer, n_ctx, hp.kv_dim()));
-  e->pool_ = std::make_unique<ThreadPool>(o.n_threads > 0 ? o.n_threads : DefaultThreadCount());
+  e->pool_ = std::make_unique<ThreadPool>(n_threads);
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

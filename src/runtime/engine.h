@@ -10,7 +10,9 @@
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
 #include "kv/kv_cache.h"
+#include "io/storage_env.h"
 #include "model/llama_model.h"
+#include "runtime/memory_plan.h"
 #include "tiers/weight_store.h"
 #include "tokenizer/tokenizer.h"
 
@@ -24,6 +26,12 @@ struct EngineOptions {
   int64_t n_ctx = 0;
   // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
   int64_t n_batch = 512;
+  // Bound on all of the engine's memory (weights, KV cache, scratch, overhead), bytes.
+  // Default 0: unlimited; the weights are read into memory once. With a budget, weights
+  // that do not fit are streamed from the file (O_DIRECT, io_uring) ahead of use.
+  uint64_t mem_budget_bytes = 0;
+  // Streamed tensors read ahead of the forward pass under a budget. Default 4.
+  int prefetch_depth = 4;
 };
 
 class Engine {
@@ -36,12 +44,18 @@ class Engine {
   ThreadPool& pool() { return *pool_; }
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
   WeightStore& weights() { return *store_; }
+  // Non-null when the engine runs under a memory budget.
+  class TieredWeightStore* tiered() { return tiered_; }
+  const MemoryPlan& memory_plan() const { return plan_; }
   double load_ms() const { return load_ms_; }
 
  private:
   Engine() = default;
   gguf::GgufFile file_;
+  std::unique_ptr<io::StorageEnv> env_;
   std::unique_ptr<WeightStore> store_;
+  class TieredWeightStore* tiered_ = nullptr;
+  MemoryPlan plan_;
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   KvCache kv_;

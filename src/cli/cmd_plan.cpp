@@ -1,0 +1,126 @@
+// tierlm plan: where every tensor lives under a memory budget, and the speed that follows
+// from the bytes each tier must move per token (bandwidths measured now, on this machine).
+#include <algorithm>
+#include <cstdio>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/memory_bandwidth.h"
+#include "core/thread_pool.h"
+#include "io/posix_storage_env.h"
+#include "io/read_bandwidth.h"
+#include "runtime/memory_plan.h"
+
+namespace tierlm::cli {
+
+int PlanCommand(int argc, char** argv) {
+  ArgParser ap("plan");
+  std::string model, budget_text;
+  int64_t n_ctx = 0, n_batch = 512;
+  int32_t threads = 0;
+  bool all = false, no_measure = false;
+  ap.Add({"-m", "--model"}, &model, "GGUF model file");
+  ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
+  ap.Add({"-c", "--ctx-size"}, &n_ctx, "context size (default: model's, at most 4096)");
+  ap.Add({"-b", "--batch-size"}, &n_batch, "prompt tokens per batch (default 512)");
+  ap.Add({"-t", "--threads"}, &threads, "threads (default: all cores)");
+  ap.Flag({"--tensors"}, &all, "list every tensor (default: a summary per kind)");
+  ap.Flag({"--no-measure"}, &no_measure, "do not measure DRAM and disk bandwidth (no prediction)");
+  Status st = ap.Parse(argc, argv, 2);
+  if (ap.help_requested()) {
+    std::printf("%s", ap.Usage().c_str());
+    return 0;
+  }
+  if (!st.ok()) return ReportError(st);
+  if (model.empty()) return ReportError(Status::InvalidArgument("plan: -m MODEL.gguf is required"));
+  uint64_t budget = 0;
+  if (!budget_text.empty()) {
+    auto b = ParseByteSize(budget_text);
+    if (!b.ok()) return ReportError(b.status());
+    if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
+    budget = *b;
+  }
+  auto file = gguf::GgufFile::Open(model);
+  if (!file.ok()) return ReportError(file.status());
+  auto hp = ModelHParams::FromGguf(*file);
+  if (!hp.ok()) return ReportError(hp.status());
+  if (n_ctx <= 0) n_ctx = std::min<int64_t>(hp->n_ctx_train, 4096);
+  const int n_threads = threads > 0 ? threads : DefaultThreadCount();
+  auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget);
+  if (!plan.ok()) return ReportError(plan.status());
+  const WeightPlacement& p = plan->placement;
+
+  std::printf("model: %s (%s, %lld layers, %s of tensors)\n", model.c_str(), hp->arch_name.c_str(),
+              static_cast<long long>(hp->n_layer), FormatBytes(p.total_bytes).c_str());
+  std::printf("%s\n\n", plan->ToString().c_str());
+
+  // Where each kind of tensor lives.
+  struct Kind {
+    uint64_t pinned = 0, streamed = 0;
+    int n_pinned = 0, n_streamed = 0;
+  };
+  std::vector<std::pair<std::string, Kind>> kinds;
+  auto kind_of = [](const std::string& name) {
+    std::string k = name;
+    if (k.rfind("blk.", 0) == 0) k = k.substr(k.find('.', 4) + 1);
+    if (auto hash = k.find('#'); hash != std::string::npos) k = k.substr(0, hash);
+    return k;
+  };
+  for (const auto& u : p.units) {
+    const std::string k = kind_of(u.name);
+    auto it = std::find_if(kinds.begin(), kinds.end(), [&](const auto& e) { return e.first == k; });
+    if (it == kinds.end()) {
+      kinds.push_back({k, {}});
+      it = kinds.end() - 1;
+    }
+    if (u.pinned || budget == 0) {
+      it->second.pinned += u.slot_bytes;
+      it->second.n_pinned++;
+    } else {
+      it->second.streamed += u.slot_bytes;
+      it->second.n_streamed++;
+    }
+  }
+  std::printf("%-28s %14s %14s\n", "tensor kind", "in memory", "streamed");
+  for (const auto& [k, v] : kinds)
+    std::printf("%-28s %8s (%3d) %8s (%3d)\n", k.c_str(), FormatBytes(v.pinned).c_str(), v.n_pinned,
+                FormatBytes(v.streamed).c_str(), v.n_streamed);
+  if (all) {
+    std::printf("\n%-44s %12s  %s\n", "tensor", "bytes", "where");
+    for (const auto& u : p.units)
+      std::printf("%-44s %12s  %s\n", u.name.c_str(), FormatBytes(u.size).c_str(),
+                  u.pinned || budget == 0 ? "memory (pinned)" : "streamed from disk");
+  }
+
+  // Bytes one decode step reads: every tensor but the embedding table (one row), which
+  // also serves as the classifier when there is no output.weight.
+  uint64_t per_token = 0;
+  const bool tied = file->FindTensor("output.weight") == nullptr;
+  for (const auto& t : file->tensors())
+    if (t.name != "token_embd.weight" || tied) per_token += t.size_bytes;
+  const uint64_t streamed = budget == 0 ? 0 : p.streamed_bytes_per_token;
+  std::printf("\nper generated token: %s of weights read, %s of them from disk\n", FormatBytes(per_token).c_str(),
+              FormatBytes(streamed).c_str());
+  if (no_measure) return 0;
+
+  ThreadPool pool(n_threads);
+  const double dram = MeasureTriadBandwidth(&pool);
+  double disk = 0;
+  io::PosixStorageEnv env;
+  auto f = env.OpenForRandomRead(model);
+  if (f.ok()) {
+    auto bw = io::MeasureReadBandwidth(**f, 512ull << 20);
+    if (bw.ok()) disk = bw->bytes_per_second;
+    else std::printf("note: could not measure disk bandwidth: %s\n", bw.status().message().c_str());
+  }
+  const double compute_s = per_token / dram;
+  const double io_s = disk > 0 ? streamed / disk : 0;
+  std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s)\n", dram / 1e9, n_threads, disk / 1e9,
+              f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable");
+  std::printf("predicted decode: %.2f tokens/s (bound by %s: %.1f ms memory, %.1f ms disk per token)\n",
+              1.0 / std::max(compute_s, io_s), io_s > compute_s ? "disk" : "memory bandwidth", compute_s * 1e3,
+              io_s * 1e3);
+  return 0;
+}
+
+}  // namespace tierlm::cli

@@ -1,0 +1,76 @@
+#include "runtime/memory_plan.h"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace tierlm {
+
+std::string FormatBytes(uint64_t b) {
+  char buf[32];
+  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", b / double(1ull << 10));
+  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
+uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads) {
+  const uint64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff;
+  const uint64_t n = static_cast<uint64_t>(n_batch);
+  const uint64_t max_in = std::max({E, Q, F});
+  uint64_t floats = n * (2 * E + 2 * std::max(Q, E) + 2 * KV + 2 * F);  // activations
+  floats += n * max_in;                                                  // matmul activation copies
+  floats += static_cast<uint64_t>(n_ctx + hp.head_dim) * (n_threads + 1);  // attention rows
+  floats += static_cast<uint64_t>(hp.n_vocab) * 2;                       // logits, sampler
+  if (hp.n_expert > 0) floats += n * (hp.n_expert + 2 * E + 2 * F);      // router, expert gathers
+  return floats * sizeof(float);
+}
+
+std::string MemoryPlan::ToString() const {
+  if (budget_bytes == 0)
+    return "memory: unlimited budget: weights " + FormatBytes(placement.total_bytes) + " in memory, KV cache " +
+           FormatBytes(kv_bytes) + ", scratch " + FormatBytes(scratch_bytes);
+  return "memory budget " + FormatBytes(budget_bytes) + ": weights " + FormatBytes(weight_budget_bytes) + " (pinned " +
+         FormatBytes(placement.pinned_bytes) + ", streaming ring " + FormatBytes(placement.ring_bytes) +
+         "), KV cache " + FormatBytes(kv_bytes) + ", scratch " + FormatBytes(scratch_bytes) + ", overhead " +
+         FormatBytes(overhead_bytes) + "; smallest workable budget " + FormatBytes(min_budget_bytes);
+}
+
+Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
+                              int n_threads, uint64_t budget_bytes) {
+  MemoryPlan mp;
+  mp.budget_bytes = budget_bytes;
+  mp.kv_bytes = 2ull * static_cast<uint64_t>(hp.n_layer * n_ctx * hp.kv_dim()) * sizeof(float);
+  mp.scratch_bytes = ScratchBytes(hp, n_ctx, std::min(n_batch, n_ctx), n_threads);
+  // Parsed metadata and the tokenizer take a few times the header's bytes; code and
+  // thread stacks a few MiB.
+  mp.overhead_bytes = 4 * file.data_offset() + (8ull << 20);
+
+  // The whole model's placement, to learn the smallest weight budget.
+  uint64_t total = 0;
+  for (const auto& t : file.tensors()) total += t.size_bytes + 8192;
+  PlacementOptions all;
+  all.budget_bytes = total;
+  TIERLM_ASSIGN_OR_RETURN(WeightPlacement full, PlanWeightPlacement(file, all));
+  const uint64_t fixed = mp.kv_bytes + mp.scratch_bytes + mp.overhead_bytes;
+  mp.min_budget_bytes = full.min_budget_bytes + fixed;
+  if (budget_bytes == 0) {
+    mp.placement = std::move(full);
+    mp.weight_budget_bytes = mp.placement.total_bytes;
+    return mp;
+  }
+  if (budget_bytes < mp.min_budget_bytes)
+    return Status::OutOfRange("--mem-budget " + FormatBytes(budget_bytes) + " is too small for " + file.name() +
+                              ": the smallest budget that runs it is " + FormatBytes(mp.min_budget_bytes) + " (" +
+                              FormatBytes(full.min_budget_bytes) + " of weights: always-resident tensors plus two " +
+                              "buffers of the largest streamed one; KV cache " + FormatBytes(mp.kv_bytes) +
+                              " for -c " + std::to_string(n_ctx) + "; scratch " + FormatBytes(mp.scratch_bytes) +
+                              "; overhead " + FormatBytes(mp.overhead_bytes) + "). A smaller -c shrinks the KV cache.");
+  mp.weight_budget_bytes = budget_bytes - fixed;
+  PlacementOptions po;
+  po.budget_bytes = mp.weight_budget_bytes;
+  TIERLM_ASSIGN_OR_RETURN(mp.placement, PlanWeightPlacement(file, po));
+  return mp;
+}
+
+}  // namespace tierlm

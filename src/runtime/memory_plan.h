@@ -1,0 +1,36 @@
+// MemoryPlan: how a --mem-budget is split between weights, KV cache, scratch and the
+// engine's fixed overhead, and where every weight byte lives under it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+#include "format/gguf_file.h"
+#include "model/hparams.h"
+#include "tiers/weight_placement.h"
+
+namespace tierlm {
+
+struct MemoryPlan {
+  uint64_t budget_bytes = 0;    // 0: unlimited (the whole model in memory)
+  uint64_t kv_bytes = 0;        // KV cache for n_ctx positions
+  uint64_t scratch_bytes = 0;   // activations for one batch, logits, kernel buffers
+  uint64_t overhead_bytes = 0;  // parsed metadata, tokenizer, code
+  uint64_t weight_budget_bytes = 0;  // what is left for weights
+  uint64_t min_budget_bytes = 0;     // the smallest --mem-budget that runs this model
+  WeightPlacement placement;         // valid when budget_bytes > 0
+  std::string ToString() const;
+};
+
+// Scratch memory one forward pass of up to n_batch tokens needs, with n_ctx positions.
+uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads);
+
+// Splits `budget_bytes` (0: unlimited). kOutOfRange, naming the smallest workable budget
+// and what it consists of, when the budget cannot run the model.
+Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
+                              int n_threads, uint64_t budget_bytes);
+
+std::string FormatBytes(uint64_t bytes);  // "1.50 GiB"
+
+}  // namespace tierlm
