@@ -1,4 +1,7 @@
 // tierlm bench: llama-bench-compatible prefill (pp) and decode (tg) throughput.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -76,7 +79,7 @@ int BenchCommand(int argc, char** argv) {
   std::string model, prompts = "512", gens = "128", output = "md", budget_text;
   int32_t threads = 0, reps = 5;
   int64_t batch = 512;
-  bool no_bw = false;
+  bool no_bw = false, cold = false;
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
   ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated (default 512)");
   ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated (default 128)");
@@ -86,6 +89,7 @@ int BenchCommand(int argc, char** argv) {
   ap.Add({"-o", "--output"}, &output, "output format: md, csv or json (default md)");
   ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory and disk bandwidth measurements");
   ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
+  ap.Flag({"--cold"}, &cold, "drop the model file from the page cache first and report cold-start time");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());
@@ -115,9 +119,29 @@ int BenchCommand(int argc, char** argv) {
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
   eo.n_ctx = max_ctx;
+  if (cold) {
+    // Ask the kernel to drop this file's cached pages, so loading reads the disk.
+    const int fd = ::open(model.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::fdatasync(fd);
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+      ::close(fd);
+    }
+  }
+  const auto t_load = std::chrono::steady_clock::now();
   auto engine = Engine::Load(eo);
   if (!engine.ok()) return ReportError(engine.status());
   Engine& e = **engine;
+  double first_token_ms = 0;
+  {
+    // Time to first token of a one-token prompt, counted from the start of loading.
+    const int32_t bos = 1 % static_cast<int32_t>(e.model().hparams().n_vocab);
+    std::vector<float> first_logits;
+    st = e.model().Forward(std::span<const int32_t>(&bos, 1), e.kv(), false, &first_logits, &e.pool());
+    if (!st.ok()) return ReportError(st);
+    first_token_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_load).count();
+    e.kv().set_n_past(0);
+  }
   const ModelHParams& hp = e.model().hparams();
 
   // Bytes of weights one decode step reads: every matrix, but one row of the embedding
@@ -257,6 +281,8 @@ int BenchCommand(int argc, char** argv) {
                   "hit rate %.1f%%\n",
                   r.test.c_str(), budget_text.c_str(), r.read_bytes_per_token / 1048576.0,
                   r.n_prompt > 0 ? "prompt" : "token", 100 * r.stall_fraction, 100 * r.hit_rate);
+  std::printf("%s start: load %.0f ms, first token %.0f ms after the start of loading\n", cold ? "cold" : "warm",
+              e.load_ms(), first_token_ms);
   if (disk > 0) std::printf("disk read bandwidth (O_DIRECT, same run): %.2f GB/s\n", disk / 1e9);
   if (triad > 0)
     std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
