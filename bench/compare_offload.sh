@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Decode speed of a model larger than the free memory: llama.cpp (mmap) against tierlm
+# (--mem-budget), with tierlm-balloon locking all but FREE GiB of memory for both.
+#
+#   LLAMA_CPP_DIR=path/to/llama.cpp/build bench/compare_offload.sh model.gguf [FREE_GIB ...]
+#
+# Default FREE_GIB list: 3 2 1. Environment: TIERLM (build/tierlm), BALLOON
+# (build/tierlm-balloon), THREADS (2), TG (16), MARGIN_MIB (256: tierlm's budget is the free
+# memory minus this, for its code and the page cache of the binaries).
+# Run on an otherwise idle machine.
+set -euo pipefail
+: "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR to a llama.cpp build directory (with bin/llama-bench)}"
+TIERLM=${TIERLM:-build/tierlm}
+BALLOON=${BALLOON:-build/tierlm-balloon}
+THREADS=${THREADS:-2}
+TG=${TG:-16}
+MARGIN_MIB=${MARGIN_MIB:-256}
+model=${1:?usage: $0 model.gguf [FREE_GIB ...]}
+shift
+frees=("$@")
+[ ${#frees[@]} -gt 0 ] || frees=(3 2 1)
+
+out=$(mktemp -d)
+balloon_pid=""
+cleanup() { [ -n "$balloon_pid" ] && kill "$balloon_pid" 2>/dev/null; rm -rf "$out"; }
+trap cleanup EXIT
+
+drop_cache() { /usr/bin/python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd,0,0,os.POSIX_FADV_DONTNEED)" "$model"; }
+
+echo "| free memory | llama.cpp tg$TG t/s | tierlm tg$TG t/s | ratio | tierlm bound t/s | of bound | disk MiB/token | stall | hit rate |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for free in "${frees[@]}"; do
+  "$BALLOON" --leave "${free}G" > "$out/balloon" &
+  balloon_pid=$!
+  for _ in $(seq 1 600); do grep -q ready "$out/balloon" 2>/dev/null && break; sleep 0.5; done
+  grep -q ready "$out/balloon" || { echo "error: balloon did not start" >&2; exit 1; }
+  drop_cache
+  "$LLAMA_CPP_DIR/bin/llama-bench" -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json 2>/dev/null > "$out/llama.json"
+  drop_cache
+  budget_mib=$(( free * 1024 - MARGIN_MIB ))
+  "$TIERLM" bench -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json --mem-budget "${budget_mib}M" 2>/dev/null > "$out/tierlm.json"
+  kill "$balloon_pid"; wait "$balloon_pid" 2>/dev/null || true; balloon_pid=""
+  /usr/bin/python3 - "$out" "$free" <<'PY'
+import json, sys
+out, free = sys.argv[1], sys.argv[2]
+l = json.load(open(f"{out}/llama.json"))[0]; t = json.load(open(f"{out}/tierlm.json"))[0]
+bound = t.get("bw_limit_ts", 0)
+frac = f"{100 * t['avg_ts'] / bound:.0f}%" if bound else "n/a"
+print(f"| {free} GiB | {l['avg_ts']:.3f} | {t['avg_ts']:.3f} | {t['avg_ts'] / l['avg_ts']:.2f} | {bound:.3f} | {frac} | "
+      f"{t['read_bytes_per_pass'] / 2**20:.0f} | {100 * t['stall_fraction']:.0f}% | {100 * t['hit_rate']:.1f}% |")
+PY
+done
