@@ -3,36 +3,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/format_bytes.h"
 #include "format/gguf_file.h"
 #include "model/hparams.h"
 #include "model/llama_model.h"
 
 namespace tierlm::cli {
 
-int ReportError(const Status& st) {
-  std::fprintf(stderr, "error: %s\n", st.message().c_str());
-  switch (st.code()) {
-    case StatusCode::kInternal:
-    case StatusCode::kResourceExhausted:
-    case StatusCode::kIoError:
-      return 1;
-    default:
-      return 2;
-  }
-}
-
-namespace {
-
-std::string HumanBytes(uint64_t b) {
-  char buf[32];
-  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
-  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", b / double(1ull << 20));
-  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.2f KiB", b / double(1ull << 10));
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
-  return buf;
-}
-
-}  // namespace
 
 int InspectCommand(int argc, char** argv) {
   ArgParser ap("inspect");
@@ -53,7 +30,7 @@ int InspectCommand(int argc, char** argv) {
   const gguf::GgufFile& f = *file;
 
   std::printf("file:        %s\n", f.name().c_str());
-  std::printf("size:        %s (%llu bytes)\n", HumanBytes(f.file_size()).c_str(),
+  std::printf("size:        %s (%llu bytes)\n", FormatBytes(f.file_size()).c_str(),
               static_cast<unsigned long long>(f.file_size()));
   std::printf("gguf:        version %u, alignment %llu, tensor data at offset %llu\n", f.version(),
               static_cast<unsigned long long>(f.alignment()), static_cast<unsigned long long>(f.data_offset()));
@@ -69,7 +46,7 @@ int InspectCommand(int argc, char** argv) {
     e.second += t.size_bytes;
     total += t.size_bytes;
   }
-  std::printf("\ntensors (%zu, %s):\n", f.tensors().size(), HumanBytes(total).c_str());
+  std::printf("\ntensors (%zu, %s):\n", f.tensors().size(), FormatBytes(total).c_str());
   size_t shown = 0;
   for (const auto& t : f.tensors()) {
     if (!all_tensors && shown == 40) {
@@ -77,13 +54,13 @@ int InspectCommand(int argc, char** argv) {
       break;
     }
     std::printf("  %-36s %-6s %-22s %12s\n", t.name.c_str(), std::string(TypeName(t.type)).c_str(),
-                t.ShapeString().c_str(), HumanBytes(t.size_bytes).c_str());
+                t.ShapeString().c_str(), FormatBytes(t.size_bytes).c_str());
     ++shown;
   }
   std::printf("\nbytes by type:\n");
   for (const auto& [name, e] : by_type)
     std::printf("  %-8s %5llu tensors %12s  %5.1f%%\n", name.c_str(), static_cast<unsigned long long>(e.first),
-                HumanBytes(e.second).c_str(), total ? 100.0 * e.second / total : 0.0);
+                FormatBytes(e.second).c_str(), total ? 100.0 * e.second / total : 0.0);
 
   // Problems: everything that would stop `tierlm run`.
   std::printf("\nproblems:\n");

@@ -20,7 +20,12 @@ Status MemoryByteSource::Read(uint64_t offset, void* dst, size_t n) {
 
 Result<std::unique_ptr<FileByteSource>> FileByteSource::Open(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::IoError(path + ": cannot open: " + std::strerror(errno));
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT || err == ENOTDIR) return Status::NotFound(path + ": no such file");
+    if (err == EACCES) return Status::InvalidArgument(path + ": permission denied");
+    return Status::IoError(path + ": cannot open: " + std::strerror(err));
+  }
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;

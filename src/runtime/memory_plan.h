@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/format_bytes.h"
 #include "core/status.h"
 #include "format/gguf_file.h"
 #include "model/hparams.h"
@@ -30,7 +31,5 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 // and what it consists of, when the budget cannot run the model.
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes);
-
-std::string FormatBytes(uint64_t bytes);  // "1.50 GiB"
 
 }  // namespace tierlm

@@ -91,7 +91,8 @@ TEST_F(CliErrorsTest, WrongMagicAndVersion) {
 TEST_F(CliErrorsTest, EmptyAndMissingFiles) {
   ExpectRunError(Write("empty.gguf", ""), "not a GGUF file");
   auto r = RunShell(Quote(testing::TierlmBinary()) + " run -m /nonexistent/x.gguf -p hi");
-  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("no such file"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("/nonexistent/x.gguf"), std::string::npos) << r.output;
 }
 

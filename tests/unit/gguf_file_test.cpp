@@ -246,10 +246,10 @@ TEST(GgufFileTest, CorruptInputsGiveNamedErrors) {
   }
 }
 
-TEST(GgufFileTest, MissingFileIsIoError) {
+TEST(GgufFileTest, MissingFileIsNotFound) {
   auto f = gguf::GgufFile::Open("/nonexistent/dir/model.gguf");
   ASSERT_FALSE(f.ok());
-  EXPECT_EQ(f.status().code(), StatusCode::kIoError);
+  EXPECT_EQ(f.status().code(), StatusCode::kNotFound);
   EXPECT_NE(f.status().message().find("/nonexistent/dir/model.gguf"), std::string::npos);
 }
 
