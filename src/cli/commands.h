@@ -2,7 +2,11 @@
 // process exit status: 0 success, 1 runtime failure, 2 bad input (file, flag, prompt).
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "core/status.h"
+#include "moe/routing_trace.h"
 
 namespace tierlm::cli {
 
@@ -12,6 +16,22 @@ int ChatCommand(int argc, char** argv);
 int SynthCommand(int argc, char** argv);
 int BenchCommand(int argc, char** argv);
 int PlanCommand(int argc, char** argv);
+int TraceCommand(int argc, char** argv);
+int MoeReportCommand(int argc, char** argv);
+
+// Recording a routing trace (trace, moe-report -m): the options, their flags, the run.
+struct TraceOptions {
+  std::string model, prompt;
+  int64_t n_predict = 32;
+  int64_t n_ctx = 0;
+  int32_t n_threads = 0;
+  float temperature = 0.0f;
+  uint64_t seed = 0xFFFFFFFF;
+};
+class ArgParser;
+void AddTraceOptions(ArgParser& ap, TraceOptions& o);
+// Gate-ahead runs during the recording; its accuracy goes to *gate_ahead when not null.
+Result<RoutingTrace> RecordRoutingTrace(const TraceOptions& o, double* gate_ahead_accuracy = nullptr);
 
 // Prints "error: <message>" to stderr and returns the exit status for the status code.
 int ReportError(const Status& st);

@@ -19,6 +19,9 @@ void PrintHelp() {
       "  bench    prefill/decode speed: tierlm bench -m model.gguf -p 512 -n 128\n"
       "  plan     placement under a memory budget and predicted speed:\n"
       "                                 tierlm plan -m model.gguf --mem-budget 6G\n"
+      "  trace    record MoE routing:   tierlm trace -m moe.gguf -p \"Hello\" -n 64 -o routing.trace\n"
+      "  moe-report  expert cache hit rates and routing consistency of a trace:\n"
+      "                                 tierlm moe-report --trace routing.trace\n"
       "\n"
       "'tierlm <command> --help' lists a command's options.\n");
 }
@@ -37,6 +40,8 @@ int main(int argc, char** argv) {
   if (cmd == "synth") return tierlm::cli::SynthCommand(argc, argv);
   if (cmd == "bench") return tierlm::cli::BenchCommand(argc, argv);
   if (cmd == "plan") return tierlm::cli::PlanCommand(argc, argv);
+  if (cmd == "trace") return tierlm::cli::TraceCommand(argc, argv);
+  if (cmd == "moe-report") return tierlm::cli::MoeReportCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
   return 2;
 }

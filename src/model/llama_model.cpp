@@ -74,6 +74,7 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
       const int64_t X = hp.n_expert;
       const gguf::TensorInfo *gate = nullptr, *up = nullptr, *down = nullptr;
       L.is_moe = true;
+      L.moe.layer = static_cast<int32_t>(l);
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_inp.weight", {E, X}, &L.moe.router));
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_exps.weight", {E, F, X}, &gate));
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up_exps.weight", {E, F, X}, &up));
@@ -87,6 +88,8 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down.weight", {F, E}, &L.w_down));
     }
   }
+  for (size_t l = 0; l + 1 < m->layers_.size(); ++l)  // gate-ahead: each MoE block knows the next
+    if (m->layers_[l].is_moe && m->layers_[l + 1].is_moe) m->layers_[l].moe.next = &m->layers_[l + 1].moe;
 
   m->rope_inv_freq_.resize(static_cast<size_t>(hp.n_rot / 2));
   RopeInvFreq(hp.rope_base, hp.n_rot, m->rope_inv_freq_.data());

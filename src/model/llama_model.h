@@ -55,6 +55,9 @@ class LlamaModel {
   int64_t max_batch() const { return max_batch_; }
   void set_max_batch(int64_t n) { max_batch_ = n > 0 ? n : 1; }
 
+  // The MoE block shared by all layers: routing trace and gate-ahead switches (moe_ffn.h).
+  MoeFfn& moe_ffn() { return moe_ffn_; }
+
  private:
   LlamaModel() = default;
   Status ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, bool all_logits, float* logits_out,

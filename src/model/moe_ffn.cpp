@@ -48,6 +48,44 @@ Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used) 
   return r;
 }
 
+Status MoeFfn::PredictNext(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn,
+                           int64_t n, ThreadPool* pool) {
+  const int64_t K = routing_.n_used, X = hp.n_expert;
+  // Score the prediction the previous layer made for this one.
+  if (predicted_layer_ == t.layer && predicted_n_ == n) {
+    for (int64_t tok = 0; tok < n; ++tok)
+      for (int64_t k = 0; k < K; ++k) {
+        const int32_t* chosen = routing_.expert.data() + tok * K;
+        gate_ahead_stats_.correct += std::count(chosen, chosen + K, predicted_[static_cast<size_t>(tok * K + k)]);
+      }
+    gate_ahead_stats_.predicted += n * K;
+  }
+  predicted_layer_ = -1;
+  if (!t.next) return Status::Ok();
+
+  // The next layer's router on this layer's input.
+  std::vector<float> logits(static_cast<size_t>(n * X));
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.next->router));
+    Matmul(WeightMatrix{t.next->router->type, pin.data(), hp.n_embd, X}, xn, hp.n_embd, n, logits.data(), X, pool);
+  }
+  predicted_ = Route(logits.data(), n, X, K).expert;
+  predicted_layer_ = t.next->layer;
+  predicted_n_ = n;
+
+  std::vector<bool> wanted(static_cast<size_t>(X), false);
+  for (int32_t e : predicted_) wanted[static_cast<size_t>(e)] = true;
+  std::vector<const gguf::TensorInfo*> upcoming;
+  for (int64_t e = 0; e < X; ++e)
+    if (wanted[static_cast<size_t>(e)]) {
+      upcoming.push_back(&t.next->gate[static_cast<size_t>(e)]);
+      upcoming.push_back(&t.next->up[static_cast<size_t>(e)]);
+      upcoming.push_back(&t.next->down[static_cast<size_t>(e)]);
+    }
+  store->Prefetch(upcoming);
+  return Status::Ok();
+}
+
 Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
                        float* out, ThreadPool* pool) {
   const int64_t E = hp.n_embd, F = hp.n_ff, X = hp.n_expert;
@@ -57,6 +95,8 @@ Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHPara
     Matmul(WeightMatrix{t.router->type, pin.data(), E, X}, xn, E, n, logits_.data(), X, pool);
   }
   routing_ = Route(logits_.data(), n, X, hp.n_expert_used);
+  if (trace_) TIERLM_RETURN_IF_ERROR(trace_->Record(t.layer, n, routing_.expert.data(), routing_.weight.data()));
+  if (gate_ahead_) TIERLM_RETURN_IF_ERROR(PredictNext(store, t, hp, xn, n, pool));
   std::fill(out, out + n * E, 0.0f);
 
   // Expert by expert: gather its tokens, run its SwiGLU, scatter weighted outputs.

@@ -14,11 +14,14 @@
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
 #include "model/hparams.h"
+#include "moe/routing_trace.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
 
 struct MoeTensors {
+  int32_t layer = 0;                         // the block's index; names it in a RoutingTrace
+  const MoeTensors* next = nullptr;          // the next layer's block if it has experts (gate-ahead)
   const gguf::TensorInfo* router = nullptr;  // ffn_gate_inp [n_embd, n_expert]
   // Per expert e: its slices of the stacked gate/up ([n_embd, n_ff]) and down ([n_ff, n_embd]).
   std::vector<gguf::TensorInfo> gate, up, down;
@@ -38,6 +41,14 @@ struct Routing {
 // (equivalently: softmax over the kept logits). Ties keep the lower expert id.
 Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used);
 
+// Gate-ahead accuracy: of the experts the next layer's router predicted from this layer's
+// input, how many the next layer then chose.
+struct GateAheadStats {
+  int64_t predicted = 0;  // (token, layer, k) predictions checked
+  int64_t correct = 0;    // of them, experts the layer did choose
+  double accuracy() const { return predicted > 0 ? static_cast<double>(correct) / predicted : 0.0; }
+};
+
 class MoeFfn {
  public:
   // out[n][n_embd] = sum over routed experts of weight * expert(xn). xn: [n][n_embd].
@@ -47,7 +58,30 @@ class MoeFfn {
 
   const Routing& last_routing() const { return routing_; }
 
+  // Every Forward appends its routing to `trace` at layer t.layer (nullptr: none, the
+  // default). The trace must outlive its use and have this model's shape.
+  void set_trace(RoutingTrace* trace) { trace_ = trace; }
+
+  // Gate-ahead prefetch. When on, Forward at a layer whose t.next is set also applies the
+  // next layer's router to this layer's input xn (the hidden state after attention,
+  // normalized by this layer's ffn_norm), asks the store to prefetch the predicted
+  // experts' gate/up/down slices (in ascending expert id) before running its own experts,
+  // so their reads overlap this layer's compute; the next layer scores the prediction
+  // (gate_ahead_stats). Outputs are unchanged. Default off: one extra router matmul per
+  // layer, worth it only when experts stream from storage.
+  void set_gate_ahead(bool on) { gate_ahead_ = on; }
+  const GateAheadStats& gate_ahead_stats() const { return gate_ahead_stats_; }
+
  private:
+  Status PredictNext(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                     ThreadPool* pool);
+
+  RoutingTrace* trace_ = nullptr;
+  bool gate_ahead_ = false;
+  GateAheadStats gate_ahead_stats_;
+  int32_t predicted_layer_ = -1;    // the layer predicted_ is for; -1: none pending
+  int64_t predicted_n_ = 0;         // tokens in predicted_
+  std::vector<int32_t> predicted_;  // [n][n_expert_used]
   std::vector<float> logits_, xe_, gate_, up_, down_;
   std::vector<int64_t> rows_;
   Routing routing_;

@@ -1,0 +1,113 @@
+#include "moe/routing_trace.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace tierlm {
+
+RoutingTrace::RoutingTrace(int32_t n_layer, int32_t n_expert, int32_t n_used)
+    : n_layer_(n_layer), n_expert_(n_expert), n_used_(n_used), recorded_(static_cast<size_t>(n_layer), 0) {}
+
+int64_t RoutingTrace::n_tokens() const {
+  if (recorded_.empty()) return 0;
+  return *std::min_element(recorded_.begin(), recorded_.end());
+}
+
+Status RoutingTrace::Record(int32_t layer, int64_t n, const int32_t* experts, const float* weights) {
+  if (layer < 0 || layer >= n_layer_)
+    return Status::InvalidArgument("routing trace: layer " + std::to_string(layer) + " is outside [0, " +
+                                   std::to_string(n_layer_) + ")");
+  for (int64_t i = 0; i < n * n_used_; ++i)
+    if (experts[i] < 0 || experts[i] >= n_expert_)
+      return Status::InvalidArgument("routing trace: expert " + std::to_string(experts[i]) + " at layer " +
+                                     std::to_string(layer) + " is outside [0, " + std::to_string(n_expert_) + ")");
+  int64_t& first = recorded_[static_cast<size_t>(layer)];
+  const size_t need = static_cast<size_t>((first + n) * n_layer_ * n_used_);
+  if (experts_.size() < need) {
+    experts_.resize(std::max(need, experts_.size() * 2), -1);
+    weights_.resize(experts_.size(), 0.0f);
+  }
+  for (int64_t t = 0; t < n; ++t)
+    for (int32_t k = 0; k < n_used_; ++k) {
+      experts_[Index(first + t, layer, k)] = experts[t * n_used_ + k];
+      weights_[Index(first + t, layer, k)] = weights[t * n_used_ + k];
+    }
+  first += n;
+  return Status::Ok();
+}
+
+Status RoutingTrace::AppendToken(const int32_t* experts, const float* weights) {
+  const int64_t t = n_tokens();
+  for (int32_t l = 0; l < n_layer_; ++l)
+    if (recorded_[static_cast<size_t>(l)] != t)
+      return Status::InvalidArgument("routing trace: AppendToken on a trace with a partly recorded token");
+  for (int32_t l = 0; l < n_layer_; ++l)
+    TIERLM_RETURN_IF_ERROR(Record(l, 1, experts + l * n_used_, weights + l * n_used_));
+  return Status::Ok();
+}
+
+Status RoutingTrace::Save(const std::string& path) const {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    if (!out) return Status::IoError(tmp + ": cannot open for writing");
+    const int64_t n = n_tokens();
+    out << "tierlm-routing-trace 1 " << n_layer_ << ' ' << n_expert_ << ' ' << n_used_ << ' ' << n << '\n';
+    char buf[32];
+    for (int64_t t = 0; t < n; ++t) {
+      for (int32_t l = 0; l < n_layer_; ++l)
+        for (int32_t k = 0; k < n_used_; ++k) {
+          std::snprintf(buf, sizeof(buf), "%.6g", static_cast<double>(weight(t, l, k)));
+          out << (l || k ? " " : "") << expert(t, l, k) << ' ' << buf;
+        }
+      out << '\n';
+    }
+    if (!out.flush()) return Status::IoError(tmp + ": write failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::IoError(path + ": cannot rename " + tmp + ": " + ec.message());
+  return Status::Ok();
+}
+
+Result<RoutingTrace> RoutingTrace::Load(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::IoError(path + ": cannot open the routing trace");
+  std::string line, magic;
+  int version = 0;
+  int64_t n_layer = 0, n_expert = 0, n_used = 0, n_tokens = -1;
+  if (!std::getline(in, line)) return Status::Corruption(path + ": empty file, expected a routing trace header");
+  std::istringstream header(line);
+  header >> magic >> version >> n_layer >> n_expert >> n_used >> n_tokens;
+  if (!header || magic != "tierlm-routing-trace")
+    return Status::Corruption(path + ": line 1: not a tierlm routing trace header");
+  if (version != 1) return Status::Unsupported(path + ": routing trace version " + std::to_string(version));
+  if (n_layer <= 0 || n_layer > 65536 || n_expert <= 0 || n_expert > 65536 || n_used <= 0 || n_used > n_expert ||
+      n_tokens < 0)
+    return Status::Corruption(path + ": line 1: bad shape (layers " + std::to_string(n_layer) + ", experts " +
+                              std::to_string(n_expert) + ", used " + std::to_string(n_used) + ", tokens " +
+                              std::to_string(n_tokens) + ")");
+  RoutingTrace trace(static_cast<int32_t>(n_layer), static_cast<int32_t>(n_expert), static_cast<int32_t>(n_used));
+  const size_t per_token = static_cast<size_t>(n_layer * n_used);
+  std::vector<int32_t> experts(per_token);
+  std::vector<float> weights(per_token);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const std::string where = path + ": line " + std::to_string(t + 2);
+    if (!std::getline(in, line)) return Status::Corruption(where + ": missing (the header says " +
+                                                           std::to_string(n_tokens) + " tokens)");
+    std::istringstream row(line);
+    for (size_t i = 0; i < per_token; ++i)
+      if (!(row >> experts[i] >> weights[i])) return Status::Corruption(where + ": expected " +
+                                                                        std::to_string(per_token) + " expert/weight pairs");
+    std::string extra;
+    if (row >> extra) return Status::Corruption(where + ": unexpected '" + extra + "' after the last pair");
+    Status st = trace.AppendToken(experts.data(), weights.data());
+    if (!st.ok()) return Status::Corruption(where + ": " + st.message());
+  }
+  return trace;
+}
+
+}  // namespace tierlm

@@ -1,0 +1,94 @@
+// RoutingTrace: recording per layer, complete tokens, save/load and its errors.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "moe/routing_trace.h"
+#include "test_paths.h"
+
+namespace tierlm {
+namespace {
+
+TEST(MoeRoutingTrace, TokensCompleteWhenEveryLayerRecorded) {
+  RoutingTrace t(2, 4, 2);
+  const int32_t e0[] = {0, 1, 2, 3, 1, 0};  // three tokens at layer 0
+  const float w0[] = {0.6f, 0.4f, 0.5f, 0.5f, 0.9f, 0.1f};
+  ASSERT_TRUE(t.Record(0, 3, e0, w0).ok());
+  EXPECT_EQ(t.n_tokens(), 0);
+  const int32_t e1[] = {3, 2, 1, 0};  // two of them at layer 1
+  ASSERT_TRUE(t.Record(1, 2, e1, w0).ok());
+  EXPECT_EQ(t.n_tokens(), 2);
+  const int32_t e2[] = {2, 3};  // the third, in its own batch
+  ASSERT_TRUE(t.Record(1, 1, e2, w0).ok());
+  EXPECT_EQ(t.n_tokens(), 3);
+  EXPECT_EQ(t.expert(2, 0, 0), 1);
+  EXPECT_EQ(t.expert(2, 1, 1), 3);
+  EXPECT_FLOAT_EQ(t.weight(0, 0, 0), 0.6f);
+}
+
+TEST(MoeRoutingTrace, RejectsOutOfRangeLayerAndExpert) {
+  RoutingTrace t(2, 4, 1);
+  const int32_t bad[] = {4};
+  const int32_t ok[] = {3};
+  const float w[] = {1.0f};
+  Status st = t.Record(0, 1, bad, w);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("expert 4"), std::string::npos) << st.message();
+  EXPECT_EQ(t.Record(2, 1, ok, w).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(t.Record(1, 1, ok, w).ok());
+  EXPECT_EQ(t.AppendToken(ok, w).code(), StatusCode::kInvalidArgument);  // layer 1 is ahead
+}
+
+TEST(MoeRoutingTrace, SaveLoadRoundTrip) {
+  const auto dir = testing::ScratchDir("moe-trace");
+  RoutingTrace t(3, 5, 2);
+  for (int tok = 0; tok < 4; ++tok) {
+    int32_t e[6];
+    float w[6];
+    for (int i = 0; i < 6; ++i) {
+      e[i] = (tok + i) % 5;
+      w[i] = 0.125f * static_cast<float>(i + 1);
+    }
+    ASSERT_TRUE(t.AppendToken(e, w).ok());
+  }
+  const std::string path = (dir / "r.trace").string();
+  ASSERT_TRUE(t.Save(path).ok());
+  auto back = RoutingTrace::Load(path);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->n_tokens(), 4);
+  EXPECT_EQ(back->n_layer(), 3);
+  EXPECT_EQ(back->n_expert(), 5);
+  EXPECT_EQ(back->n_used(), 2);
+  for (int tok = 0; tok < 4; ++tok)
+    for (int l = 0; l < 3; ++l)
+      for (int k = 0; k < 2; ++k) {
+        EXPECT_EQ(back->expert(tok, l, k), t.expert(tok, l, k));
+        EXPECT_FLOAT_EQ(back->weight(tok, l, k), t.weight(tok, l, k));
+      }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(MoeRoutingTrace, LoadNamesTheFaultyLine) {
+  const auto dir = testing::ScratchDir("moe-trace-bad");
+  auto write = [&](const std::string& text) {
+    const std::string p = (dir / "bad.trace").string();
+    std::ofstream(p) << text;
+    return RoutingTrace::Load(p);
+  };
+  auto r = write("tierlm-routing-trace 1 1 4 1 2\n0 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("line 3: missing"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 1 1 4 1 1\n9 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("line 2"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 1 1 4 5 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("bad shape"), std::string::npos) << r.status().message();
+  r = write("hello\n");
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tierlm

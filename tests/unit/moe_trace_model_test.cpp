@@ -1,0 +1,193 @@
+// Routing traces from a real forward pass on the shared MoE model (8 experts, top-2,
+// 4 layers), and the trace / moe-report commands end to end.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+#include <span>
+#include <string>
+
+#include "cli_runner.h"
+#include "core/thread_pool.h"
+#include "format/gguf_file.h"
+#include "kv/kv_cache.h"
+#include "model/llama_model.h"
+#include "moe/routing_trace.h"
+#include "test_paths.h"
+#include "io/posix_storage_env.h"
+#include "tiers/tiered_weight_store.h"
+#include "tiers/weight_store.h"
+
+namespace tierlm {
+namespace {
+
+using testing::Quote;
+using testing::RunShell;
+
+std::string MoeModel() { return (testing::ModelsDir() / "synth-moe-small-Q8_0.gguf").string(); }
+
+TEST(MoeTraceModel, ForwardRecordsEveryLayerAndLeavesLogitsAlone) {
+  auto file = gguf::GgufFile::Open(MoeModel());
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto store = InMemoryWeightStore::Open(*file);
+  ASSERT_TRUE(store.ok());
+  auto model = LlamaModel::Create(*file, store->get());
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const ModelHParams& hp = (*model)->hparams();
+  ASSERT_EQ(hp.n_expert, 8);
+  ASSERT_EQ(hp.n_expert_used, 2);
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = {1, 20, 21, 22, 23};
+  const std::vector<int32_t> next = {24, 25};
+
+  auto run = [&](RoutingTrace* trace, std::vector<float>* last) -> Status {
+    (*model)->moe_ffn().set_trace(trace);
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(hp.n_layer, 16, hp.kv_dim()));
+    std::vector<float> logits;
+    TIERLM_RETURN_IF_ERROR((*model)->Forward(prompt, kv, false, &logits, &pool));
+    for (int32_t tok : next) TIERLM_RETURN_IF_ERROR((*model)->Forward({&tok, 1}, kv, false, &logits, &pool));
+    (*model)->moe_ffn().set_trace(nullptr);
+    *last = logits;
+    return Status::Ok();
+  };
+  RoutingTrace trace(static_cast<int32_t>(hp.n_layer), 8, 2);
+  std::vector<float> traced, plain;
+  ASSERT_TRUE(run(&trace, &traced).ok());
+  ASSERT_TRUE(run(nullptr, &plain).ok());
+  EXPECT_EQ(traced, plain);
+  ASSERT_EQ(trace.n_tokens(), 7);  // the prompt batch, then two decode steps
+  for (int64_t t = 0; t < trace.n_tokens(); ++t)
+    for (int32_t l = 0; l < trace.n_layer(); ++l) {
+      EXPECT_NE(trace.expert(t, l, 0), trace.expert(t, l, 1));
+      EXPECT_GE(trace.weight(t, l, 0), trace.weight(t, l, 1));  // top-k order
+      EXPECT_NEAR(trace.weight(t, l, 0) + trace.weight(t, l, 1), 1.0f, 1e-5f);
+    }
+  // The last layer's routing of the last token is what the MoE block used last.
+  std::set<int32_t> chosen;
+  for (int32_t l = 0; l < trace.n_layer(); ++l) chosen.insert(trace.expert(6, l, 0));
+  EXPECT_FALSE(chosen.empty());
+}
+
+// Serves from an in-memory store and records every Prefetch hint.
+class RecordingStore : public WeightStore {
+ public:
+  explicit RecordingStore(WeightStore* inner) : inner_(inner) {}
+  Result<TensorPin> Acquire(const gguf::TensorInfo& t) override { return inner_->Acquire(t); }
+  void Prefetch(std::span<const gguf::TensorInfo* const> upcoming) override {
+    std::vector<std::string> names;
+    for (const auto* t : upcoming) names.push_back(t->name);
+    hints.push_back(names);
+  }
+  WeightStoreStats Stats() const override { return inner_->Stats(); }
+  std::vector<std::vector<std::string>> hints;
+
+ private:
+  WeightStore* inner_;
+};
+
+TEST(MoeTraceModel, GateAheadPrefetchesTheNextLayersPredictedExperts) {
+  auto file = gguf::GgufFile::Open(MoeModel());
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  auto mem = InMemoryWeightStore::Open(*file);
+  ASSERT_TRUE(mem.ok());
+  RecordingStore store(mem->get());
+  auto model = LlamaModel::Create(*file, &store);
+  ASSERT_TRUE(model.ok());
+  const ModelHParams& hp = (*model)->hparams();
+  ThreadPool pool(2);
+  const std::vector<int32_t> tokens = {1, 30, 31, 32};
+  auto logits = [&](bool gate_ahead, std::vector<float>* out) -> Status {
+    (*model)->moe_ffn().set_gate_ahead(gate_ahead);
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(hp.n_layer, 8, hp.kv_dim()));
+    TIERLM_RETURN_IF_ERROR((*model)->Forward(tokens, kv, true, out, &pool));
+    const int32_t next = 33;
+    std::vector<float> one;
+    TIERLM_RETURN_IF_ERROR((*model)->Forward({&next, 1}, kv, false, &one, &pool));
+    out->insert(out->end(), one.begin(), one.end());
+    return Status::Ok();
+  };
+  std::vector<float> plain, ahead;
+  ASSERT_TRUE(logits(false, &plain).ok());
+  EXPECT_TRUE(store.hints.empty());
+  ASSERT_TRUE(logits(true, &ahead).ok());
+  EXPECT_EQ(plain, ahead);  // a hint never changes results
+
+  // Two forward passes, three layers each with a next MoE layer.
+  ASSERT_EQ(store.hints.size(), 6u);
+  for (size_t i = 0; i < store.hints.size(); ++i) {
+    const std::string layer = "blk." + std::to_string(i % 3 + 1) + ".";
+    ASSERT_FALSE(store.hints[i].empty());
+    EXPECT_EQ(store.hints[i].size() % 3, 0u);
+    for (const auto& name : store.hints[i]) EXPECT_EQ(name.rfind(layer, 0), 0u) << name;
+  }
+  EXPECT_LE(store.hints[3].size(), 3u * 2);  // the decode step: at most top-2 experts
+  const GateAheadStats& st = (*model)->moe_ffn().gate_ahead_stats();
+  EXPECT_EQ(st.predicted, (4 + 1) * 3 * 2);  // tokens x scored layers x top-k
+  EXPECT_GE(st.correct, 0);
+  EXPECT_LE(st.correct, st.predicted);
+}
+
+TEST(MoeTraceModel, GateAheadOnATieredStoreKeepsLogitsExact) {
+  auto file = gguf::GgufFile::Open(MoeModel());
+  ASSERT_TRUE(file.ok());
+  auto mem = InMemoryWeightStore::Open(*file);
+  ASSERT_TRUE(mem.ok());
+  auto plan = TieredWeightStore::Plan(*file, TieredWeightStoreOptions{.budget_bytes = 1ull << 40});
+  ASSERT_TRUE(plan.ok());
+  io::PosixStorageEnv env;
+  auto tiered = TieredWeightStore::Open(*file, &env, TieredWeightStoreOptions{.budget_bytes = plan->min_budget_bytes});
+  ASSERT_TRUE(tiered.ok()) << tiered.status().ToString();
+  ThreadPool pool(2);
+  const std::vector<int32_t> tokens = {1, 40, 41, 42, 43, 44};
+  auto run = [&](WeightStore* store, bool gate_ahead, std::vector<float>* out) -> Status {
+    TIERLM_ASSIGN_OR_RETURN(auto model, LlamaModel::Create(*file, store));
+    model->moe_ffn().set_gate_ahead(gate_ahead);
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->hparams().n_layer, 8, model->hparams().kv_dim()));
+    for (int32_t tok : tokens) {  // decode-style, one token per step
+      std::vector<float> one;
+      TIERLM_RETURN_IF_ERROR(model->Forward({&tok, 1}, kv, false, &one, &pool));
+      out->insert(out->end(), one.begin(), one.end());
+    }
+    return Status::Ok();
+  };
+  std::vector<float> want, got;
+  ASSERT_TRUE(run(mem->get(), false, &want).ok());
+  ASSERT_TRUE(run(tiered->get(), true, &got).ok());
+  EXPECT_EQ(got, want);
+  EXPECT_GT((*tiered)->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)].prefetches, 0u);
+}
+
+TEST(MoeTraceModel, TraceAndReportCommands) {
+  const auto dir = testing::ScratchDir("moe-cli");
+  const std::string bin = Quote(testing::TierlmBinary());
+  const std::string out = (dir / "r.trace").string();
+  auto r = RunShell(bin + " trace -m " + Quote(MoeModel()) + " -p 'Once upon a time' -n 6 -t 2 -o " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gate-ahead"), std::string::npos) << r.output;
+  auto trace = RoutingTrace::Load(out);
+  ASSERT_TRUE(trace.ok()) << trace.status().ToString();
+  EXPECT_EQ(trace->n_layer(), 4);
+  EXPECT_EQ(trace->n_expert(), 8);
+  EXPECT_EQ(trace->n_used(), 2);
+  EXPECT_GE(trace->n_tokens(), 6);  // prompt tokens and all but the last generated one
+
+  r = RunShell(bin + " moe-report --trace " + Quote(out));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* want : {"belady", "lfu-decay", "score", "SRP", "SCH(c=2)", "synthetic locality p = 0.90",
+                           "8 = 1x", "32 = 4x (all)"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+
+  r = RunShell(bin + " moe-report");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunShell(bin + " moe-report --trace " + Quote((dir / "missing.trace").string()));
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // an I/O error
+  EXPECT_NE(r.output.find("missing.trace"), std::string::npos) << r.output;
+  r = RunShell(bin + " trace -m " + Quote((testing::ModelsDir() / "synth-llama-small-Q8_0.gguf").string()) +
+               " -p hi -n 2 -o " + Quote((dir / "x.trace").string()));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no experts"), std::string::npos) << r.output;
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tierlm
