@@ -35,10 +35,13 @@ for free in "${frees[@]}"; do
   for _ in $(seq 1 600); do grep -q ready "$out/balloon" 2>/dev/null && break; sleep 0.5; done
   grep -q ready "$out/balloon" || { echo "error: balloon did not start" >&2; exit 1; }
   drop_cache
-  "$LLAMA_CPP_DIR/bin/llama-bench" -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json 2>/dev/null > "$out/llama.json"
+  "$LLAMA_CPP_DIR/bin/llama-bench" -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json 2>/dev/null > "$out/llama.json" || true
   drop_cache
   budget_mib=$(( free * 1024 - MARGIN_MIB ))
-  "$TIERLM" bench -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json --mem-budget "${budget_mib}M" 2>/dev/null > "$out/tierlm.json"
+  "$TIERLM" bench -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json --mem-budget "${budget_mib}M" 2>/dev/null > "$out/tierlm.json" || true
+  if ! kill -0 "$balloon_pid" 2>/dev/null; then
+    echo "| $free GiB | the balloon died (out of memory?): no result |"; balloon_pid=""; continue
+  fi
   kill "$balloon_pid"; wait "$balloon_pid" 2>/dev/null || true; balloon_pid=""
   /usr/bin/python3 - "$out" "$free" <<'PY'
 import json, sys

@@ -4,6 +4,7 @@
 // n_tok per call). TIERLM_KERNEL_PATH=scalar|avx2|avx512 picks the kernel path.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -61,6 +62,38 @@ void Args(benchmark::internal::Benchmark* b) {
     for (int n_tok : {1, 8, 64, 512}) b->Args({n_tok, threads});
   b->UseRealTime();
 }
+
+// Decode as a model sees it: one token against weights that are not in any cache. Cycles
+// through copies of the matrix totalling >= 256 MiB, so every call streams from DRAM
+// (the 2048 x 5632 matrix alone fits in L3 and overstates GEMV bandwidth).
+void BM_GemvDram(benchmark::State& state, GgmlType type) {
+  const int64_t n_in = 2048, n_out = 5632;
+  const int n_threads = static_cast<int>(state.range(0));
+  static Fixture* fixtures[64] = {};
+  Fixture*& f = fixtures[static_cast<int>(type)];
+  if (!f) f = new Fixture(type, n_in, n_out);
+  const size_t copies = std::max<size_t>(2, (256ull << 20) / f->w.size());
+  std::vector<std::vector<uint8_t>> ws(copies, f->w);
+  ThreadPool pool(n_threads);
+  std::vector<float> x(n_in, 0.5f), y(n_out);
+  size_t i = 0;
+  for (auto _ : state) {
+    const WeightMatrix w{type, ws[i].data(), n_in, n_out};
+    Matmul(w, x.data(), n_in, 1, y.data(), n_out, &pool);
+    benchmark::ClobberMemory();
+    i = (i + 1) % copies;
+  }
+  state.counters["weight_GB/s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * f->w.size() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void DramArgs(benchmark::internal::Benchmark* b) { b->Arg(1)->Arg(2)->UseRealTime(); }
+
+BENCHMARK_CAPTURE(BM_GemvDram, Q4_0, GgmlType::kQ4_0)->Apply(DramArgs);
+BENCHMARK_CAPTURE(BM_GemvDram, Q8_0, GgmlType::kQ8_0)->Apply(DramArgs);
+BENCHMARK_CAPTURE(BM_GemvDram, Q4_K, GgmlType::kQ4_K)->Apply(DramArgs);
+BENCHMARK_CAPTURE(BM_GemvDram, Q6_K, GgmlType::kQ6_K)->Apply(DramArgs);
+BENCHMARK_CAPTURE(BM_GemvDram, BF16, GgmlType::kBF16)->Apply(DramArgs);
 
 BENCHMARK_CAPTURE(BM_Matmul, Q4_0, GgmlType::kQ4_0)->Apply(Args);
 BENCHMARK_CAPTURE(BM_Matmul, Q8_0, GgmlType::kQ8_0)->Apply(Args);

@@ -119,6 +119,21 @@ int BenchCommand(int argc, char** argv) {
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
   eo.n_ctx = max_ctx;
+  // Bandwidths first, before the engine holds its memory: under a budget the probes'
+  // buffers must not add to the engine's peak.
+  double triad = 0, disk = 0;
+  if (!no_bw) {
+    ThreadPool probe_pool(threads > 0 ? threads : DefaultThreadCount());
+    triad = MeasureTriadBandwidth(&probe_pool);
+    if (eo.mem_budget_bytes > 0) {
+      io::PosixStorageEnv env;
+      auto f = env.OpenForRandomRead(model);
+      if (f.ok()) {
+        auto bw = io::MeasureReadBandwidth(**f, 512ull << 20);
+        if (bw.ok()) disk = bw->bytes_per_second;
+      }
+    }
+  }
   if (cold) {
     // Ask the kernel to drop this file's cached pages, so loading reads the disk.
     const int fd = ::open(model.c_str(), O_RDONLY | O_CLOEXEC);
@@ -153,20 +168,6 @@ int BenchCommand(int argc, char** argv) {
     n_params += static_cast<uint64_t>(t.n_elements());
     if (t.name != "token_embd.weight" || tied) weights_per_token += t.size_bytes;
   }
-  double triad = 0;
-  double disk = 0;
-  if (!no_bw) {
-    triad = MeasureTriadBandwidth(&e.pool());
-    if (e.tiered()) {
-      io::PosixStorageEnv env;
-      auto f = env.OpenForRandomRead(model);
-      if (f.ok()) {
-        auto bw = io::MeasureReadBandwidth(**f, 512ull << 20);
-        if (bw.ok()) disk = bw->bytes_per_second;
-      }
-    }
-  }
-
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok_dist(0, static_cast<int32_t>(hp.n_vocab - 1));
   std::vector<float> logits;
