@@ -4,6 +4,10 @@
 #
 #   LLAMA_CPP_DIR=path/to/llama.cpp/build bench/compare_offload.sh model.gguf [FREE_GIB ...]
 #
+# llama.cpp runs as its users run it on such a machine: mmap, no weight repacking (repacking
+# copies the weights into anonymous memory, which cannot fit). llama-bench has no switch
+# for that, so its decode speed is read from llama-completion's "eval time" line (-nr).
+#
 # Default FREE_GIB list: 3 2 1. Environment: TIERLM (build/tierlm), BALLOON
 # (build/tierlm-balloon), THREADS (2), TG (16), MARGIN_MIB (256: tierlm's budget is the free
 # memory minus this, for its code and the page cache of the binaries).
@@ -35,7 +39,14 @@ for free in "${frees[@]}"; do
   for _ in $(seq 1 600); do grep -q ready "$out/balloon" 2>/dev/null && break; sleep 0.5; done
   grep -q ready "$out/balloon" || { echo "error: balloon did not start" >&2; exit 1; }
   drop_cache
-  "$LLAMA_CPP_DIR/bin/llama-bench" -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json 2>/dev/null > "$out/llama.json" || true
+  "$LLAMA_CPP_DIR/bin/llama-completion" -m "$model" -t "$THREADS" -p "Once upon a time" -n "$TG" --temp 0 \
+    -no-cnv -nr --ignore-eos > "$out/llama.log" 2>&1 < /dev/null || true
+  /usr/bin/python3 - "$out" <<'PY'
+import json, re, sys
+text = open(sys.argv[1] + "/llama.log", errors="replace").read()
+m = re.search(r"\beval time =.*?([0-9.]+) tokens per second", text.replace("prompt eval time", "prompt_eval"))
+json.dump([{"avg_ts": float(m.group(1)) if m else 0.0}], open(sys.argv[1] + "/llama.json", "w"))
+PY
   drop_cache
   budget_mib=$(( free * 1024 - MARGIN_MIB ))
   "$TIERLM" bench -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 1 -o json --mem-budget "${budget_mib}M" 2>/dev/null > "$out/tierlm.json" || true
@@ -49,7 +60,8 @@ out, free = sys.argv[1], sys.argv[2]
 l = json.load(open(f"{out}/llama.json"))[0]; t = json.load(open(f"{out}/tierlm.json"))[0]
 bound = t.get("bw_limit_ts", 0)
 frac = f"{100 * t['avg_ts'] / bound:.0f}%" if bound else "n/a"
-print(f"| {free} GiB | {l['avg_ts']:.3f} | {t['avg_ts']:.3f} | {t['avg_ts'] / l['avg_ts']:.2f} | {bound:.3f} | {frac} | "
+ratio = t['avg_ts'] / l['avg_ts'] if l['avg_ts'] else float('nan')
+print(f"| {free} GiB | {l['avg_ts']:.3f} | {t['avg_ts']:.3f} | {ratio:.2f} | {bound:.3f} | {frac} | "
       f"{t['read_bytes_per_pass'] / 2**20:.0f} | {100 * t['stall_fraction']:.0f}% | {100 * t['hit_rate']:.1f}% |")
 PY
 done
