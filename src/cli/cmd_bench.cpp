@@ -178,8 +178,12 @@ int BenchCommand(int argc, char** argv) {
     r.n_gen = n_gen;
     r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
     ResidencyStats before;
+    int64_t acquire_ns_before = 0;
     for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
-      if (rep == 0 && e.tiered()) before = e.tiered()->residency_stats();
+      if (rep == 0 && e.tiered()) {
+        before = e.tiered()->residency_stats();
+        acquire_ns_before = e.tiered()->acquire_nanos();
+      }
       e.kv().set_n_past(0);
       std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
       for (auto& t : toks) t = tok_dist(rng);
@@ -206,7 +210,7 @@ int BenchCommand(int argc, char** argv) {
       const double total_ns = std::accumulate(r.samples_ns.begin(), r.samples_ns.end(), 0.0);
       r.tiered = true;
       r.read_bytes_per_token = (b.bytes_read - a.bytes_read) / tokens;
-      r.stall_fraction = total_ns > 0 ? (b.stall_nanos - a.stall_nanos) / total_ns : 0;
+      r.stall_fraction = total_ns > 0 ? (e.tiered()->acquire_nanos() - acquire_ns_before) / total_ns : 0;
       const double acq = static_cast<double>(b.acquires - a.acquires);
       r.hit_rate = acq > 0 ? (b.hits - a.hits) / acq : 0;
       // The physical bound for this placement: memory-bound compute or the disk, whichever is slower.

@@ -18,6 +18,6 @@ struct ReadBandwidth {
 // Reads up to max_bytes of the file (from its middle, where page-cache copies of the
 // header are least likely) in `chunk`-byte requests, `depth` in flight.
 Result<ReadBandwidth> MeasureReadBandwidth(RandomAccessFile& file, uint64_t max_bytes = 1ull << 30,
-                                           uint64_t chunk = 4ull << 20, int depth = 16);
+                                           uint64_t chunk = 4ull << 20, int depth = 64);
 
 }  // namespace tierlm::io

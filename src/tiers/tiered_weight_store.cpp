@@ -1,5 +1,8 @@
 #include "tiers/tiered_weight_store.h"
 
+#include <atomic>
+#include <chrono>
+
 #include <algorithm>
 
 namespace tierlm {
@@ -100,6 +103,17 @@ Result<EntryId> TieredWeightStore::Resolve(const gguf::TensorInfo& t) {
 }
 
 Result<TensorPin> TieredWeightStore::Acquire(const gguf::TensorInfo& t) {
+  // Everything in here is time compute waits for: bookkeeping, reads, and queueing the
+  // prefetches (which blocks while the I/O queue is full).
+  const auto t0 = std::chrono::steady_clock::now();
+  struct AddElapsed {
+    std::chrono::steady_clock::time_point t0;
+    std::atomic<int64_t>* total;
+    ~AddElapsed() {
+      total->fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+                       std::memory_order_relaxed);
+    }
+  } add_elapsed{t0, &acquire_nanos_};
   EntryId id;
   {
     std::lock_guard<std::mutex> lock(mu_);

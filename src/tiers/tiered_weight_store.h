@@ -22,6 +22,7 @@
 // REQUIRES: env and file outlive the store; every TensorPin is dropped before it.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -76,6 +77,9 @@ class TieredWeightStore : public WeightStore {
 
   const WeightPlacement& placement() const { return placement_; }
   ResidencyStats residency_stats() const { return manager_->Stats(); }
+  // Wall-clock time callers spent inside Acquire() since open (reads waited for,
+  // bookkeeping, queueing prefetches): the compute time lost to the store.
+  int64_t acquire_nanos() const { return acquire_nanos_.load(std::memory_order_relaxed); }
   io::FileStats file_stats() const { return file_->stats(); }
   ResidencyManager& manager() { return *manager_; }
   // Entry of a unit name ("blk.0.attn_q.weight", "blk.0.ffn_up_exps.weight#3").
@@ -100,6 +104,7 @@ class TieredWeightStore : public WeightStore {
   std::unordered_map<std::string, EntryId> by_name_;
   std::vector<bool> streamable_;  // per entry: prefetcher may read it ahead
   AccessSchedule schedule_;
+  std::atomic<int64_t> acquire_nanos_{0};
 };
 
 }  // namespace tierlm
