@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -14,8 +15,41 @@
 namespace tierlm {
 
 namespace {
-constexpr int kSpinIterations = 1 << 14;
+
+using Clock = std::chrono::steady_clock;
+
+// Waiting for a job or for the last worker: spin (a decode job arrives every few
+// microseconds), then yield the core (another runnable thread, maybe the one being waited
+// for, gets it), then sleep. The phases are timed, checking the clock every kCheckEvery
+// spins.
+constexpr auto kSpinTime = std::chrono::microseconds(200);
+constexpr auto kYieldTime = std::chrono::microseconds(2000);
+// The caller waiting for the last worker spins only briefly and does not yield: a worker
+// that is still busy after that was most likely descheduled, and sched_yield only helps a
+// thread queued on the caller's own core. Sleeping idles the core, so the scheduler pulls
+// the waiting worker onto it at once.
+constexpr auto kCallerSpinTime = std::chrono::microseconds(50);
+constexpr int kCheckEvery = 64;
+
+// Waits until done() or until the spin and yield phases are over; returns done().
+template <typename Done>
+bool SpinThenYield(Done&& done, Clock::duration spin_time, Clock::duration yield_time) {
+  const Clock::time_point start = Clock::now();
+  for (;;) {
+    for (int i = 0; i < kCheckEvery; ++i) {
+      if (done()) return true;
+      TIERLM_PAUSE();
+    }
+    const auto waited = Clock::now() - start;
+    if (waited > spin_time + yield_time) return done();
+    if (waited > spin_time) {
+      if (done()) return true;
+      sched_yield();
+    }
+  }
 }
+
+}  // namespace
 
 int DefaultThreadCount() {
   cpu_set_t set;
@@ -45,14 +79,25 @@ void ThreadPool::Run(const std::function<void(int, int)>& fn) {
   }
   job_ = &fn;
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
+  // A worker going to sleep counts itself in sleepers_ before its last look at the
+  // generation (both seq_cst), so either it sees the new job or we see it and wake it.
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+    { std::lock_guard<std::mutex> lock(mu_); }
+    cv_.notify_all();
   }
-  cv_.notify_all();
   fn(0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) TIERLM_PAUSE();
+  WaitForWorkers();
   job_ = nullptr;
+}
+
+void ThreadPool::WaitForWorkers() {
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (SpinThenYield(done, kCallerSpinTime, Clock::duration::zero())) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  caller_waiting_.store(true, std::memory_order_seq_cst);
+  done_cv_.wait(lock, done);
+  caller_waiting_.store(false, std::memory_order_relaxed);
 }
 
 void ThreadPool::ParallelFor(int64_t n, int64_t grain,
@@ -73,25 +118,41 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
   });
 }
 
+void ThreadPool::ParallelForDynamic(int64_t n, int64_t chunk,
+                                    const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  chunk = std::max<int64_t>(1, chunk);
+  if (n_threads_ == 1 || n <= chunk) {
+    for (int64_t b = 0; b < n; b += chunk) fn(b, std::min(n, b + chunk));
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  Run([&](int, int) {
+    for (;;) {
+      const int64_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= n) return;
+      fn(b, std::min(n, b + chunk));
+    }
+  });
+}
+
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    int spins = 0;
-    while (gen == seen && spins < kSpinIterations) {
-      TIERLM_PAUSE();
-      ++spins;
-      gen = generation_.load(std::memory_order_acquire);
-    }
-    if (gen == seen) {
+    auto has_job = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    if (!SpinThenYield(has_job, kSpinTime, kYieldTime)) {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      cv_.wait(lock, has_job);
+      sleepers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    seen = gen;
+    seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
     (*job_)(index, n_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 && caller_waiting_.load(std::memory_order_seq_cst)) {
+      { std::lock_guard<std::mutex> lock(mu_); }
+      done_cv_.notify_one();
+    }
   }
 }
 

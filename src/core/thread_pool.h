@@ -2,7 +2,10 @@
 //
 // Run(fn) calls fn(thread_index, n_threads) once on each of the n_threads threads
 // (the caller is thread 0) and returns when all have finished. Workers spin briefly
-// between jobs (decode issues hundreds of small jobs per token), then sleep.
+// between jobs (decode issues hundreds of small jobs per token), then yield the core for
+// a while, then sleep; the caller waits for the last worker the same way (spin, yield,
+// sleep), so a descheduled worker on a busy machine never has a spinning thread
+// competing with it for its core for long.
 //
 // Thread safety: Run() must be called from one thread at a time.
 #pragma once
@@ -35,8 +38,14 @@ class ThreadPool {
   // and calls fn(begin, end) for each non-empty chunk.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // Calls fn(begin, end) for consecutive chunks of `chunk` items covering [0, n), handed
+  // out to the threads one at a time from a shared counter: when the OS deschedules a
+  // thread (a busy machine), the others take its share instead of waiting for it.
+  void ParallelForDynamic(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn);
+
  private:
   void WorkerLoop(int index);
+  void WaitForWorkers();
 
   int n_threads_;
   std::vector<std::thread> workers_;
@@ -44,8 +53,11 @@ class ThreadPool {
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   std::atomic<bool> stop_{false};
+  std::atomic<int> sleepers_{0};          // workers asleep (or about to be) on cv_
+  std::atomic<bool> caller_waiting_{false};  // Run's caller asleep (or about to be) on done_cv_
   std::mutex mu_;
   std::condition_variable cv_;
+  std::condition_variable done_cv_;
 };
 
 // Number of threads to use by default: the cores this process may run on.

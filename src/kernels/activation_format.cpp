@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 
 namespace tierlm {
@@ -40,6 +41,7 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
     case ActFormat::kBf16:
       return {RoundUp64(n_in * 2), 0, 0};
     case ActFormat::kQ8:
+    case ActFormat::kQ8U:
     case ActFormat::kQ8Pair: {
       const int64_t nb = (n_in / 32 + 1) / 2 * 2;
       const int64_t d_off = 32 * nb;
@@ -51,11 +53,17 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
       return {sum_off + RoundUp64(n_in / 16 * 2), d_off, sum_off};
     }
+    case ActFormat::kQ8KU: {
+      const int64_t d_off = RoundUp64(n_in);
+      const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
+      return {sum_off + RoundUp64(n_in / 32 * 4), d_off, sum_off};
+    }
   }
   return {0, 0, 0};
 }
 
 void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_t* dst) {
+  if (ActiveKernelPath() == KernelPath::kAvx512 && ConvertActivationRowAvx512(format, x, n_in, dst)) return;
   const ActLayout layout = GetActLayout(format, n_in);
   std::memset(dst, 0, layout.row_bytes);
   switch (format) {
@@ -91,6 +99,25 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
         for (int j = 0; j < 16; ++j) s += qs[16 * g + j];
         bsums[g] = static_cast<int16_t>(s);
       }
+      return;
+    }
+    case ActFormat::kQ8U: {
+      auto* qs = reinterpret_cast<int8_t*>(dst);
+      QuantizeBlocks(x, n_in, 32, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
+      for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
+      return;
+    }
+    case ActFormat::kQ8KU: {
+      auto* qs = reinterpret_cast<int8_t*>(dst);
+      const auto* d = reinterpret_cast<const float*>(dst + layout.d_offset);
+      QuantizeBlocks(x, n_in, 256, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
+      auto* dsum = reinterpret_cast<float*>(dst + layout.sum_offset);
+      for (int64_t g = 0; g < n_in / 32; ++g) {
+        int s = 0;
+        for (int j = 0; j < 32; ++j) s += qs[32 * g + j];
+        dsum[g] = d[g / 8] * static_cast<float>(s);
+      }
+      for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
       return;
     }
   }

@@ -23,6 +23,13 @@ enum class ActFormat {
   // 256-element blocks like ggml's Q8_K (d = amax / 127):
   //   int8 qs[n_in] | float d[n_in / 256] | int16 bsums[n_in / 16] (sums of 16 qs)
   kQ8K,
+  // As kQ8 (same rounding), but qs stored as unsigned bytes q + 128 (for vpdpbusd with the
+  // activations as the unsigned operand); the sums are not written.
+  kQ8U,
+  // As kQ8K (same rounding), qs stored as q + 128, and instead of bsums one float per 32
+  // elements: dsum[g] = d[g / 8] * (sum of the 32 signed qs):
+  //   uint8 qs[n_in] | float d[n_in / 256] | float dsum[n_in / 32]
+  kQ8KU,
 };
 
 struct ActLayout {
@@ -36,5 +43,9 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in);
 
 // Writes one row (GetActLayout(format, n_in).row_bytes bytes) from x[0..n_in).
 void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_t* dst);
+
+// The AVX-512 conversion (bit-identical results); false when it does not handle `format`.
+// Only callable when the AVX-512 kernel path is supported.
+bool ConvertActivationRowAvx512(ActFormat format, const float* x, int64_t n_in, uint8_t* dst);
 
 }  // namespace tierlm

@@ -49,6 +49,14 @@ struct KernelSet {
     ActFormat act;
     GemmFn gemm;
     int row_tile;  // Matmul splits rows between threads in multiples of this
+    // Optional batched (prefill) kernel, used when n_tok >= prefill_min_tok. It is called
+    // once per thread with the thread's whole row range (a multiple of prefill_row_tile
+    // rows, except at the end) and every token, activations in prefill_act, and does its
+    // own cache blocking (e.g. repacking a panel of rows once for all tokens).
+    ActFormat prefill_act = ActFormat::kF32;
+    GemmFn prefill = nullptr;
+    int prefill_row_tile = 1;
+    int prefill_min_tok = 0;
   };
   Entry entries[kNumKernelTypes];
 };

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu_features.h"
+
 namespace tierlm {
 
 void RmsNorm(const float* x, const float* weight, int64_t n, float eps, float* out) {
@@ -29,7 +31,10 @@ void Softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void SwiGluAvx512(const float* gate, const float* up, float* out, int64_t n);  // ops_avx512.cpp
+
 void SwiGlu(const float* gate, const float* up, float* out, int64_t n) {
+  if (ActiveKernelPath() == KernelPath::kAvx512) return SwiGluAvx512(gate, up, out, n);
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 

@@ -135,8 +135,11 @@ TEST_P(MatmulPathTest, MatchesDoubleReferenceForEveryType) {
 
 // Paths share the activation rounding (except bf16 activations on AVX-512), so they must
 // agree with the scalar kernels to f32 accumulation-order error, far tighter than above.
-TEST_P(MatmulPathTest, AgreesWithScalarPath) {
-  if (GetParam() == KernelPath::kScalar) GTEST_SKIP();
+// The SIMD paths only: each is compared with the scalar one.
+class MatmulSimdPathTest : public MatmulPathTest {};
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(MatmulSimdPathTest);
+
+TEST_P(MatmulSimdPathTest, AgreesWithScalarPath) {
   ThreadPool pool2(2);
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(std::string(TypeName(type)));
@@ -163,7 +166,33 @@ TEST_P(MatmulPathTest, AgreesWithScalarPath) {
   }
 }
 
+// Batches large enough for every path's batched (panel) kernels, with partial panels of
+// rows and tokens, odd block counts, and an odd n_in for the float types.
+TEST_P(MatmulPathTest, BatchedShapes) {
+  ForcedPath forced(GetParam());
+  ThreadPool pool2(2);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    const bool k = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+    const bool flt = type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
+    const int64_t n_in = k ? 512 : flt ? 97 : 160;
+    for (const Shape& s : {Shape{n_in, 49, 40}, Shape{n_in, 32, 33}, Shape{n_in, 17, 13}}) {
+      SCOPED_TRACE("n_out=" + std::to_string(s.n_out) + " n_tok=" + std::to_string(s.n_tok));
+      CheckAgainstReference(type, s, &pool2);
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulPathTest, ::testing::ValuesIn(SupportedPaths()),
+                         [](const auto& info) { return std::string(KernelPathName(info.param)); });
+
+std::vector<KernelPath> SimdPaths() {
+  std::vector<KernelPath> paths = SupportedPaths();
+  paths.erase(std::remove(paths.begin(), paths.end(), KernelPath::kScalar), paths.end());
+  return paths;
+}
+INSTANTIATE_TEST_SUITE_P(Paths, MatmulSimdPathTest, ::testing::ValuesIn(SimdPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
 
 TEST(MatmulTest, ForcedPathIsReported) {

@@ -12,7 +12,9 @@
 #include <immintrin.h>
 #endif
 
+#include "kernels/activation_format.h"
 #include "kernels/block_types.h"
+#include "kernels/cpu_features.h"
 
 namespace tierlm {
 namespace {
@@ -297,6 +299,38 @@ TEST(QuantizeTest, Q4_0PicksSignedMaxScale) {
   EXPECT_EQ(b.qs[3] & 15, 0);
   EXPECT_EQ(b.qs[4] >> 4, 10);  // 1.0 / 0.5 + 8
   EXPECT_EQ(b.qs[0] & 15, 8);
+}
+
+}  // namespace
+}  // namespace tierlm
+
+namespace tierlm {
+namespace {
+
+// The AVX-512 activation conversion must produce the scalar code's bytes exactly.
+TEST(ActivationFormatTest, Avx512ConversionIsBitIdentical) {
+  if (!KernelPathSupported(KernelPath::kAvx512)) GTEST_SKIP();
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 2.0f);
+  const int64_t n_in = 768;
+  std::vector<float> x(n_in);
+  for (auto& v : x) v = dist(rng);
+  for (int64_t i = 256; i < 288; ++i) x[i] = 0.0f;  // an all-zero block
+  x[5] = 1e-30f;
+  for (ActFormat f : {ActFormat::kQ8, ActFormat::kQ8Pair, ActFormat::kQ8U, ActFormat::kQ8K, ActFormat::kQ8KU}) {
+    for (int64_t n : {n_in, int64_t{288}}) {
+      if ((f == ActFormat::kQ8K || f == ActFormat::kQ8KU) && n % 256 != 0) continue;
+      const ActLayout layout = GetActLayout(f, n);
+      std::vector<uint8_t> a(layout.row_bytes, 0xAB), b(layout.row_bytes, 0xCD);
+      ForceKernelPath(KernelPath::kScalar);
+      ConvertActivationRow(f, x.data(), n, a.data());
+      ForceKernelPath(KernelPath::kAvx512);
+      ConvertActivationRow(f, x.data(), n, b.data());
+      ForceKernelPath(std::nullopt);
+      for (int64_t i = 0; i < layout.row_bytes; ++i)
+        ASSERT_EQ(a[i], b[i]) << "format " << static_cast<int>(f) << " n=" << n << " byte " << i;
+    }
+  }
 }
 
 }  // namespace
