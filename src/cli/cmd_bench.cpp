@@ -121,7 +121,7 @@ int BenchCommand(int argc, char** argv) {
   eo.n_ctx = max_ctx;
   // Bandwidths first, before the engine holds its memory: under a budget the probes'
   // buffers must not add to the engine's peak.
-  double triad = 0, disk = 0;
+  double triad = 0, disk = 0, disk_first = 0;
   if (!no_bw) {
     ThreadPool probe_pool(threads > 0 ? threads : DefaultThreadCount());
     triad = MeasureTriadBandwidth(&probe_pool);
@@ -129,8 +129,12 @@ int BenchCommand(int argc, char** argv) {
       io::PosixStorageEnv env;
       auto f = env.OpenForRandomRead(model);
       if (f.ok()) {
-        auto bw = io::MeasureReadBandwidth(**f, 512ull << 20);
-        if (bw.ok()) disk = bw->bytes_per_second;
+        // Two passes over the same 512 MiB: the first is the device cold; the second is
+        // what re-reading streamed weights every token gets (on a VM the host may cache).
+        auto first = io::MeasureReadBandwidth(**f, 512ull << 20);
+        auto again = io::MeasureReadBandwidth(**f, 512ull << 20);
+        if (first.ok()) disk_first = first->bytes_per_second;
+        if (again.ok()) disk = std::max(again->bytes_per_second, disk_first);
       }
     }
   }
@@ -288,7 +292,9 @@ int BenchCommand(int argc, char** argv) {
                   r.n_prompt > 0 ? "prompt" : "token", 100 * r.stall_fraction, 100 * r.hit_rate);
   std::printf("%s start: load %.0f ms, first token %.0f ms after the start of loading\n", cold ? "cold" : "warm",
               e.load_ms(), first_token_ms);
-  if (disk > 0) std::printf("disk read bandwidth (O_DIRECT, same run): %.2f GB/s\n", disk / 1e9);
+  if (disk > 0)
+    std::printf("disk read bandwidth (O_DIRECT, same run): %.2f GB/s first read, %.2f GB/s re-read (the bound uses the "
+                "re-read)\n", disk_first / 1e9, disk / 1e9);
   if (triad > 0)
     std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
                 e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);
