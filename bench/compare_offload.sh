@@ -6,7 +6,8 @@
 #
 # llama.cpp runs as its users run it on such a machine: mmap, no weight repacking (repacking
 # copies the weights into anonymous memory, which cannot fit). llama-bench has no switch
-# for that, so its decode speed is read from llama-completion's "eval time" line (-nr).
+# for that, so its decode speed is read from llama-completion's "eval time" line (-nr),
+# with a 64-token context like llama-bench's tg (its default 4096 would add GiBs of KV).
 #
 # Default FREE_GIB list: 3 2 1. Environment: TIERLM (build/tierlm), BALLOON
 # (build/tierlm-balloon), THREADS (2), TG (16), MARGIN_MIB (256: tierlm's budget is the free
@@ -39,7 +40,7 @@ for free in "${frees[@]}"; do
   for _ in $(seq 1 600); do grep -q ready "$out/balloon" 2>/dev/null && break; sleep 0.5; done
   grep -q ready "$out/balloon" || { echo "error: balloon did not start" >&2; exit 1; }
   drop_cache
-  "$LLAMA_CPP_DIR/bin/llama-completion" -m "$model" -t "$THREADS" -p "Once upon a time" -n "$TG" --temp 0 \
+  "$LLAMA_CPP_DIR/bin/llama-completion" -m "$model" -t "$THREADS" -c 64 -p "Once upon a time" -n "$TG" --temp 0 \
     -no-cnv -nr --ignore-eos > "$out/llama.log" 2>&1 < /dev/null || true
   /usr/bin/python3 - "$out" <<'PY'
 import json, re, sys
