@@ -30,7 +30,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
   const int n_threads = o.n_threads > 0 ? o.n_threads : DefaultThreadCount();
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, o.n_batch, n_threads, o.mem_budget_bytes));
-  if (o.mem_budget_bytes == 0) {
+  // A budget that holds every weight needs no streaming: the in-memory store holds exactly
+  // the weights (within the weight budget) and skips the residency bookkeeping.
+  if (o.mem_budget_bytes == 0 || e->plan_.placement.n_streamed == 0) {
     TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
   } else {
     e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
