@@ -204,6 +204,7 @@ int ChatCommand(int argc, char** argv) {
     req.n_predict = o.n_predict;
     req.sampling = o.sampling;
     req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
+    req.eval_last = true;  // the next turn continues from this reply's tokens
     req.on_token = [&](int32_t id) {
       const std::string text = detok.Push(id);
       reply += text;

@@ -31,8 +31,10 @@ Result<GenerateStats> Generate(LlamaModel& model, KvCache& kv, ThreadPool* pool,
 
   const int64_t n_vocab = model.hparams().n_vocab;
   auto t_decode = std::chrono::steady_clock::now();
+  int32_t last = -1;
   for (int64_t i = 0; req.n_predict < 0 || i < req.n_predict; ++i) {
     const int32_t next = sampler.Sample(std::span<const float>(logits.data(), static_cast<size_t>(n_vocab)));
+    last = next;
     sampler.Accept(next);
     if (stats.n_generated == 0) {
       stats.ttft_ms = MsSince(t_start);
@@ -53,6 +55,10 @@ Result<GenerateStats> Generate(LlamaModel& model, KvCache& kv, ThreadPool* pool,
     TIERLM_RETURN_IF_ERROR(model.Forward(std::span<const int32_t>(tok, 1), kv, false, &logits, pool));
   }
   if (stats.n_generated > 0) stats.decode_ms = MsSince(t_decode);
+  if (req.eval_last && last >= 0 && !stats.stopped_at_eog && kv.n_past() < kv.n_ctx()) {
+    const int32_t tok[1] = {last};
+    TIERLM_RETURN_IF_ERROR(model.Forward(std::span<const int32_t>(tok, 1), kv, false, &logits, pool));
+  }
   return stats;
 }
 

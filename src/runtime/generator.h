@@ -19,6 +19,10 @@ struct GenerateRequest {
   SamplerParams sampling;
   std::function<bool(int32_t)> is_eog;    // end-of-generation tokens (EOS, EOT, ...)
   std::function<bool(int32_t)> on_token;  // streams each new token; return false to stop
+  // Also run the last generated token through the model when generation stops for any
+  // reason but an end-of-generation token, so the KV cache holds the whole reply (a
+  // conversation continues from it). Default false: one forward pass fewer.
+  bool eval_last = false;
 };
 
 struct GenerateStats {
