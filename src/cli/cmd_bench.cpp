@@ -163,14 +163,11 @@ int BenchCommand(int argc, char** argv) {
   }
   const ModelHParams& hp = e.model().hparams();
 
-  // Bytes of weights one decode step reads: every matrix, but one row of the embedding
-  // (unless it doubles as the classifier).
-  uint64_t model_bytes = 0, weights_per_token = 0, n_params = 0;
-  const bool tied = e.file().FindTensor("output.weight") == nullptr;
+  const uint64_t weights_per_token = DecodeWeightBytesPerToken(e.file());
+  uint64_t model_bytes = 0, n_params = 0;
   for (const auto& t : e.file().tensors()) {
     model_bytes += t.size_bytes;
     n_params += static_cast<uint64_t>(t.n_elements());
-    if (t.name != "token_embd.weight" || tied) weights_per_token += t.size_bytes;
   }
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok_dist(0, static_cast<int32_t>(hp.n_vocab - 1));

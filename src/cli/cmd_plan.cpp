@@ -92,12 +92,7 @@ int PlanCommand(int argc, char** argv) {
                   u.pinned || budget == 0 ? "memory (pinned)" : "streamed from disk");
   }
 
-  // Bytes one decode step reads: every tensor but the embedding table (one row), which
-  // also serves as the classifier when there is no output.weight.
-  uint64_t per_token = 0;
-  const bool tied = file->FindTensor("output.weight") == nullptr;
-  for (const auto& t : file->tensors())
-    if (t.name != "token_embd.weight" || tied) per_token += t.size_bytes;
+  const uint64_t per_token = DecodeWeightBytesPerToken(*file);
   const uint64_t streamed = budget == 0 ? 0 : p.streamed_bytes_per_token;
   std::printf("\nper generated token: %s of weights read, %s of them from disk\n", FormatBytes(per_token).c_str(),
               FormatBytes(streamed).c_str());

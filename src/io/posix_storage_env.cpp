@@ -55,8 +55,8 @@ class PosixFile : public RandomAccessFile {
     return Status::Ok();
   }
 
-  Status ReadAt(uint64_t offset, uint64_t len, uint8_t* dst, const IoOptions&) override {
-    TIERLM_RETURN_IF_ERROR(PreCheck(offset, len));
+  // Reads every part of [offset, offset + len) in order; stops at the first error or EOF.
+  PartOutcome ReadAllParts(uint64_t offset, uint64_t len, uint8_t* dst) {
     PartOutcome total;
     for (const ReadPart& p : Parts(offset, len, dst)) {
       const PartOutcome o = ReadPartFully(p);
@@ -68,7 +68,12 @@ class PosixFile : public RandomAccessFile {
         break;
       }
     }
-    return Finish(offset, len, total);
+    return total;
+  }
+
+  Status ReadAt(uint64_t offset, uint64_t len, uint8_t* dst, const IoOptions&) override {
+    TIERLM_RETURN_IF_ERROR(PreCheck(offset, len));
+    return Finish(offset, len, ReadAllParts(offset, len, dst));
   }
 
   ReadId Submit(const ReadRequest& req) override {
@@ -93,17 +98,7 @@ class PosixFile : public RandomAccessFile {
       });
     } else {
       engine.threads->Run([this, r, t0, req]() mutable {
-        PartOutcome total;
-        for (const ReadPart& p : Parts(req.offset, req.len, req.dst)) {
-          const PartOutcome o = ReadPartFully(p);
-          total.bytes += o.bytes;
-          total.fell_back |= o.fell_back;
-          if (o.err || o.eof) {
-            total.err = o.err;
-            total.eof = o.eof;
-            break;
-          }
-        }
+        const PartOutcome total = ReadAllParts(req.offset, req.len, req.dst);
         r.status = Finish(req.offset, req.len, total);
         r.bytes = total.bytes;
         r.latency_nanos = SystemClock()->NowNanos() - t0;

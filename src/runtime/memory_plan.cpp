@@ -4,6 +4,14 @@
 
 namespace tierlm {
 
+uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file) {
+  const bool tied = file.FindTensor("output.weight") == nullptr;
+  uint64_t bytes = 0;
+  for (const auto& t : file.tensors())
+    if (t.name != "token_embd.weight" || tied) bytes += t.size_bytes;
+  return bytes;
+}
+
 uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads) {
   const uint64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff;
   const uint64_t n = static_cast<uint64_t>(n_batch);

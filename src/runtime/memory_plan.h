@@ -24,6 +24,10 @@ struct MemoryPlan {
   std::string ToString() const;
 };
 
+// Weight bytes one decode step reads: every tensor except the embedding table (of which
+// it reads one row), unless the table doubles as the classifier (no output.weight).
+uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file);
+
 // Scratch memory one forward pass of up to n_batch tokens needs, with n_ctx positions.
 uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads);
 

@@ -9,17 +9,12 @@
 #include "tiers/lru_policy.h"
 #include "tiers/pinned_set_policy.h"
 
+#include "policy_test_util.h"
+
 namespace tierlm {
 namespace {
 
-std::vector<EntryId> Victims(const EvictionPolicy& p) {
-  std::vector<EntryId> out;
-  p.VisitVictims([&](EntryId id) {
-    out.push_back(id);
-    return true;
-  });
-  return out;
-}
+using testing::Victims;
 
 TEST(TiersFirstFit, AllocatesLowestFitAndCoalesces) {
   FirstFitAllocator a(10, 1);  // ten one-byte granules

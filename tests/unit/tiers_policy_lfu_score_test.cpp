@@ -7,17 +7,12 @@
 #include "tiers/lfu_decay_policy.h"
 #include "tiers/score_policy.h"
 
+#include "policy_test_util.h"
+
 namespace tierlm {
 namespace {
 
-std::vector<EntryId> Victims(const EvictionPolicy& p) {
-  std::vector<EntryId> out;
-  p.VisitVictims([&](EntryId id) {
-    out.push_back(id);
-    return true;
-  });
-  return out;
-}
+using testing::Victims;
 
 // Inserts (if new) and acquires, like the manager on a miss or a hit.
 void Use(EvictionPolicy& p, EntryId id, std::vector<EntryId>& resident) {
