@@ -13,11 +13,14 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/format_bytes.h"
 #include "core/memory_bandwidth.h"
 #include "io/posix_storage_env.h"
 #include "io/read_bandwidth.h"
-#include "tiers/tiered_weight_store.h"
+#include "moe/moe_report.h"
+#include "moe/routing_stats.h"
 #include "runtime/engine.h"
+#include "tiers/tiered_weight_store.h"
 
 namespace tierlm::cli {
 namespace {
@@ -72,6 +75,81 @@ std::string JsonList(const std::vector<double>& v, bool integers) {
   return out + "]";
 }
 
+// What one decode test saw of the MoE machinery.
+struct MoeLive {
+  std::string test;
+  bool tiered = false;
+  ClassStats experts;  // the expert class's residency stats over the timed repetitions
+  int64_t gate_predicted = 0, gate_correct = 0;
+};
+
+ClassStats Delta(const ClassStats& b, const ClassStats& a) {
+  ClassStats d;
+  d.acquires = b.acquires - a.acquires;
+  d.hits = b.hits - a.hits;
+  d.misses = b.misses - a.misses;
+  d.stalls = b.stalls - a.stalls;
+  d.stall_nanos = b.stall_nanos - a.stall_nanos;
+  d.reads = b.reads - a.reads;
+  d.bytes_read = b.bytes_read - a.bytes_read;
+  d.evictions = b.evictions - a.evictions;
+  d.prefetches = b.prefetches - a.prefetches;
+  d.prefetches_used = b.prefetches_used - a.prefetches_used;
+  d.prefetches_wasted = b.prefetches_wasted - a.prefetches_wasted;
+  d.io_errors = b.io_errors - a.io_errors;
+  d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
+  d.demand_misses = b.demand_misses - a.demand_misses;
+  d.demand_miss_nanos = b.demand_miss_nanos - a.demand_miss_nanos;
+  return d;
+}
+
+Status PrintMoeReport(Engine& e, const RoutingTrace& trace, const std::vector<MoeLive>& live) {
+  const ModelHParams& hp = e.model().hparams();
+  std::printf("\n## MoE report (decode tests, random tokens)\n\n");
+  const RoutingStats rs = ComputeRoutingStats(trace);
+  std::printf("routing: %lld tokens x %d layers, %d of %d experts per token; %s\n",
+              static_cast<long long>(trace.n_tokens()), trace.n_layer(), trace.n_used(), trace.n_expert(),
+              rs.ToString().c_str());
+  for (const MoeLive& m : live) {
+    if (m.gate_predicted > 0)
+      std::printf("%s gate-ahead: %.1f%% of the next layer's experts predicted (chance %.1f%%)\n", m.test.c_str(),
+                  100.0 * m.gate_correct / m.gate_predicted, 100.0 * hp.n_expert_used / hp.n_expert);
+    if (!m.tiered) continue;
+    const ClassStats& x = m.experts;
+    const double acq = x.acquires > 0 ? static_cast<double>(x.acquires) : 1.0;
+    std::printf("%s expert cache (%s): %.1f%% of expert slices resident when needed (%.1f%% cached before, %.1f%% "
+                "brought by gate-ahead prefetch), %.1f%% missed; %.1f MiB read per token; prefetches %llu, used %llu, "
+                "wasted %llu; share of miss latency hidden by prefetch %.0f%%\n",
+                m.test.c_str(), e.tiered()->manager().policy()->name(), 100.0 * x.hits / acq,
+                100.0 * (x.hits - x.prefetch_hits) / acq, 100.0 * x.prefetch_hits / acq, 100.0 * x.misses / acq,
+                trace.n_tokens() > 0 ? x.bytes_read / 1048576.0 / static_cast<double>(trace.n_tokens()) : 0.0,
+                static_cast<unsigned long long>(x.prefetches), static_cast<unsigned long long>(x.prefetches_used),
+                static_cast<unsigned long long>(x.prefetches_wasted), 100.0 * x.HiddenMissShare());
+  }
+  if (trace.n_tokens() == 0) return Status::Ok();
+  MoeReportOptions o;
+  o.locality = {};
+  if (e.tiered()) {
+    // The live expert cache, in experts: what the pinned set leaves, over one expert's slices.
+    const WeightPlacement& pl = e.tiered()->placement();
+    uint64_t one_expert = 0;
+    for (const WeightUnit& u : pl.units)
+      if (u.expert && u.name.size() > 2 && u.name.compare(u.name.size() - 2, 2, "#0") == 0 &&
+          u.name.rfind("blk.0.", 0) == 0)
+        one_expert += u.slot_bytes;
+    if (one_expert > 0) {
+      const int64_t cap = static_cast<int64_t>(pl.ring_bytes / one_expert);
+      o.extra_capacities.push_back({cap, "this budget's cache"});
+      std::printf("expert cache under this budget: %s = %lld experts = %.2fx the experts a token uses\n",
+                  FormatBytes(pl.ring_bytes).c_str(), static_cast<long long>(cap),
+                  static_cast<double>(cap) / (static_cast<double>(hp.n_expert_used) * hp.n_layer));
+    }
+  }
+  TIERLM_ASSIGN_OR_RETURN(std::string report, MoeReport(trace, o));
+  std::printf("\nsimulated on this run's routing trace:\n%s", report.c_str());
+  return Status::Ok();
+}
+
 }  // namespace
 
 int BenchCommand(int argc, char** argv) {
@@ -79,7 +157,8 @@ int BenchCommand(int argc, char** argv) {
   std::string model, prompts = "512", gens = "128", output = "md", budget_text;
   int32_t threads = 0, reps = 5;
   int64_t batch = 512;
-  bool no_bw = false, cold = false;
+  bool no_bw = false, cold = false, moe_report = false, no_gate_ahead = false;
+  std::string moe_policy = "lfu-decay";
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
   ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated (default 512)");
   ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated (default 128)");
@@ -90,6 +169,11 @@ int BenchCommand(int argc, char** argv) {
   ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory and disk bandwidth measurements");
   ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
   ap.Flag({"--cold"}, &cold, "drop the model file from the page cache first and report cold-start time");
+  ap.Add({"--moe-policy"}, &moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
+  ap.Flag({"--no-gate-ahead"}, &no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
+  ap.Flag({"--moe-report"}, &moe_report,
+          "MoE: record the routing of the decode tests and report the live expert cache, gate-ahead prefetch, "
+          "routing statistics and every policy's simulated hit rate (Belady included)");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());
@@ -109,6 +193,8 @@ int BenchCommand(int argc, char** argv) {
   eo.model_path = model;
   eo.n_threads = threads;
   eo.n_batch = batch;
+  eo.moe_policy = moe_policy;
+  eo.gate_ahead = !no_gate_ahead;
   if (!budget_text.empty()) {
     auto b = ParseByteSize(budget_text);
     if (!b.ok()) return ReportError(b.status());
@@ -173,6 +259,10 @@ int BenchCommand(int argc, char** argv) {
   std::uniform_int_distribution<int32_t> tok_dist(0, static_cast<int32_t>(hp.n_vocab - 1));
   std::vector<float> logits;
   std::vector<Row> rows;
+  RoutingTrace trace;
+  if (hp.n_expert > 0) trace = RoutingTrace(static_cast<int32_t>(hp.n_layer), static_cast<int32_t>(hp.n_expert),
+                                            static_cast<int32_t>(hp.n_expert_used));
+  std::vector<MoeLive> moe_live;
   auto run_test = [&](int64_t n_prompt, int64_t n_gen) -> Status {
     Row r;
     r.n_prompt = n_prompt;
@@ -180,11 +270,15 @@ int BenchCommand(int argc, char** argv) {
     r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
     ResidencyStats before;
     int64_t acquire_ns_before = 0;
+    GateAheadStats gate_before;
+    const bool record = moe_report && n_gen > 0 && hp.n_expert > 0;
     for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
       if (rep == 0 && e.tiered()) {
         before = e.tiered()->residency_stats();
         acquire_ns_before = e.tiered()->acquire_nanos();
       }
+      if (rep == 0) gate_before = e.model().moe_ffn().gate_ahead_stats();
+      if (rep == 0 && record) e.model().moe_ffn().set_trace(&trace);
       e.kv().set_n_past(0);
       std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
       for (auto& t : toks) t = tok_dist(rng);
@@ -192,16 +286,31 @@ int BenchCommand(int argc, char** argv) {
       if (n_prompt > 0) {
         TIERLM_RETURN_IF_ERROR(e.model().Forward(toks, e.kv(), false, &logits, &e.pool()));
       } else {
-        int32_t tok = toks[0];
+        // Random tokens, as llama-bench's tg feeds: greedy decoding of a random-weight
+        // model repeats one token, which would make routing (and any cache) trivial.
         for (int64_t i = 0; i < n_gen; ++i) {
+          const int32_t tok = tok_dist(rng);
           TIERLM_RETURN_IF_ERROR(e.model().Forward(std::span<const int32_t>(&tok, 1), e.kv(), false, &logits, &e.pool()));
-          tok = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
         }
       }
       const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
       if (rep < 0) continue;
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back((n_prompt > 0 ? n_prompt : n_gen) * 1e9 / ns);
+    }
+    if (record) {
+      e.model().moe_ffn().set_trace(nullptr);
+      MoeLive live;
+      live.test = r.test;
+      if (e.tiered()) {
+        live.tiered = true;
+        live.experts = Delta(e.tiered()->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)],
+                             before.per_class[static_cast<int>(EntryClass::kExpert)]);
+      }
+      const GateAheadStats g = e.model().moe_ffn().gate_ahead_stats();
+      live.gate_predicted = g.predicted - gate_before.predicted;
+      live.gate_correct = g.correct - gate_before.correct;
+      moe_live.push_back(live);
     }
     Summarize(r);
     if (n_gen > 0 && triad > 0) r.bw_limit_ts = triad / static_cast<double>(weights_per_token);
@@ -295,6 +404,14 @@ int BenchCommand(int argc, char** argv) {
   if (triad > 0)
     std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
                 e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);
+  if (moe_report) {
+    if (hp.n_expert == 0) {
+      std::printf("\n--moe-report: %s has no experts\n", fname.c_str());
+    } else {
+      st = PrintMoeReport(e, trace, moe_live);
+      if (!st.ok()) return ReportError(st);
+    }
+  }
   return 0;
 }
 

@@ -5,15 +5,17 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "moe/hit_rate_plot.h"
 #include "moe/moe_report.h"
 
 namespace tierlm::cli {
 
 int MoeReportCommand(int argc, char** argv) {
   TraceOptions o;
-  std::string trace_path;
+  std::string trace_path, plot_path;
   ArgParser ap("moe-report");
   ap.Add({"--trace"}, &trace_path, "routing trace file (from tierlm trace); or record one with -m and -p");
+  ap.Add({"--plot"}, &plot_path, "also write hit rate vs cache size per policy as an SVG file");
   AddTraceOptions(ap, o);
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
@@ -29,6 +31,16 @@ int MoeReportCommand(int argc, char** argv) {
   auto report = MoeReport(*trace, MoeReportOptions{});
   if (!report.ok()) return ReportError(report.status());
   std::printf("%s", report->c_str());
+  if (!plot_path.empty()) {
+    auto curves = ComputeHitRateCurves(*trace, 12);
+    if (!curves.ok()) return ReportError(curves.status());
+    const std::string title = "expert cache hit rate: " + std::to_string(trace->n_tokens()) + " tokens, " +
+                              std::to_string(trace->n_layer()) + " layers, top-" + std::to_string(trace->n_used()) +
+                              " of " + std::to_string(trace->n_expert());
+    st = WriteHitRatePlot(plot_path, *curves, title);
+    if (!st.ok()) return ReportError(st);
+    std::printf("\nplot written to %s\n", plot_path.c_str());
+  }
   if (gate_ahead >= 0)
     std::printf("\ngate-ahead prediction accuracy (next layer's router on this layer's input): %.1f%%\n",
                 100.0 * gate_ahead);

@@ -27,6 +27,7 @@ struct RunOptions {
   bool verbose = false;
   bool no_display_prompt = false;
   std::string mem_budget;
+  bool no_gate_ahead = false;
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
@@ -44,6 +45,8 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Add({"-s", "--seed"}, &o.sampling.seed, "random seed (default 4294967295)");
   ap.Add({"--mem-budget"}, &o.mem_budget, "bound on all engine memory, e.g. 6G; weights beyond it stream from disk");
   ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget (default 4)");
+  ap.Add({"--moe-policy"}, &o.engine.moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
+  ap.Flag({"--no-gate-ahead"}, &o.no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
 }
 
@@ -55,6 +58,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   if (o.engine.model_path.empty()) {
     TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel());
   }
+  o.engine.gate_ahead = !o.no_gate_ahead;
   return Engine::Load(o.engine);
 }
 

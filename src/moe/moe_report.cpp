@@ -5,9 +5,7 @@
 
 #include "moe/routing_consistency.h"
 #include "moe/synthetic_locality.h"
-#include "tiers/lfu_decay_policy.h"
-#include "tiers/lru_policy.h"
-#include "tiers/score_policy.h"
+#include "tiers/policy_factory.h"
 
 namespace tierlm {
 namespace {
@@ -28,6 +26,8 @@ std::vector<std::pair<int64_t, std::string>> Capacities(const RoutingTrace& trac
     if (std::any_of(out.begin(), out.end(), [&](const auto& c) { return c.first == cap; })) continue;
     out.push_back({cap, Printf("%lldx%s", static_cast<long long>(mult), cap == all ? " (all)" : "")});
   }
+  for (const auto& [cap, label] : o.extra_capacities)
+    if (cap > 0) out.push_back({std::min(all, cap), label});
   return out;
 }
 
@@ -49,14 +49,9 @@ Status AppendPolicyTable(const RoutingTrace& trace, const MoeReportOptions& o, s
 }  // namespace
 
 Result<std::unique_ptr<EvictionPolicy>> MakeExpertPolicy(const std::string& name, const RoutingTrace& trace) {
-  if (name == "lru") return std::unique_ptr<EvictionPolicy>(std::make_unique<LruPolicy>());
-  if (name == "lfu-decay") return std::unique_ptr<EvictionPolicy>(std::make_unique<LfuDecayPolicy>());
-  if (name == "score") {
-    const int32_t n_expert = trace.n_expert();
-    return std::unique_ptr<EvictionPolicy>(std::make_unique<ScorePolicy>(
-        trace.n_layer(), [n_expert](EntryId id) { return static_cast<int32_t>(id / n_expert); }));
-  }
-  return Status::NotFound("no expert cache policy named '" + name + "' (lru, lfu-decay, score)");
+  const int32_t n_expert = trace.n_expert();
+  return MakeEvictionPolicy(name, trace.n_layer(),
+                            [n_expert](EntryId id) { return static_cast<int32_t>(id / n_expert); });
 }
 
 Result<CacheSimResult> SimulatePolicy(const std::string& policy, const RoutingTrace& trace, int64_t capacity) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -33,6 +34,8 @@ struct MoeReportOptions {
   // Cache sizes as multiples of the experts one token activates (n_used * n_layer),
   // capped at all experts. Default 1x, 2x, 4x.
   std::vector<int64_t> cache_multiples = {1, 2, 4};
+  // Further cache sizes in experts, each with its label (e.g. the live cache of a run).
+  std::vector<std::pair<int64_t, std::string>> extra_capacities;
   // Segment lengths m for SRP and SCH. Default 1, 4, 16.
   std::vector<int64_t> segment_lengths = {1, 4, 16};
   // Probabilities of re-using the previous token's experts for the synthetic replays.

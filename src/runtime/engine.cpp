@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "io/posix_storage_env.h"
+#include "tiers/policy_factory.h"
 #include "tiers/tiered_weight_store.h"
 
 namespace tierlm {
@@ -21,6 +22,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   std::unique_ptr<Engine> e(new Engine());
   if (o.n_ctx < 0) return Status::InvalidArgument("context size (-c) must not be negative");
   if (o.n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
+  TIERLM_RETURN_IF_ERROR(MakeEvictionPolicy(o.moe_policy, 1, [](EntryId) { return 0; }).status());
   TIERLM_ASSIGN_OR_RETURN(e->file_, gguf::GgufFile::Open(o.model_path));
   // Check the model before reading gigabytes of weights.
   TIERLM_RETURN_IF_ERROR(LlamaModel::Create(e->file_, nullptr).status());
@@ -39,12 +41,14 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
     TieredWeightStoreOptions to;
     to.budget_bytes = e->plan_.weight_budget_bytes;
     to.prefetch_depth = o.prefetch_depth;
+    to.expert_policy = o.moe_policy;
     TIERLM_ASSIGN_OR_RETURN(auto tiered, TieredWeightStore::Open(e->file_, e->env_.get(), to));
     e->tiered_ = tiered.get();
     e->store_ = std::move(tiered);
   }
   TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
   e->model_->set_max_batch(o.n_batch);
+  e->model_->moe_ffn().set_gate_ahead(o.gate_ahead && e->tiered_ != nullptr && hp.n_expert > 0);
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
     return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
                               " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));

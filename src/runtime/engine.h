@@ -32,6 +32,11 @@ struct EngineOptions {
   uint64_t mem_budget_bytes = 0;
   // Streamed tensors read ahead of the forward pass under a budget. Default 4.
   int prefetch_depth = 4;
+  // MoE under a budget: the expert cache's eviction policy ("lru", "lfu-decay", "score")
+  // and gate-ahead prefetch of the next layer's predicted experts (on by default when
+  // experts stream; off when every weight is in memory, where it only costs a matmul).
+  std::string moe_policy = "lfu-decay";
+  bool gate_ahead = true;
 };
 
 class Engine {

@@ -6,9 +6,16 @@ namespace tierlm {
 
 uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file) {
   const bool tied = file.FindTensor("output.weight") == nullptr;
+  // MoE: a token runs n_used of each layer's n_expert experts.
+  auto hp = ModelHParams::FromGguf(file);
+  const uint64_t n_expert = hp.ok() ? static_cast<uint64_t>(hp->n_expert) : 0;
+  const uint64_t n_used = hp.ok() ? static_cast<uint64_t>(hp->n_expert_used) : 0;
   uint64_t bytes = 0;
-  for (const auto& t : file.tensors())
-    if (t.name != "token_embd.weight" || tied) bytes += t.size_bytes;
+  for (const auto& t : file.tensors()) {
+    if (t.name == "token_embd.weight" && !tied) continue;
+    const bool stacked = t.n_dims == 3 && t.name.find("_exps.") != std::string::npos;
+    bytes += stacked && n_expert > 0 ? t.size_bytes / n_expert * n_used : t.size_bytes;
+  }
   return bytes;
 }
 

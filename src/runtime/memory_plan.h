@@ -25,7 +25,8 @@ struct MemoryPlan {
 };
 
 // Weight bytes one decode step reads: every tensor except the embedding table (of which
-// it reads one row), unless the table doubles as the classifier (no output.weight).
+// it reads one row), unless the table doubles as the classifier (no output.weight); of
+// stacked MoE experts, the n_used / n_expert share a token runs.
 uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file);
 
 // Scratch memory one forward pass of up to n_batch tokens needs, with n_ctx positions.

@@ -104,7 +104,8 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
   Entry& e = entries_[id];
   ClassStats& cs = stats_.per_class[static_cast<int>(e.spec.cls)];
   ++cs.acquires;
-  bool missed = false, stalled = false;
+  bool missed = false, stalled = false, cold = false;
+  int64_t waited = 0;
   uint64_t my_seq = 0;  // a demand read whose failure is ours to report
   auto miss = [&] {
     if (!missed) ++cs.misses;
@@ -115,14 +116,23 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
     stalled = true;
     const int64_t t0 = clock_->NowNanos();
     Status st = DriveIo(lock, target);
-    cs.stall_nanos += clock_->NowNanos() - t0;
+    const int64_t dt = clock_->NowNanos() - t0;
+    cs.stall_nanos += dt;
+    waited += dt;
     return st;
   };
   for (;;) {
     Harvest();
     switch (e.state) {
       case EntryState::kResident: {
-        if (!missed) ++cs.hits;
+        if (!missed) {
+          ++cs.hits;
+          if (e.awaiting_use) ++cs.prefetch_hits;
+        }
+        if (cold) {
+          ++cs.demand_misses;
+          cs.demand_miss_nanos += waited;
+        }
         if (e.awaiting_use) ++cs.prefetches_used;
         e.awaiting_use = false;
         ++e.pins;
@@ -138,6 +148,7 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
       }
       case EntryState::kAbsent: {
         if (my_seq && e.failed_seq == my_seq) return e.error;
+        if (!missed) cold = true;
         miss();
         uint64_t slot = 0;
         const Admit a = MakeRoom(id, Mode::kDemand, &slot);

@@ -30,7 +30,19 @@ ClassStats& ClassStats::operator+=(const ClassStats& o) {
   prefetches_used += o.prefetches_used;
   prefetches_wasted += o.prefetches_wasted;
   io_errors += o.io_errors;
+  prefetch_hits += o.prefetch_hits;
+  demand_misses += o.demand_misses;
+  demand_miss_nanos += o.demand_miss_nanos;
   return *this;
+}
+
+double ClassStats::HiddenMissShare() const {
+  if (demand_misses == 0 || demand_miss_nanos <= 0) return 0;
+  const double unhidden = static_cast<double>(demand_miss_nanos) / static_cast<double>(demand_misses);
+  const double would_be = static_cast<double>(misses + prefetch_hits) * unhidden;
+  if (would_be <= 0) return 0;
+  const double share = 1.0 - static_cast<double>(stall_nanos) / would_be;
+  return share < 0 ? 0 : share;
 }
 
 ClassStats ResidencyStats::Total() const {

@@ -22,6 +22,14 @@ struct ClassStats {
   uint64_t prefetches_used = 0;    // of those, acquired before eviction
   uint64_t prefetches_wasted = 0;  // of those, evicted unused
   uint64_t io_errors = 0;
+  // For the share of miss latency prefetching hides: acquires a finished prefetch served
+  // (hits that would have been misses), and acquires that found the entry absent and read
+  // it themselves, with the time they waited (the cost of an unhidden miss).
+  uint64_t prefetch_hits = 0;
+  uint64_t demand_misses = 0;
+  int64_t demand_miss_nanos = 0;
+  // 1 - (time waited) / (would-be misses x mean unhidden miss time); 0 without data.
+  double HiddenMissShare() const;
 
   ClassStats& operator+=(const ClassStats& o);
 };

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "tiers/policy_factory.h"
+
 namespace tierlm {
 
 Result<WeightPlacement> TieredWeightStore::Plan(const gguf::GgufFile& file, const TieredWeightStoreOptions& options) {
@@ -27,7 +29,19 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
                               std::to_string(file.file_size()) + " bytes then, " +
                               std::to_string(store->file_->size()) + " now)");
 
-  auto policy = std::make_unique<PinnedSetPolicy>();
+  int32_t n_layer = 0;
+  for (const WeightUnit& u : placement.units) n_layer = std::max(n_layer, LayerOfTensorName(u.name) + 1);
+  // The policy asks the manager what an entry is; it is called with the manager's lock
+  // held, after the manager exists.
+  auto manager_of = std::make_shared<ResidencyManager*>(nullptr);
+  TIERLM_ASSIGN_OR_RETURN(
+      std::unique_ptr<EvictionPolicy> expert_policy,
+      MakeEvictionPolicy(options.expert_policy, std::max(n_layer, 1), [manager_of](EntryId id) {
+        return std::max(LayerOfTensorName((*manager_of)->spec(id).name), 0);
+      }));
+  auto policy = std::make_unique<ClassSplitPolicy>(
+      [manager_of](EntryId id) { return (*manager_of)->spec(id).cls == EntryClass::kExpert; },
+      std::move(expert_policy));
   store->policy_ = policy.get();
   ResidencyOptions ro;
   ro.budget_bytes = options.budget_bytes;
@@ -35,6 +49,7 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
   ro.read_timeout_nanos = options.read_timeout_nanos;
   ro.record_evictions = options.record_evictions;
   TIERLM_ASSIGN_OR_RETURN(store->manager_, ResidencyManager::Create(ro, std::move(policy)));
+  *manager_of = store->manager_.get();
 
   std::vector<EntryId> pinned;
   for (const WeightUnit& u : placement.units) {

@@ -11,7 +11,9 @@
 // Prefetching: the store records the order of Acquire() calls in the first forward pass
 // (AccessSchedule) and, after each Acquire, starts reads for the next prefetch_depth
 // streamed tensors, so they load while the current one computes. Prefetch() hints from
-// the model are honoured too. Expert slices ("name#e") are read on demand only.
+// the model are honoured too (gate-ahead prefetch of experts). Expert slices ("name#e")
+// are never pinned: they live in the expert cache (what the pinned set leaves of the
+// budget) under TieredWeightStoreOptions::expert_policy.
 //
 // Exactness: Acquire() returns the file's bytes for the tensor, whatever the budget.
 // Errors: an I/O fault, or the file changing under us, fails that Acquire() with a Status
@@ -34,7 +36,7 @@
 #include "io/clock.h"
 #include "io/storage_env.h"
 #include "tiers/access_schedule.h"
-#include "tiers/pinned_set_policy.h"
+#include "tiers/class_split_policy.h"
 #include "tiers/residency_manager.h"
 #include "tiers/weight_placement.h"
 #include "tiers/weight_store.h"
@@ -56,6 +58,8 @@ struct TieredWeightStoreOptions {
   int64_t read_timeout_nanos = 60'000'000'000;
   // Record evicted entries (ResidencyManager::TakeEvictionLog). Default: false.
   bool record_evictions = false;
+  // Eviction order of the expert cache (policy_factory.h): "lru", "lfu-decay", "score".
+  std::string expert_policy = "lfu-decay";
 };
 
 class TieredWeightStore : public WeightStore {
@@ -97,7 +101,8 @@ class TieredWeightStore : public WeightStore {
   WeightPlacement placement_;
   std::unique_ptr<io::RandomAccessFile> file_;
   std::unique_ptr<ResidencyManager> manager_;
-  PinnedSetPolicy* policy_ = nullptr;  // owned by manager_
+  ClassSplitPolicy* policy_ = nullptr;  // owned by manager_
+
   uint64_t data_offset_ = 0;
 
   mutable std::mutex mu_;  // guards the maps and the schedule

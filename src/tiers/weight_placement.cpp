@@ -96,6 +96,11 @@ Result<WeightPlacement> PlanWeightPlacement(const gguf::GgufFile& file, const Pl
       WeightUnit& u = p.units[order[i]];
       const uint64_t largest_streamed = std::max(largest_after[i + 1], largest_skipped);
       const uint64_t ring = std::max(2 * largest_streamed, ring_floor);
+      if (u.expert) {
+        // Experts are the expert cache's: resident by use, not pinned (class_split_policy.h).
+        largest_skipped = std::max(largest_skipped, u.slot_bytes);
+        continue;
+      }
       if (Rank(u, of_unit[order[i]]) == 0 || pinned + u.slot_bytes + ring <= budget) {
         u.pinned = true;
         pinned += u.slot_bytes;

@@ -7,8 +7,10 @@
 // Choice: every unit is used about once per token, so each pinned byte saves one read
 // byte per token; ties are broken by what streaming costs most: 1-D tensors (norms,
 // biases: tiny, latency-bound) are "essentials" and always pinned; then the token
-// embedding and output, then attention, then dense FFN, then experts; within a group,
-// smaller first. Units are pinned greedily in that order while
+// embedding and output, then attention, then dense FFN; within a group,
+// smaller first. Experts are never pinned unless the whole model fits: what the pinned set
+// leaves is the expert cache, filled by use under the expert policy. Units are pinned
+// greedily in that order while
 //   pinned + max(2 * largest streamed unit, (1 - pinned_share) * budget) <= budget,
 // so the ring of streamed buffers always double-buffers the largest streamed unit.
 #pragma once
