@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "format/ggml_type.h"
 #include "kernels/activation_format.h"
@@ -81,5 +82,8 @@ class ThreadPool;
 void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const float* x,
                        int64_t x_stride, int64_t n_tok, float* y, int64_t y_stride,
                        ThreadPool* pool);
+struct MatmulJob;
+// MatmulBatch with a given kernel set (tests run every path).
+void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob> jobs, ThreadPool* pool);
 
 }  // namespace tierlm

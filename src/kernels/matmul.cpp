@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "kernels/kernel_registry.h"
 
@@ -35,6 +36,43 @@ struct ActBuffer {
   }
 };
 
+int64_t ChunkRows(int64_t n_out, int64_t tile, int n_threads) {
+  const int64_t want = std::min<int64_t>(kChunkRows, n_out / (4 * n_threads));
+  return std::max<int64_t>(1, (want + tile - 1) / tile) * tile;
+}
+
+// Computes weight rows [row_begin, row_end) of w for every token; act holds the tokens'
+// activations in the kernel's format.
+void RunRows(const KernelSet::Entry& entry, bool batched, const WeightMatrix& w, const uint8_t* act,
+             const ActLayout& layout, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
+             int64_t row_end) {
+  const int64_t w_row_bytes = RowBytes(w.type, w.n_in);
+  GemmArgs args{};
+  args.w_row_bytes = w_row_bytes;
+  args.act_layout = layout;
+  args.n_in = w.n_in;
+  args.y_stride = y_stride;
+  if (batched || n_tok == 1) {
+    args.w = static_cast<const uint8_t*>(w.data) + row_begin * w_row_bytes;
+    args.n_rows = row_end - row_begin;
+    args.act = act;
+    args.n_tok = n_tok;
+    args.y = y + row_begin;
+    (batched ? entry.prefill : entry.gemm)(args);
+    return;
+  }
+  for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowBlock) {
+    for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock) {
+      args.w = static_cast<const uint8_t*>(w.data) + r0 * w_row_bytes;
+      args.n_rows = std::min(kRowBlock, row_end - r0);
+      args.act = act + t0 * layout.row_bytes;
+      args.n_tok = std::min(kTokBlock, n_tok - t0);
+      args.y = y + t0 * y_stride + r0;
+      entry.gemm(args);
+    }
+  }
+}
+
 }  // namespace
 
 void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const float* x,
@@ -64,39 +102,14 @@ void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const fl
     });
   }
 
-  const int64_t w_row_bytes = RowBytes(w.type, w.n_in);
   const int64_t tile = batched ? entry.prefill_row_tile : entry.row_tile;
   // Rows are handed out in chunks from a shared counter (ParallelForDynamic), so a thread
   // the OS deschedules does not stall the matmul; chunks are large enough (kChunkRows)
   // that claiming one costs nothing next to computing it.
   // Small matrices (k/v projections) still get a few chunks per thread.
-  const int64_t want = std::min<int64_t>(kChunkRows, w.n_out / (4 * n_threads));
-  const int64_t chunk_rows = std::max<int64_t>(1, (want + tile - 1) / tile) * tile;
+  const int64_t chunk_rows = ChunkRows(w.n_out, tile, n_threads);
   auto rows = [&](int64_t row_begin, int64_t row_end) {
-    GemmArgs args{};
-    args.w_row_bytes = w_row_bytes;
-    args.act_layout = layout;
-    args.n_in = w.n_in;
-    args.y_stride = y_stride;
-    if (batched || n_tok == 1) {
-      args.w = static_cast<const uint8_t*>(w.data) + row_begin * w_row_bytes;
-      args.n_rows = row_end - row_begin;
-      args.act = act;
-      args.n_tok = n_tok;
-      args.y = y + row_begin;
-      (batched ? entry.prefill : entry.gemm)(args);
-      return;
-    }
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowBlock) {
-      for (int64_t t0 = 0; t0 < n_tok; t0 += kTokBlock) {
-        args.w = static_cast<const uint8_t*>(w.data) + r0 * w_row_bytes;
-        args.n_rows = std::min(kRowBlock, row_end - r0);
-        args.act = act + t0 * layout.row_bytes;
-        args.n_tok = std::min(kTokBlock, n_tok - t0);
-        args.y = y + t0 * y_stride + r0;
-        entry.gemm(args);
-      }
-    }
+    RunRows(entry, batched, w, act, layout, n_tok, y, y_stride, row_begin, row_end);
   };
   if (pool == nullptr || n_threads == 1) {
     rows(0, w.n_out);
@@ -108,6 +121,82 @@ void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const fl
 void Matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
             int64_t y_stride, ThreadPool* pool) {
   MatmulWithKernels(KernelsFor(ActiveKernelPath()), w, x, x_stride, n_tok, y, y_stride, pool);
+}
+
+void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob> jobs, ThreadPool* pool) {
+  const int n_threads = pool ? pool->size() : 1;
+  struct Prepared {
+    const KernelSet::Entry* entry;
+    ActLayout layout;
+    size_t act_offset;  // into the shared activation buffer
+  };
+  std::vector<Prepared> prep;
+  std::vector<size_t> batched_jobs;  // run one by one with the prefill kernels
+  size_t act_bytes = 0;
+  // Jobs reading the same activations in the same format share one conversion.
+  std::vector<size_t> source(jobs.size(), SIZE_MAX);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const MatmulJob& job = jobs[j];
+    const int kt = KernelTypeIndex(job.w.type);
+    if (kt < 0) std::abort();
+    const KernelSet::Entry& entry = kernels.entries[kt];
+    prep.push_back({&entry, GetActLayout(entry.act, job.w.n_in), 0});
+    if (job.n_tok <= 0 || job.w.n_out <= 0) continue;
+    if (entry.prefill != nullptr && job.n_tok >= entry.prefill_min_tok) {
+      batched_jobs.push_back(j);
+      continue;
+    }
+    for (size_t i = 0; i < j && source[j] == SIZE_MAX; ++i)
+      if (source[i] == i && jobs[i].x == job.x && jobs[i].x_stride == job.x_stride && jobs[i].n_tok == job.n_tok &&
+          jobs[i].w.n_in == job.w.n_in && prep[i].entry->act == entry.act)
+        source[j] = i;
+    if (source[j] == SIZE_MAX) {
+      source[j] = j;
+      prep[j].act_offset = act_bytes;
+      act_bytes += static_cast<size_t>((prep[j].layout.row_bytes * job.n_tok + 63) / 64 * 64);
+    }
+  }
+  for (size_t j : batched_jobs) {
+    const MatmulJob& job = jobs[j];
+    MatmulWithKernels(kernels, job.w, job.x, job.x_stride, job.n_tok, job.y, job.y_stride, pool);
+  }
+
+  static thread_local ActBuffer act_buffer;
+  uint8_t* act = act_buffer.Reserve(std::max<size_t>(act_bytes, 64));
+  struct Item {
+    uint32_t job;
+    int64_t row_begin, row_end;
+  };
+  std::vector<Item> items;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (source[j] != j) continue;
+    const MatmulJob& job = jobs[j];
+    for (int64_t t = 0; t < job.n_tok; ++t)
+      ConvertActivationRow(prep[j].entry->act, job.x + t * job.x_stride, job.w.n_in,
+                           act + prep[j].act_offset + t * prep[j].layout.row_bytes);
+  }
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (source[j] == SIZE_MAX) continue;
+    const int64_t chunk = ChunkRows(jobs[j].w.n_out, prep[j].entry->row_tile, n_threads);
+    for (int64_t r = 0; r < jobs[j].w.n_out; r += chunk)
+      items.push_back({static_cast<uint32_t>(j), r, std::min(jobs[j].w.n_out, r + chunk)});
+  }
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Item& it = items[static_cast<size_t>(i)];
+      const MatmulJob& job = jobs[it.job];
+      const Prepared& p = prep[it.job];
+      RunRows(*p.entry, false, job.w, act + prep[source[it.job]].act_offset, p.layout, job.n_tok, job.y,
+              job.y_stride, it.row_begin, it.row_end);
+    }
+  };
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  if (pool == nullptr || n_threads == 1) run(0, n_items);
+  else pool->ParallelForDynamic(n_items, 1, run);
+}
+
+void MatmulBatch(std::span<const MatmulJob> jobs, ThreadPool* pool) {
+  MatmulBatchWithKernels(KernelsFor(ActiveKernelPath()), jobs, pool);
 }
 
 }  // namespace tierlm

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "format/ggml_type.h"
@@ -27,5 +28,22 @@ struct WeightMatrix {
 // REQUIRES: w.n_in is a multiple of the type's block size; type supported.
 void Matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tok, float* y,
             int64_t y_stride, ThreadPool* pool);
+
+// One product of a batch: y = w x for n_tok tokens (arguments as for Matmul).
+struct MatmulJob {
+  WeightMatrix w;
+  const float* x;
+  int64_t x_stride;
+  int64_t n_tok;
+  float* y;
+  int64_t y_stride;
+};
+
+// Runs independent products as one parallel pass: one hand-off to the threads for all of
+// them, instead of one per product (which dominates small decode products such as MoE
+// experts), and one activation conversion per distinct input. Results equal Matmul's
+// for each job. Jobs long enough for the prefill kernels run one by one.
+// REQUIRES: outputs do not overlap each other or any input.
+void MatmulBatch(std::span<const MatmulJob> jobs, ThreadPool* pool);
 
 }  // namespace tierlm

@@ -184,6 +184,48 @@ TEST_P(MatmulPathTest, BatchedShapes) {
   }
 }
 
+// MatmulBatch: one parallel pass over several products, sharing conversions of the same
+// input, must give exactly what separate Matmul calls give (which the tests above check
+// against the double-precision reference). Includes a job long enough for the prefill
+// kernels, jobs sharing an input, and empty jobs.
+TEST_P(MatmulPathTest, BatchEqualsSeparateMatmuls) {
+  ForcedPath forced(GetParam());
+  ThreadPool pool2(2);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    const bool k = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+    const int64_t n_in = k ? 512 : 160;
+    std::vector<Problem> problems;
+    problems.push_back(MakeProblem(type, n_in, 37, 1, 1));
+    problems.push_back(MakeProblem(type, n_in, 200, 1, 2));
+    problems.push_back(MakeProblem(type, n_in, 64, 3, 3));
+    problems.push_back(MakeProblem(type, n_in, 33, 40, 4));
+    problems.push_back(MakeProblem(type, n_in, 0, 1, 5));
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+      std::vector<MatmulJob> jobs;
+      std::vector<std::vector<float>> got(problems.size() + 1);
+      for (size_t i = 0; i < problems.size(); ++i) {
+        const Problem& p = problems[i];
+        got[i].assign(p.n_tok * p.y_stride, -7.0f);
+        jobs.push_back({WeightMatrix{p.type, p.w.data(), p.n_in, p.n_out}, p.x.data(), p.x_stride, p.n_tok,
+                        got[i].data(), p.y_stride});
+      }
+      // A second product of problem 1's input (as gate and up share theirs), other weights.
+      const Problem& q = problems[2];
+      got.back().assign(problems[1].n_tok * q.n_out, -7.0f);
+      jobs.push_back({WeightMatrix{q.type, q.w.data(), q.n_in, q.n_out}, problems[1].x.data(), problems[1].x_stride,
+                      problems[1].n_tok, got.back().data(), q.n_out});
+      MatmulBatch(jobs, pool);
+      for (size_t i = 0; i < problems.size(); ++i)
+        EXPECT_EQ(got[i], RunMatmul(problems[i], pool)) << "job " << i;
+      std::vector<float> want(problems[1].n_tok * q.n_out, -7.0f);
+      Matmul(WeightMatrix{q.type, q.w.data(), q.n_in, q.n_out}, problems[1].x.data(), problems[1].x_stride,
+             problems[1].n_tok, want.data(), q.n_out, pool);
+      EXPECT_EQ(got.back(), want) << "shared input";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulPathTest, ::testing::ValuesIn(SupportedPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
 
