@@ -48,6 +48,11 @@ constexpr std::array<Entry, 32> kTypes = {{
     {39, {"mxfp4", 32, 17, false}},
 }};
 
+// Encodings only tierlm uses (its own cache files), unknown to GGUF.
+constexpr std::array<Entry, 1> kInternalTypes = {{
+    {0x10001, {"lq2", 256, 84, true}},
+}};
+
 }  // namespace
 
 std::optional<GgmlTypeTraits> GetTypeTraits(uint32_t type_id) {
@@ -58,6 +63,8 @@ std::optional<GgmlTypeTraits> GetTypeTraits(uint32_t type_id) {
 
 const GgmlTypeTraits& TypeTraits(GgmlType type) {
   for (const auto& e : kTypes)
+    if (e.id == static_cast<uint32_t>(type)) return e.traits;
+  for (const auto& e : kInternalTypes)
     if (e.id == static_cast<uint32_t>(type)) return e.traits;
   static const GgmlTypeTraits kUnknown{"unknown", 1, 1, false};
   return kUnknown;

@@ -44,6 +44,9 @@ enum class GgmlType : uint32_t {
   kTQ1_0 = 34,
   kTQ2_0 = 35,
   kMXFP4 = 39,
+  // tierlm's own encodings, never read from or written to a GGUF file (GetTypeTraits does
+  // not know them, so a GGUF tensor with such an id is rejected). Ids far above ggml's.
+  kLQ2 = 0x10001,  // "lq2": low-bit expert copies, 2.625 bits/weight (block_types.h)
 };
 
 struct GgmlTypeTraits {
@@ -53,9 +56,9 @@ struct GgmlTypeTraits {
   bool supported;         // tierlm can compute with it
 };
 
-// Traits for a known type id, or nullopt for an id GGUF does not define.
+// Traits for a type id GGUF defines, or nullopt (unknown ids and tierlm-internal types).
 std::optional<GgmlTypeTraits> GetTypeTraits(uint32_t type_id);
-// Traits for a known enum value (never fails for enumerators above).
+// Traits for a known enum value, internal types included (never fails for enumerators).
 const GgmlTypeTraits& TypeTraits(GgmlType type);
 inline std::string_view TypeName(GgmlType t) { return TypeTraits(t).name; }
 
@@ -65,7 +68,7 @@ inline int64_t RowBytes(GgmlType t, int64_t n) {
   return n / tr.block_size * tr.type_size;
 }
 
-// Parses "q4_0", "Q4_K", "bf16", ... (case-insensitive) into a type.
+// Parses "q4_0", "Q4_K", "bf16", ... (case-insensitive) into a GGUF type (not internal ones).
 std::optional<GgmlType> ParseTypeName(std::string_view name);
 
 // Super-block size of the k-quants.

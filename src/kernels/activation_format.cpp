@@ -58,6 +58,11 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
       return {sum_off + RoundUp64(n_in / 32 * 4), d_off, sum_off};
     }
+    case ActFormat::kQ8LQ2: {
+      const int64_t d_off = RoundUp64(n_in);
+      const int64_t sum_off = d_off + RoundUp64(n_in / 16 * 4);
+      return {sum_off + RoundUp64(n_in / 16 * 4), d_off, sum_off};
+    }
   }
   return {0, 0, 0};
 }
@@ -118,6 +123,27 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
         dsum[g] = d[g / 8] * static_cast<float>(s);
       }
       for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
+      return;
+    }
+    case ActFormat::kQ8LQ2: {
+      int8_t qs[256];
+      float d[8];
+      auto* out = reinterpret_cast<int8_t*>(dst);
+      auto* d16 = reinterpret_cast<float*>(dst + layout.d_offset);
+      auto* dsum16 = reinterpret_cast<float*>(dst + layout.sum_offset);
+      for (int64_t b = 0; b < n_in / 256; ++b) {
+        QuantizeBlocks(x + 256 * b, 256, 32, qs, d, nullptr);
+        for (int g = 0; g < 16; ++g) {
+          int s = 0;
+          for (int l = 0; l < 16; ++l) {
+            const int e = 16 * g + l;
+            out[256 * b + 64 * ((e % 16) / 4) + 4 * g + e % 4] = qs[e];
+            s += qs[e];
+          }
+          d16[16 * b + g] = d[g / 2];
+          dsum16[16 * b + g] = d[g / 2] * static_cast<float>(s);
+        }
+      }
       return;
     }
   }

@@ -42,6 +42,25 @@ struct BlockQ6_K {
 };
 static_assert(sizeof(BlockQ6_K) == 210);
 
+// tierlm's low-bit type (GgmlType::kLQ2, never in a GGUF file): 256 elements in 16 groups
+// of 16, 2-bit codes q, 4-bit group scale sc and min mn (like ggml's Q2_K, 2.625 bits per
+// weight): element 16 g + 4 k + j (g < 16, k < 4, j < 4) is
+//   x = d * sc_g * q - dmin * mn_g,   q = (qs[4 g + j] >> 2 k) & 3,
+//   sc_g = scales[g] & 15, mn_g = scales[g] >> 4.
+// The code order puts group g in int32 lane g of each of the four 2-bit planes of qs, so an
+// AVX-512 kernel sums a whole group per lane without shuffles.
+struct BlockLQ2 {
+  uint8_t qs[64];
+  uint8_t scales[16];
+  uint16_t d;
+  uint16_t dmin;
+};
+static_assert(sizeof(BlockLQ2) == 84);
+
+// Position of element e (< 256) of a BlockLQ2: byte of qs and bit shift.
+inline int LQ2Byte(int e) { return 4 * (e / 16) + (e % 4); }
+inline int LQ2Shift(int e) { return 2 * ((e % 16) / 4); }
+
 // Sub-block j (< 8) of a Q4_K block: its 6-bit scale and min.
 inline void UnpackQ4KScaleMin(const uint8_t* scales, int j, int* sc, int* m) {
   if (j < 4) {

@@ -29,7 +29,7 @@ struct GemmArgs {
 using GemmFn = void (*)(const GemmArgs& args);
 
 // Weight types with kernels, as indices into KernelSet::entries.
-enum KernelType : int { kKtF32, kKtF16, kKtBf16, kKtQ8_0, kKtQ4_0, kKtQ4_K, kKtQ6_K, kNumKernelTypes };
+enum KernelType : int { kKtF32, kKtF16, kKtBf16, kKtQ8_0, kKtQ4_0, kKtQ4_K, kKtQ6_K, kKtLQ2, kNumKernelTypes };
 
 // The index for `type`, or -1 when no kernel handles it.
 inline int KernelTypeIndex(GgmlType type) {
@@ -41,6 +41,7 @@ inline int KernelTypeIndex(GgmlType type) {
     case GgmlType::kQ4_0: return kKtQ4_0;
     case GgmlType::kQ4_K: return kKtQ4_K;
     case GgmlType::kQ6_K: return kKtQ6_K;
+    case GgmlType::kLQ2: return kKtLQ2;
     default: return -1;
   }
 }
@@ -66,6 +67,8 @@ struct KernelSet {
 const KernelSet& ScalarKernels();
 const KernelSet& Avx2Kernels();
 const KernelSet& Avx512Kernels();
+// The scalar kLQ2 kernel (kQ8 activations), which the AVX2 set shares.
+void ScalarGemmLQ2(const GemmArgs& args);
 
 inline const KernelSet& KernelsFor(KernelPath path) {
   switch (path) {

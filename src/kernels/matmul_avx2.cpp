@@ -258,6 +258,7 @@ const KernelSet& Avx2Kernels() {
       {ActFormat::kQ8, GemmPairs<Q4_0Dot>, 1},
       {ActFormat::kQ8K, GemmPairs<Q4KDot>, 1},
       {ActFormat::kQ8K, GemmPairs<Q6KDot>, 1},
+      {ActFormat::kQ8, ScalarGemmLQ2, 1},  // no AVX2 kernel: kLQ2 is for AVX-512 machines
   }};
   return kSet;
 }

@@ -746,6 +746,76 @@ void Bf16PanelGemm(const GemmArgs& a) {
   }
 }
 
+// ---- LQ2 against kQ8LQ2 activations -------------------------------------------------
+// The activations are in the codes' order, so the four 2-bit planes of a block's 64 code
+// bytes, each times its 64 activation bytes with vpdpbusd, sum group g in int32 lane g:
+// one convert and two FMAs per 256 elements apply the group scales (d * sc_g times the
+// activation scale) and mins (-dmin * mn_g times d_a * the group's activation sum).
+
+template <int R, int T>
+void TileLQ2(const GemmArgs& a, int64_t r0, int64_t t0) {
+  const int64_t nb = a.n_in / 256;
+  const uint8_t* w[R];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) w[r] = a.w + (r0 + r) * a.w_row_bytes;
+  const int8_t* aq[T];
+  const float* ad[T];
+  const float* as[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const uint8_t* row = a.act + (t0 + t) * a.act_layout.row_bytes;
+    aq[t] = reinterpret_cast<const int8_t*>(row);
+    ad[t] = reinterpret_cast<const float*>(row + a.act_layout.d_offset);
+    as[t] = reinterpret_cast<const float*>(row + a.act_layout.sum_offset);
+  }
+  __m512 acc[R][T];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  const __m512i mask2 = _mm512_set1_epi8(3);
+  const __m512i mask4 = _mm512_set1_epi32(15);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i codes[R];
+    __m512 scd[R], mnd[R];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w[r] + b * static_cast<int64_t>(sizeof(BlockLQ2));
+      if constexpr (T == 1) PrefetchAhead<128>(blk, a.w_row_bytes);
+      codes[r] = _mm512_loadu_si512(blk);
+      const __m512i s = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 64)));
+      const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(LoadU16(blk + 80) | (static_cast<uint32_t>(LoadU16(blk + 82)) << 16)));
+      scd[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(s, mask4)), _mm512_broadcastss_ps(dd));
+      mnd[r] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(s, 4)),
+                             _mm512_sub_ps(_mm512_setzero_ps(), _mm512_broadcastss_ps(_mm_movehdup_ps(dd))));
+    }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const int8_t* qa = aq[t] + 256 * b;
+      const __m512i a0 = _mm512_load_si512(qa);
+      const __m512i a1 = _mm512_load_si512(qa + 64);
+      const __m512i a2 = _mm512_load_si512(qa + 128);
+      const __m512i a3 = _mm512_load_si512(qa + 192);
+      const __m512 da = _mm512_load_ps(ad[t] + 16 * b);
+      const __m512 ds = _mm512_load_ps(as[t] + 16 * b);
+      #pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const __m512i q = codes[r];
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(q, mask2), a0);
+        dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(q, 2), mask2), a1);
+        dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(q, 4), mask2), a2);
+        dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(q, 6), mask2), a3);
+        acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), da), scd[r], acc[r][t]);
+        acc[r][t] = _mm512_fmadd_ps(ds, mnd[r], acc[r][t]);
+      }
+    }
+  }
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+}
+
 // ---- Tiling driver ---------------------------------------------------------------------
 
 using TileFn = void (*)(const GemmArgs&, int64_t, int64_t);
@@ -796,6 +866,10 @@ struct Q6KTile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileQ6K<R, T>(a, r0, t0); }
 };
 template <int R, int T>
+struct LQ2Tile {
+  static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileLQ2<R, T>(a, r0, t0); }
+};
+template <int R, int T>
 struct F32Tile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileFloat<LoadF32, R, T>(a, r0, t0); }
 };
@@ -819,6 +893,7 @@ const KernelSet& Avx512Kernels() {
       {ActFormat::kQ8Pair, GemmTiled<Q4_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ4_0, 32>, 32, kPanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K, 256>, 32, kPanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K, 256>, 32, kPanelMinTok},
+      {ActFormat::kQ8LQ2, GemmTiled<LQ2Tile>, kRows},
   }};
   return kSet;
 }

@@ -126,6 +126,30 @@ float DotQ6_K(const uint8_t* w, const Q8KRow& a, int64_t n) {
   return acc;
 }
 
+// Against kQ8 activations (contiguous, one scale per 32): each group of 16 sums
+// q * a, and the min term uses the group's activation sum.
+float DotLQ2(const uint8_t* w, const Q8Row& a, int64_t n) {
+  const auto* b = reinterpret_cast<const BlockLQ2*>(w);
+  float acc = 0.0f;
+  for (int64_t i = 0; i < n / 256; ++i) {
+    const int8_t* q = a.qs + 256 * i;
+    float sum_q = 0.0f, sum_m = 0.0f;
+    for (int g = 0; g < 16; ++g) {
+      int32_t s = 0, sa = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * g + l;
+        s += ((b[i].qs[LQ2Byte(e)] >> LQ2Shift(e)) & 3) * q[e];
+        sa += q[e];
+      }
+      const float da = a.d[8 * i + g / 2];
+      sum_q += da * static_cast<float>((b[i].scales[g] & 15) * s);
+      sum_m += da * static_cast<float>((b[i].scales[g] >> 4) * sa);
+    }
+    acc += F16ToF32(b[i].d) * sum_q - F16ToF32(b[i].dmin) * sum_m;
+  }
+  return acc;
+}
+
 template <typename RowFn>
 void ForEachOutput(const GemmArgs& a, RowFn fn) {
   for (int64_t t = 0; t < a.n_tok; ++t)
@@ -161,6 +185,10 @@ void GemmQ6_K(const GemmArgs& a) {
 
 }  // namespace
 
+void ScalarGemmLQ2(const GemmArgs& a) {
+  ForEachOutput(a, [&](const uint8_t* w, int64_t t) { return DotLQ2(w, Q8At(a, t), a.n_in); });
+}
+
 const KernelSet& ScalarKernels() {
   static const KernelSet kSet = {{
       {ActFormat::kF32, GemmF32, 1},
@@ -170,6 +198,7 @@ const KernelSet& ScalarKernels() {
       {ActFormat::kQ8, GemmQ4_0, 1},
       {ActFormat::kQ8K, GemmQ4_K, 1},
       {ActFormat::kQ8K, GemmQ6_K, 1},
+      {ActFormat::kQ8, ScalarGemmLQ2, 1},
   }};
   return kSet;
 }

@@ -303,6 +303,75 @@ void QuantQ6_K(const float* x, BlockQ6_K* b, int64_t nb) {
   }
 }
 
+void DequantLQ2(const BlockLQ2* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
+    for (int e = 0; e < 256; ++e) {
+      const int g = e / 16;
+      const int q = (b[i].qs[LQ2Byte(e)] >> LQ2Shift(e)) & 3;
+      y[i * 256 + e] = d * (b[i].scales[g] & 15) * q - dmin * (b[i].scales[g] >> 4);
+    }
+  }
+}
+
+// Squared error of one group of 16 coded with step `d` and offset `-m`, codes into L.
+float LQ2GroupError(const float* x, float d, float m, uint8_t* L) {
+  float err = 0.0f;
+  const float id = d > 0.0f ? 1.0f / d : 0.0f;
+  for (int l = 0; l < 16; ++l) {
+    const int q = d > 0.0f ? std::clamp(NearestInt((x[l] + m) * id), 0, 3) : 0;
+    L[l] = static_cast<uint8_t>(q);
+    const float diff = d * q - m - x[l];
+    err += diff * diff;
+  }
+  return err;
+}
+
+// Minimizes the squared error (plain RMSE, no importance weights): each group's scale and
+// min by a grid of 16 scales with least-squares refits (FitScaleMin), then, after the
+// group values are rounded to 4 bits of the block's f16 d / dmin, each group tries its
+// rounded scale and min +-1 and keeps the pair (with its best codes) of least error.
+void QuantLQ2(const float* x, BlockLQ2* b, int64_t nb) {
+  uint8_t L[256], L_try[16], L_best[16];
+  float ones[16], scales[16], mins[16];
+  std::fill(ones, ones + 16, 1.0f);
+  for (int64_t i = 0; i < nb; ++i, x += 256) {
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int g = 0; g < 16; ++g) {
+      scales[g] = FitScaleMin(16, 3, x + 16 * g, ones, L + 16 * g, &mins[g], L_try, -0.5f, 0.1f, 15);
+      max_scale = std::max(max_scale, scales[g]);
+      max_min = std::max(max_min, mins[g]);
+    }
+    std::memset(&b[i], 0, sizeof(BlockLQ2));
+    b[i].d = F32ToF16(max_scale / 15.0f);
+    b[i].dmin = F32ToF16(max_min / 15.0f);
+    const float d = F16ToF32(b[i].d), dmin = F16ToF32(b[i].dmin);
+    for (int g = 0; g < 16; ++g) {
+      const float* xg = x + 16 * g;
+      const int sc0 = d > 0.0f ? std::clamp(NearestInt(scales[g] / d), 0, 15) : 0;
+      const int mn0 = dmin > 0.0f ? std::clamp(NearestInt(mins[g] / dmin), 0, 15) : 0;
+      float best = -1.0f;
+      int best_sc = 0, best_mn = 0;
+      for (int sc = std::max(0, sc0 - 1); sc <= std::min(15, sc0 + 1); ++sc) {
+        for (int mn = std::max(0, mn0 - 1); mn <= std::min(15, mn0 + 1); ++mn) {
+          const float err = LQ2GroupError(xg, d * sc, dmin * mn, L_try);
+          if (best < 0.0f || err < best) {
+            best = err;
+            best_sc = sc;
+            best_mn = mn;
+            std::copy(L_try, L_try + 16, L_best);
+          }
+        }
+      }
+      b[i].scales[g] = static_cast<uint8_t>(best_sc | (best_mn << 4));
+      for (int l = 0; l < 16; ++l) {
+        const int e = 16 * g + l;
+        b[i].qs[LQ2Byte(e)] |= static_cast<uint8_t>(L_best[l] << LQ2Shift(e));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 float F16ToF32(uint16_t h) {
@@ -368,6 +437,8 @@ void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n) {
       return DequantQ4_K(static_cast<const BlockQ4_K*>(src), dst, n / 256);
     case GgmlType::kQ6_K:
       return DequantQ6_K(static_cast<const BlockQ6_K*>(src), dst, n / 256);
+    case GgmlType::kLQ2:
+      return DequantLQ2(static_cast<const BlockLQ2*>(src), dst, n / 256);
     default:
       std::abort();
   }
@@ -396,6 +467,8 @@ void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n) {
       return QuantQ4_K(src, static_cast<BlockQ4_K*>(dst), n / 256);
     case GgmlType::kQ6_K:
       return QuantQ6_K(src, static_cast<BlockQ6_K*>(dst), n / 256);
+    case GgmlType::kLQ2:
+      return QuantLQ2(src, static_cast<BlockLQ2*>(dst), n / 256);
     default:
       std::abort();
   }

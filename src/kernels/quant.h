@@ -13,7 +13,8 @@ namespace tierlm {
 void DequantizeRow(GgmlType type, const void* src, float* dst, int64_t n);
 
 // Encodes n floats as `type` into dst (RowBytes(type, n) bytes), choosing scales the way
-// llama.cpp's reference quantizers do (round-to-nearest, no importance matrix).
+// llama.cpp's reference quantizers do (round-to-nearest, no importance matrix); kLQ2
+// (tierlm's own) by a small search for the least squared error.
 // REQUIRES: n is a multiple of the type's block size; type supported.
 void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
 

@@ -18,6 +18,10 @@ Block layouts (little-endian, packed, no padding):
         as Q4_K plus a 5th bit: chunk c low part uses qh bit 2c, high part bit 2c+1.
   Q6_K  (256 elems, 210 B): u8 ql[128], u8 qh[64], i8 scales[16], f16 d
         16 sub-blocks of 16; x = d*scale*(q - 32), q 6 bits.
+  LQ2   (256 elems, 84 B; tierlm's own low-bit expert copies, type id 0x10001, never in
+        a GGUF file): u8 qs[64], u8 scales[16], f16 d, f16 dmin
+        16 groups of 16; element 16g + 4k + j has code q = (qs[4g + j] >> 2k) & 3;
+        x = d*(scales[g] & 15)*q - dmin*(scales[g] >> 4).
 """
 
 import numpy as np
@@ -25,6 +29,7 @@ import numpy as np
 GGML_TYPE_NAMES = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
     10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K",
+    0x10001: "LQ2",
     24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 30: "BF16",
 }
 
@@ -33,7 +38,10 @@ BLOCK = {
     0: (1, 4), 1: (1, 2), 30: (1, 2), 28: (1, 8),
     2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
     12: (256, 144), 13: (256, 176), 14: (256, 210),
+    0x10001: (256, 84),
 }
+
+LQ2 = 0x10001
 
 
 def tensor_nbytes(ggml_type, ne):
@@ -176,6 +184,20 @@ def deq_q6_k(raw):
     return (d[:, :, None] * scales[:, :, None] * q).reshape(-1)
 
 
+def deq_lq2(raw):
+    b = _blocks(raw, 84)
+    nb = b.shape[0]
+    qs = b[:, 0:64].reshape(nb, 16, 1, 4).astype(np.int32)       # (block, g, -, j)
+    shifts = (2 * np.arange(4, dtype=np.int32)).reshape(1, 1, 4, 1)  # k
+    q = ((qs >> shifts) & 3).astype(np.float32)                     # (block, g, k, j)
+    sc = b[:, 64:80].astype(np.int32)
+    d = _f16(b[:, 80:82])[:, None]
+    dmin = _f16(b[:, 82:84])[:, None]
+    scale = (d * (sc & 15)).astype(np.float32)[:, :, None, None]
+    mins = (dmin * (sc >> 4)).astype(np.float32)[:, :, None, None]
+    return (scale * q - mins).reshape(-1)
+
+
 def dequantize(ggml_type, raw, ne):
     shape = tuple(int(x) for x in reversed(ne)) if ne else (1,)
     if ggml_type == 0:
@@ -202,6 +224,8 @@ def dequantize(ggml_type, raw, ne):
         out = deq_q5_k(raw)
     elif ggml_type == 14:
         out = deq_q6_k(raw)
+    elif ggml_type == LQ2:
+        out = deq_lq2(raw)
     else:
         raise ValueError("unsupported ggml type %d (%s)" % (ggml_type, GGML_TYPE_NAMES.get(ggml_type, "?")))
     return out.reshape(shape)

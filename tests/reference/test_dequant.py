@@ -86,6 +86,14 @@ def slow_block(t, b):
                 y[128 * h + l + 32] = d * S[is_ + 2] * q2
                 y[128 * h + l + 64] = d * S[is_ + 4] * q3
                 y[128 * h + l + 96] = d * S[is_ + 6] * q4
+    elif t == 0x10001:  # LQ2 (tierlm's low-bit expert copies)
+        qs, sc = b[0:64], b[64:80]
+        d, dmin = f16(b, 80), f16(b, 82)
+        y = [0.0] * 256
+        for e in range(256):
+            g, k, j = e // 16, (e % 16) // 4, e % 4
+            q = (qs[4 * g + j] >> (2 * k)) & 3
+            y[e] = d * (sc[g] & 15) * q - dmin * (sc[g] >> 4)
     else:
         raise ValueError(t)
     return y
@@ -95,7 +103,7 @@ def random_blocks(rng, t, nb):
     bs, bb = BLOCK[t]
     raw = rng.integers(0, 256, size=(nb, bb), dtype=np.uint8)
     # put finite, moderate fp16 values where the scales live
-    f16pos = {2: [0], 3: [0, 2], 6: [0], 7: [0, 2], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208]}[t]
+    f16pos = {2: [0], 3: [0, 2], 6: [0], 7: [0, 2], 8: [0], 12: [0, 2], 13: [0, 2], 14: [208], 0x10001: [80, 82]}[t]
     for p in f16pos:
         raw[:, p:p + 2] = np.frombuffer(rng.normal(0, 0.05, nb).astype("<f2").tobytes(), dtype=np.uint8).reshape(nb, 2)
     return raw
@@ -104,7 +112,7 @@ def random_blocks(rng, t, nb):
 def main():
     rng = np.random.default_rng(1234)
     bad = 0
-    for t in (2, 3, 6, 7, 8, 12, 13, 14):
+    for t in (2, 3, 6, 7, 8, 12, 13, 14, 0x10001):
         bs, bb = BLOCK[t]
         nb = 6
         raw = random_blocks(rng, t, nb)

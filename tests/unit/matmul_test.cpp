@@ -16,7 +16,10 @@ namespace {
 
 constexpr GgmlType kTypes[] = {GgmlType::kF32,  GgmlType::kF16,  GgmlType::kBF16,
                                GgmlType::kQ8_0, GgmlType::kQ4_0, GgmlType::kQ4_K,
-                               GgmlType::kQ6_K};
+                               GgmlType::kQ6_K, GgmlType::kLQ2};
+
+// Types whose blocks are 256 elements.
+bool Block256(GgmlType t) { return t == GgmlType::kQ4_K || t == GgmlType::kQ6_K || t == GgmlType::kLQ2; }
 
 std::vector<KernelPath> SupportedPaths() {
   std::vector<KernelPath> paths;
@@ -63,7 +66,7 @@ Problem MakeProblem(GgmlType type, int64_t n_in, int64_t n_out, int64_t n_tok, u
 double Tolerance(const Problem& p, int64_t t, int64_t o) {
   const float* x = p.x.data() + t * p.x_stride;
   const double* w = p.w_deq.data() + o * p.n_in;
-  const bool q8 = p.type == GgmlType::kQ8_0 || p.type == GgmlType::kQ4_0;
+  const bool q8 = p.type == GgmlType::kQ8_0 || p.type == GgmlType::kQ4_0 || p.type == GgmlType::kLQ2;
   const bool q8k = p.type == GgmlType::kQ4_K || p.type == GgmlType::kQ6_K;
   const int64_t block = q8 ? 32 : q8k ? 256 : 1;
   double tol = 0.0, mag = 0.0;
@@ -110,7 +113,7 @@ void CheckAgainstReference(GgmlType type, const Shape& s, ThreadPool* pool) {
 }
 
 std::vector<Shape> ShapesFor(GgmlType type) {
-  const bool k = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+  const bool k = Block256(type);
   const int64_t a = k ? 256 : 96, b = k ? 768 : 288;  // 3 and 9 blocks of 32 when not k
   return {{a, 1, 1},  {a, 5, 3},   {b, 37, 7},  {b, 67, 1},   {a, 19, 64},
           {b, 40, 70}, {512, 16, 8}, {b, 131, 2}, {1024, 33, 5}};
@@ -173,7 +176,7 @@ TEST_P(MatmulPathTest, BatchedShapes) {
   ThreadPool pool2(2);
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(std::string(TypeName(type)));
-    const bool k = type == GgmlType::kQ4_K || type == GgmlType::kQ6_K;
+    const bool k = Block256(type);
     const bool flt = type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
     const int64_t n_in = k ? 512 : flt ? 97 : 160;
     for (const Shape& s : {Shape{n_in, 49, 40}, Shape{n_in, 32, 33}, Shape{n_in, 17, 13}}) {
