@@ -359,6 +359,17 @@ EntryState ResidencyManager::state(EntryId id) const {
   return entries_[id].state;
 }
 
+EntryState ResidencyManager::Poll(EntryId id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Harvest();
+  return entries_[id].state;
+}
+
+uint64_t ResidencyManager::read_generation(EntryId id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return entries_[id].read_seq;
+}
+
 int ResidencyManager::pin_count(EntryId id) const {
   std::lock_guard<std::mutex> lock(mu_);
   return entries_[id].pins;

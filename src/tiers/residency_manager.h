@@ -112,6 +112,11 @@ class ResidencyManager {
 
   ResidencyStats Stats() const;
   EntryState state(EntryId id) const;
+  // state() after collecting finished reads, without blocking.
+  EntryState Poll(EntryId id);
+  // Counts the reads started for `id`: bytes seen under one pin belong to the read with
+  // this number (callers verify each read's bytes once).
+  uint64_t read_generation(EntryId id) const;
   int pin_count(EntryId id) const;
   const EntrySpec& spec(EntryId id) const { return entries_[id].spec; }
   size_t num_entries() const { return entries_.size(); }

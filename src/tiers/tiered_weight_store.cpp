@@ -175,6 +175,88 @@ void TieredWeightStore::Prefetch(std::span<const gguf::TensorInfo* const> upcomi
   if (!ids.empty()) (void)manager_->Prefetch(ids);
 }
 
+WeightStore::Residency TieredWeightStore::Probe(const gguf::TensorInfo& t) {
+  EntryId id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = by_name_.find(t.name);
+    if (it == by_name_.end()) return Residency::kAbsent;
+    id = it->second;
+  }
+  switch (manager_->Poll(id)) {
+    case EntryState::kResident: return Residency::kResident;
+    case EntryState::kReading: return Residency::kInFlight;
+    case EntryState::kAbsent: break;
+  }
+  return Residency::kAbsent;
+}
+
+Status TieredWeightStore::AttachLowbit(std::unique_ptr<LowbitExpertCache> cache) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (lowbit_) return Status::InvalidArgument("low-bit expert copies are attached already");
+  for (const LowbitEntry& e : cache->entries()) {
+    EntrySpec spec;
+    spec.name = e.name + " (low-bit copy)";
+    spec.cls = EntryClass::kExpert;
+    spec.file = &cache->file();
+    spec.offset = e.offset;
+    spec.size = e.size;
+    TIERLM_ASSIGN_OR_RETURN(EntryId id, manager_->Register(spec));
+    lowbit_by_name_[e.name] = LowbitSlot{id, &e, 0};
+  }
+  lowbit_ = std::move(cache);
+  return Status::Ok();
+}
+
+Result<TensorPin> TieredWeightStore::AcquireLowbit(const gguf::TensorInfo& t, GgmlType* type) {
+  const auto t0 = std::chrono::steady_clock::now();
+  LowbitSlot* slot = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = lowbit_by_name_.find(t.name);
+    if (!lowbit_ || it == lowbit_by_name_.end())
+      return Status::NotFound("no low-bit copy of '" + t.name + "'" +
+                              (lowbit_ ? " in " + lowbit_->path() : std::string(" (no low-bit cache attached)")));
+    slot = &it->second;
+  }
+  if (slot->entry->n_in != t.ne[0] || slot->entry->n_out != t.ne[1])
+    return Status::Corruption(lowbit_->path() + ": the low-bit copy of '" + t.name + "' has shape [" +
+                              std::to_string(slot->entry->n_in) + ", " + std::to_string(slot->entry->n_out) +
+                              "], the model's slice " + t.ShapeString());
+  TIERLM_ASSIGN_OR_RETURN(ResidencyPin pin, manager_->Acquire(slot->id));
+  // Verify each read once: the generation names the read these bytes came from.
+  const uint64_t gen = manager_->read_generation(slot->id);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (slot->verified_generation != gen) {
+      TIERLM_RETURN_IF_ERROR(lowbit_->VerifyEntry(*slot->entry, pin.data()));
+      slot->verified_generation = gen;
+    }
+  }
+  *type = slot->entry->type;
+  const uint8_t* data = pin.data();
+  const uint64_t size = pin.size();
+  pin.Detach();
+  lowbit_acquires_.fetch_add(1, std::memory_order_relaxed);
+  acquire_nanos_.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+      std::memory_order_relaxed);
+  return TensorPin(data, size, this, slot->id);
+}
+
+void TieredWeightStore::PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) {
+  std::vector<EntryId> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const gguf::TensorInfo* t : upcoming) {
+      if (!t) continue;
+      auto it = lowbit_by_name_.find(t->name);
+      if (it != lowbit_by_name_.end()) ids.push_back(it->second.id);
+    }
+  }
+  if (!ids.empty()) (void)manager_->Prefetch(ids);
+}
+
 void TieredWeightStore::Release(uint64_t token) { manager_->Unpin(static_cast<EntryId>(token)); }
 
 WeightStoreStats TieredWeightStore::Stats() const {

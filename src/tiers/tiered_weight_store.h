@@ -37,6 +37,7 @@
 #include "io/storage_env.h"
 #include "tiers/access_schedule.h"
 #include "tiers/class_split_policy.h"
+#include "tiers/lowbit_expert_cache.h"
 #include "tiers/residency_manager.h"
 #include "tiers/weight_placement.h"
 #include "tiers/weight_store.h"
@@ -78,6 +79,18 @@ class TieredWeightStore : public WeightStore {
   Result<TensorPin> Acquire(const gguf::TensorInfo& t) override;
   void Prefetch(std::span<const gguf::TensorInfo* const> upcoming) override;
   WeightStoreStats Stats() const override;
+  Residency Probe(const gguf::TensorInfo& t) override;
+
+  // Low-bit expert copies (HOBBIT-style fallback, lowbit_expert_cache.h): registers every
+  // entry of `cache` with the residency manager (class expert, the same budget and
+  // policy as the full experts) so AcquireLowbit can serve them. Each read of a copy is
+  // checked against its checksum before use. REQUIRES: cache built for this model.
+  Status AttachLowbit(std::unique_ptr<LowbitExpertCache> cache);
+  Result<TensorPin> AcquireLowbit(const gguf::TensorInfo& t, GgmlType* type) override;
+  bool has_lowbit() const override { return lowbit_ != nullptr; }
+  void PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) override;
+  // Low-bit copies handed out since open.
+  uint64_t lowbit_acquires() const { return lowbit_acquires_.load(std::memory_order_relaxed); }
 
   const WeightPlacement& placement() const { return placement_; }
   ResidencyStats residency_stats() const { return manager_->Stats(); }
@@ -110,6 +123,14 @@ class TieredWeightStore : public WeightStore {
   std::vector<bool> streamable_;  // per entry: prefetcher may read it ahead
   AccessSchedule schedule_;
   std::atomic<int64_t> acquire_nanos_{0};
+  std::unique_ptr<LowbitExpertCache> lowbit_;
+  struct LowbitSlot {
+    EntryId id;
+    const LowbitEntry* entry;
+    uint64_t verified_generation = 0;  // the read whose bytes passed their checksum
+  };
+  std::unordered_map<std::string, LowbitSlot> lowbit_by_name_;  // by the full slice's name
+  std::atomic<uint64_t> lowbit_acquires_{0};
 };
 
 }  // namespace tierlm

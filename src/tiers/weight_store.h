@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "format/ggml_type.h"
 #include "format/gguf_file.h"
 
 namespace tierlm {
@@ -62,6 +63,21 @@ class WeightStore {
   virtual void Prefetch(std::span<const gguf::TensorInfo* const> upcoming) {}
 
   virtual WeightStoreStats Stats() const = 0;
+
+  // Where `t`'s bytes are now, without waiting or reading: resident, being read, or
+  // absent (an Acquire would start a read). Default: resident (in-memory stores).
+  enum class Residency { kResident, kInFlight, kAbsent };
+  virtual Residency Probe(const gguf::TensorInfo& t) { return Residency::kResident; }
+
+  // A low-bit copy of the expert slice `t` ("name#e", model/moe_ffn.h), for computing
+  // with when its full copy is not resident (--moe-miss). *type receives the copy's
+  // encoding (its rows have t's shape). Default: NotFound (the store has no copies).
+  virtual Result<TensorPin> AcquireLowbit(const gguf::TensorInfo& t, GgmlType* type) {
+    return Status::NotFound("no low-bit expert copies for '" + t.name + "'");
+  }
+  virtual bool has_lowbit() const { return false; }
+  // Hint: the low-bit copies of these expert slices will be acquired soon. Default: ignored.
+  virtual void PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) {}
 
  protected:
   friend class TensorPin;
