@@ -66,9 +66,11 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.weight", {E, KV}, &L.wv));
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_output.weight", {Q, E}, &L.wo));
     const bool bias_required = hp.qkv_bias;
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.bias", {Q}, &L.bq, !bias_required));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
+    if (hp.arch != Arch::kOlmoe) {  // llama.cpp's olmoe graph has no Q/K/V biases
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.bias", {Q}, &L.bq, !bias_required));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
+    }
     if (hp.qk_norm == QkNorm::kPerHead) {
       TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q_norm.weight", {hp.head_dim}, &L.q_norm));
       TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k_norm.weight", {hp.head_dim}, &L.k_norm));

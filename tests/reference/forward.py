@@ -113,6 +113,8 @@ class Model:
         q_dim = hp.n_head * hp.head_dim
         kv_dim = hp.n_head_kv * hp.head_dim
         self.layers = []
+        # OLMoE has no Q/K/V/O biases; any in the file are not part of the model.
+        has_bias = hp.arch != "olmoe"
         for i in range(hp.n_layer):
             p = "blk.%d." % i
             L = {
@@ -121,10 +123,10 @@ class Model:
                 "wk": T(p + "attn_k.weight"),
                 "wv": T(p + "attn_v.weight"),
                 "wo": T(p + "attn_output.weight"),
-                "bq": T(p + "attn_q.bias", optional=True),
-                "bk": T(p + "attn_k.bias", optional=True),
-                "bv": T(p + "attn_v.bias", optional=True),
-                "bo": T(p + "attn_output.bias", optional=True),
+                "bq": T(p + "attn_q.bias", optional=True) if has_bias else None,
+                "bk": T(p + "attn_k.bias", optional=True) if has_bias else None,
+                "bv": T(p + "attn_v.bias", optional=True) if has_bias else None,
+                "bo": T(p + "attn_output.bias", optional=True) if has_bias else None,
                 "ffn_norm": T(p + "ffn_norm.weight"),
                 "q_norm": T(p + "attn_q_norm.weight", optional=hp.qk_norm is None),
                 "k_norm": T(p + "attn_k_norm.weight", optional=hp.qk_norm is None),
