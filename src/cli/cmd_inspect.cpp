@@ -76,10 +76,16 @@ int InspectCommand(int argc, char** argv) {
     std::printf("  %s\n", hp.status().message().c_str());
     ++problems;
   } else {
-    std::printf("  (architecture %s: %lld layers, embedding %lld, %lld heads / %lld kv heads, ffn %lld, vocab %lld)\n",
+    std::string experts;
+    if (hp->n_expert > 0) {
+      experts = ", " + std::to_string(hp->n_expert) + " experts (top " + std::to_string(hp->n_expert_used) +
+                ", ffn " + std::to_string(hp->n_ff_exp) + ")";
+      if (hp->n_ff_shexp > 0) experts += " + shared expert (ffn " + std::to_string(hp->n_ff_shexp) + ")";
+    }
+    std::printf("  (architecture %s: %lld layers, embedding %lld, %lld heads / %lld kv heads, ffn %lld%s, vocab %lld)\n",
                 hp->arch_name.c_str(), static_cast<long long>(hp->n_layer), static_cast<long long>(hp->n_embd),
                 static_cast<long long>(hp->n_head), static_cast<long long>(hp->n_head_kv),
-                static_cast<long long>(hp->n_ff), static_cast<long long>(hp->n_vocab));
+                static_cast<long long>(hp->n_ff), experts.c_str(), static_cast<long long>(hp->n_vocab));
     auto model = LlamaModel::Create(f, nullptr);
     if (!model.ok()) {
       std::printf("  %s\n", model.status().message().c_str());

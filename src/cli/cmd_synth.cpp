@@ -14,8 +14,10 @@ int SynthCommand(int argc, char** argv) {
   uint64_t seed = 42;
   int32_t threads = 0;
   int64_t layers = 0, vocab = 0;
-  ap.Add({"--arch"}, &arch, "architecture: llama or qwen2 (default llama)");
-  ap.Add({"--preset"}, &preset, "shape: tiny, small, tinyllama-1.1b, llama2-7b, mistral-7b, qwen2-0.5b, qwen2-tiny");
+  ap.Add({"--arch"}, &arch, "architecture of the generic presets: llama or qwen2 (default llama)");
+  ap.Add({"--preset"}, &preset,
+         "shape: tiny, small, tinyllama-1.1b, llama2-7b, mistral-7b, qwen2-0.5b, qwen2-tiny, moe-tiny, "
+         "mixtral-8x7b, qwen3-30b-a3b, olmoe-1b-7b, qwen1.5-moe-a2.7b, qwen3moe-tiny, qwen2moe-tiny, olmoe-tiny");
   ap.Add({"--type"}, &type_name, "weights: f32, f16, bf16, q8_0, q4_0, q4_k_m (default q4_0)");
   ap.Add({"--layers"}, &layers, "override the preset's layer count");
   ap.Add({"--vocab"}, &vocab, "override the preset's vocabulary size");

@@ -66,22 +66,38 @@ Result<std::unique_ptr<LlamaModel>> LlamaModel::Create(const gguf::GgufFile& fil
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.weight", {E, KV}, &L.wv));
     TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_output.weight", {Q, E}, &L.wo));
     const bool bias_required = hp.qkv_bias;
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.bias", {Q}, &L.bq, !bias_required));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
-    TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
+    if (hp.arch != Arch::kOlmoe) {  // llama.cpp's olmoe graph has no Q/K/V biases
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q.bias", {Q}, &L.bq, !bias_required));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k.bias", {KV}, &L.bk, !bias_required));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_v.bias", {KV}, &L.bv, !bias_required));
+    }
+    if (hp.qk_norm == QkNorm::kPerHead) {
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q_norm.weight", {hp.head_dim}, &L.q_norm));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k_norm.weight", {hp.head_dim}, &L.k_norm));
+    } else if (hp.qk_norm == QkNorm::kWhole) {
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_q_norm.weight", {Q}, &L.q_norm));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "attn_k_norm.weight", {KV}, &L.k_norm));
+    }
     TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_norm.weight", {E}, &L.ffn_norm));
     if (hp.n_expert > 0) {
-      const int64_t X = hp.n_expert;
+      const int64_t X = hp.n_expert, FX = hp.n_ff_exp;
       const gguf::TensorInfo *gate = nullptr, *up = nullptr, *down = nullptr;
       L.is_moe = true;
       L.moe.layer = static_cast<int32_t>(l);
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_inp.weight", {E, X}, &L.moe.router));
-      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_exps.weight", {E, F, X}, &gate));
-      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up_exps.weight", {E, F, X}, &up));
-      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down_exps.weight", {F, E, X}, &down));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_exps.weight", {E, FX, X}, &gate));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up_exps.weight", {E, FX, X}, &up));
+      TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down_exps.weight", {FX, E, X}, &down));
       L.moe.gate = SliceExperts(*gate);
       L.moe.up = SliceExperts(*up);
       L.moe.down = SliceExperts(*down);
+      if (hp.n_ff_shexp > 0) {
+        const int64_t FS = hp.n_ff_shexp;
+        TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_inp_shexp.weight", {E}, &L.moe.shexp_gate_inp));
+        TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate_shexp.weight", {E, FS}, &L.moe.shexp_gate));
+        TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up_shexp.weight", {E, FS}, &L.moe.shexp_up));
+        TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_down_shexp.weight", {FS, E}, &L.moe.shexp_down));
+      }
     } else {
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_gate.weight", {E, F}, &L.w_gate));
       TIERLM_RETURN_IF_ERROR(Need(file, p + "ffn_up.weight", {E, F}, &L.w_up));
@@ -178,6 +194,13 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
     for (int64_t t = 0; t < n; ++t) Add(y + t * dim, bf, y + t * dim, dim);
     return Status::Ok();
   };
+  // RMSNorm of each w->ne[0]-wide piece of each token's `dim` values, in place.
+  auto norm_in_place = [&](const gguf::TensorInfo* w, float* y, int64_t dim) -> Status {
+    TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(w));
+    const int64_t width = w->ne[0];
+    for (int64_t i = 0; i < n * dim; i += width) RmsNorm(y + i, wf, width, hp.rms_eps, y + i);
+    return Status::Ok();
+  };
   auto matmul = [&](const gguf::TensorInfo* w, const float* x, float* y) -> Status {
     TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*w));
     Matmul(AsMatrix(*w, pin), x, w->ne[0], n, y, w->ne[1], pool);
@@ -194,6 +217,10 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
     TIERLM_RETURN_IF_ERROR(add_bias(L.bq, q_.data(), Q));
     TIERLM_RETURN_IF_ERROR(add_bias(L.bk, k_.data(), KV));
     TIERLM_RETURN_IF_ERROR(add_bias(L.bv, v_.data(), KV));
+    if (L.q_norm) {  // QK-norm: per head (width = the weight's length) or the whole projection
+      TIERLM_RETURN_IF_ERROR(norm_in_place(L.q_norm, q_.data(), Q));
+      TIERLM_RETURN_IF_ERROR(norm_in_place(L.k_norm, k_.data(), KV));
+    }
 
     float* kc = kv.k(l);
     float* vc = kv.v(l);

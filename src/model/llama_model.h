@@ -1,4 +1,5 @@
-// The Llama-family decoder (llama, qwen2): one forward pass over a batch of tokens.
+// The Llama-family decoder (llama, qwen2, and the MoE variants llama+experts, qwen2moe,
+// qwen3moe, olmoe): one forward pass over a batch of tokens.
 //
 // The model holds tensor descriptions, not bytes: every layer's weights are acquired
 // from the WeightStore when the layer runs and released after, so the same code runs on
@@ -28,6 +29,8 @@ struct LayerTensors {
   const gguf::TensorInfo* bq = nullptr;         // [q_dim] (qwen2)
   const gguf::TensorInfo* bk = nullptr;         // [kv_dim] (qwen2)
   const gguf::TensorInfo* bv = nullptr;         // [kv_dim] (qwen2)
+  const gguf::TensorInfo* q_norm = nullptr;     // [head_dim] (qwen3moe) or [q_dim] (olmoe)
+  const gguf::TensorInfo* k_norm = nullptr;     // [head_dim] (qwen3moe) or [kv_dim] (olmoe)
   const gguf::TensorInfo* wo = nullptr;         // [q_dim, n_embd]
   const gguf::TensorInfo* ffn_norm = nullptr;   // [n_embd]
   const gguf::TensorInfo* w_gate = nullptr;     // [n_embd, n_ff]

@@ -6,6 +6,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 
 namespace tierlm {
 
@@ -26,7 +27,7 @@ std::vector<gguf::TensorInfo> SliceExperts(const gguf::TensorInfo& stacked) {
   return out;
 }
 
-Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used) {
+Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used, bool renormalize) {
   Routing r;
   r.n_used = n_used;
   r.expert.resize(static_cast<size_t>(n * n_used));
@@ -38,8 +39,10 @@ Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used) 
     std::partial_sort(order.begin(), order.begin() + n_used, order.end(),
                       [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
     const float mx = l[order[0]];
+    // The denominator: the kept experts' mass, or every expert's (plain softmax).
     double sum = 0;
-    for (int64_t k = 0; k < n_used; ++k) sum += std::exp(static_cast<double>(l[order[k]] - mx));
+    const int64_t n_sum = renormalize ? n_used : n_expert;
+    for (int64_t k = 0; k < n_sum; ++k) sum += std::exp(static_cast<double>(l[renormalize ? order[k] : k] - mx));
     for (int64_t k = 0; k < n_used; ++k) {
       r.expert[t * n_used + k] = order[k];
       r.weight[t * n_used + k] = static_cast<float>(std::exp(static_cast<double>(l[order[k]] - mx)) / sum);
@@ -69,7 +72,7 @@ Status MoeFfn::PredictNext(WeightStore* store, const MoeTensors& t, const ModelH
     TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.next->router));
     Matmul(WeightMatrix{t.next->router->type, pin.data(), hp.n_embd, X}, xn, hp.n_embd, n, logits.data(), X, pool);
   }
-  predicted_ = Route(logits.data(), n, X, K).expert;
+  predicted_ = Route(logits.data(), n, X, K, hp.expert_weights_norm).expert;
   predicted_layer_ = t.next->layer;
   predicted_n_ = n;
 
@@ -88,13 +91,13 @@ Status MoeFfn::PredictNext(WeightStore* store, const MoeTensors& t, const ModelH
 
 Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
                        float* out, ThreadPool* pool) {
-  const int64_t E = hp.n_embd, F = hp.n_ff, X = hp.n_expert;
+  const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert;
   logits_.resize(static_cast<size_t>(n * X));
   {
     TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.router));
     Matmul(WeightMatrix{t.router->type, pin.data(), E, X}, xn, E, n, logits_.data(), X, pool);
   }
-  routing_ = Route(logits_.data(), n, X, hp.n_expert_used);
+  routing_ = Route(logits_.data(), n, X, hp.n_expert_used, hp.expert_weights_norm);
   if (trace_) TIERLM_RETURN_IF_ERROR(trace_->Record(t.layer, n, routing_.expert.data(), routing_.weight.data()));
   if (gate_ahead_) TIERLM_RETURN_IF_ERROR(PredictNext(store, t, hp, xn, n, pool));
   std::fill(out, out + n * E, 0.0f);
@@ -137,6 +140,42 @@ Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHPara
       const float* dr = down_.data() + i * E;
       for (int64_t j = 0; j < E; ++j) o[j] += w[static_cast<size_t>(i)] * dr[j];
     }
+  }
+  if (t.shexp_gate) TIERLM_RETURN_IF_ERROR(SharedExpert(store, t, hp, xn, n, out, pool));
+  return Status::Ok();
+}
+
+Status MoeFfn::SharedExpert(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn,
+                            int64_t n, float* out, ThreadPool* pool) {
+  const int64_t E = hp.n_embd, F = hp.n_ff_shexp;
+  gate_.resize(static_cast<size_t>(n * F));
+  up_.resize(static_cast<size_t>(n * F));
+  down_.resize(static_cast<size_t>(n * E));
+  shexp_w_.resize(static_cast<size_t>(E));
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.shexp_gate_inp));
+    DequantizeRow(t.shexp_gate_inp->type, pin.data(), shexp_w_.data(), E);
+  }
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.shexp_gate));
+    Matmul(WeightMatrix{t.shexp_gate->type, pin.data(), E, F}, xn, E, n, gate_.data(), F, pool);
+  }
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.shexp_up));
+    Matmul(WeightMatrix{t.shexp_up->type, pin.data(), E, F}, xn, E, n, up_.data(), F, pool);
+  }
+  for (int64_t i = 0; i < n; ++i) SwiGlu(gate_.data() + i * F, up_.data() + i * F, gate_.data() + i * F, F);
+  {
+    TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store->Acquire(*t.shexp_down));
+    Matmul(WeightMatrix{t.shexp_down->type, pin.data(), F, E}, gate_.data(), F, n, down_.data(), E, pool);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    double dot = 0;
+    for (int64_t j = 0; j < E; ++j) dot += static_cast<double>(shexp_w_[j]) * xn[i * E + j];
+    const float g = static_cast<float>(1.0 / (1.0 + std::exp(-dot)));
+    float* o = out + i * E;
+    const float* d = down_.data() + i * E;
+    for (int64_t j = 0; j < E; ++j) o[j] += g * d[j];
   }
   return Status::Ok();
 }

@@ -1,9 +1,14 @@
-// The Mixture-of-Experts feed-forward block (Mixtral layout): a router picks the top
-// n_expert_used of n_expert SwiGLU experts per token and mixes their outputs.
+// The Mixture-of-Experts feed-forward block: a router picks the top n_expert_used of
+// n_expert SwiGLU experts per token and mixes their outputs (llama/Mixtral, qwen2moe,
+// qwen3moe, olmoe). Routing is a softmax over all experts, then top-k; the kept weights
+// are renormalized to sum to 1 or not, by architecture (ModelHParams::expert_weights_norm).
+// qwen2moe adds a shared expert: a dense SwiGLU FFN every token goes through, scaled by
+// sigmoid(ffn_gate_inp_shexp . x).
 //
 // Experts live in stacked tensors (ffn_{gate,up,down}_exps, ne = [n_in, n_out, n_expert]).
-// Each expert's slice is described as a tensor of its own (ExpertSlice), so the weight
-// store can hold, fetch and evict experts one by one.
+// Each expert's slice is described as a tensor of its own (SliceExperts, "name#e"), so the
+// weight store can hold, fetch and evict experts one by one. The shared expert's tensors
+// are ordinary dense tensors.
 #pragma once
 
 #include <cstdint>
@@ -23,8 +28,14 @@ struct MoeTensors {
   int32_t layer = 0;                         // the block's index; names it in a RoutingTrace
   const MoeTensors* next = nullptr;          // the next layer's block if it has experts (gate-ahead)
   const gguf::TensorInfo* router = nullptr;  // ffn_gate_inp [n_embd, n_expert]
-  // Per expert e: its slices of the stacked gate/up ([n_embd, n_ff]) and down ([n_ff, n_embd]).
+  // Per expert e: its slices of the stacked gate/up ([n_embd, n_ff_exp]) and down ([n_ff_exp, n_embd]).
   std::vector<gguf::TensorInfo> gate, up, down;
+  // Shared expert (qwen2moe), all null when absent: gate_inp [n_embd] (one logit per token,
+  // sigmoid), gate/up [n_embd, n_ff_shexp], down [n_ff_shexp, n_embd].
+  const gguf::TensorInfo* shexp_gate_inp = nullptr;
+  const gguf::TensorInfo* shexp_gate = nullptr;
+  const gguf::TensorInfo* shexp_up = nullptr;
+  const gguf::TensorInfo* shexp_down = nullptr;
 };
 
 // Splits a stacked expert tensor into one TensorInfo per expert ("name#e").
@@ -34,12 +45,13 @@ std::vector<gguf::TensorInfo> SliceExperts(const gguf::TensorInfo& stacked);
 struct Routing {
   int64_t n_used = 0;
   std::vector<int32_t> expert;  // [n][n_used]
-  std::vector<float> weight;    // [n][n_used], sums to 1 per token
+  std::vector<float> weight;    // [n][n_used], in descending order
 };
 
-// Softmax over the router logits [n][n_expert], keep the top n_used, renormalize
-// (equivalently: softmax over the kept logits). Ties keep the lower expert id.
-Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used);
+// Softmax over the router logits [n][n_expert], keep the top n_used, and if `renormalize`
+// divide the kept weights by their sum (equivalently: softmax over the kept logits).
+// Ties keep the lower expert id.
+Routing Route(const float* logits, int64_t n, int64_t n_expert, int64_t n_used, bool renormalize = true);
 
 // Gate-ahead accuracy: of the experts the next layer's router predicted from this layer's
 // input, how many the next layer then chose.
@@ -51,8 +63,8 @@ struct GateAheadStats {
 
 class MoeFfn {
  public:
-  // out[n][n_embd] = sum over routed experts of weight * expert(xn). xn: [n][n_embd].
-  // Not thread-safe: uses scratch buffers.
+  // out[n][n_embd] = sum over routed experts of weight * expert(xn), plus the gated shared
+  // expert if t has one. xn: [n][n_embd]. Not thread-safe: uses scratch buffers.
   Status Forward(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
                  float* out, ThreadPool* pool);
 
@@ -82,7 +94,10 @@ class MoeFfn {
   int32_t predicted_layer_ = -1;    // the layer predicted_ is for; -1: none pending
   int64_t predicted_n_ = 0;         // tokens in predicted_
   std::vector<int32_t> predicted_;  // [n][n_expert_used]
-  std::vector<float> logits_, xe_, gate_, up_, down_;
+  Status SharedExpert(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                      float* out, ThreadPool* pool);
+
+  std::vector<float> logits_, xe_, gate_, up_, down_, shexp_w_;
   std::vector<int64_t> rows_;
   Routing routing_;
 };

@@ -20,7 +20,8 @@ uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file) {
 }
 
 uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads) {
-  const uint64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff;
+  const uint64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim();
+  const uint64_t F = static_cast<uint64_t>(std::max({hp.n_ff, hp.n_ff_exp, hp.n_ff_shexp}));
   const uint64_t n = static_cast<uint64_t>(n_batch);
   const uint64_t max_in = std::max({E, Q, F});
   uint64_t floats = n * (2 * E + 2 * std::max(Q, E) + 2 * KV + 2 * F);  // activations

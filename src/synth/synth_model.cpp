@@ -39,6 +39,9 @@ void FillNormal(uint64_t seed, float mean, float stddev, float* out, int64_t n) 
   }
 }
 
+// Residual-branch output scale of the MoE presets (SynthSpec::residual_scale).
+constexpr float kMoeResidualScale = 0.1f;
+
 struct TensorPlan {
   std::string name;
   std::vector<int64_t> ne;
@@ -74,8 +77,10 @@ const char* SynthTypeName(SynthType t) {
 }
 
 std::vector<std::string> SynthPresetNames() {
-  return {"tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b", "qwen2-0.5b", "qwen2-tiny", "moe-tiny",
-          "mixtral-8x7b", "tiny-rope-freqs"};
+  return {"tiny",          "small",         "tinyllama-1.1b", "llama2-7b",     "mistral-7b",
+          "qwen2-0.5b",    "qwen2-tiny",    "moe-tiny",       "mixtral-8x7b",  "tiny-rope-freqs",
+          "qwen3-30b-a3b", "olmoe-1b-7b",   "qwen1.5-moe-a2.7b", "qwen3moe-tiny", "qwen2moe-tiny",
+          "olmoe-tiny"};
 }
 
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch) {
@@ -110,7 +115,36 @@ std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string&
     s.n_expert = 8; s.n_expert_used = 2;
   } else if (name == "mixtral-8x7b") {
     s.n_vocab = 32000; s.n_embd = 4096; s.n_layer = 32; s.n_head = 32; s.n_head_kv = 8; s.n_ff = 14336; s.n_ctx = 32768;
-    s.rope_base = 1000000.0f; s.n_expert = 8; s.n_expert_used = 2;
+    s.rope_base = 1000000.0f; s.n_expert = 8; s.n_expert_used = 2; s.residual_scale = kMoeResidualScale;
+  } else if (name == "qwen3-30b-a3b" || name == "qwen3moe-tiny") {
+    // Qwen3-30B-A3B: q_dim 32 x 128 = 4096 != n_embd 2048 (attention.key_length).
+    s.arch = "qwen3moe";
+    s.n_vocab = 151936; s.n_embd = 2048; s.n_layer = 48; s.n_head = 32; s.n_head_kv = 4; s.head_dim = 128;
+    s.n_ff = 6144; s.n_ctx = 40960; s.rope_base = 1000000.0f; s.rms_eps = 1e-6f;
+    s.n_expert = 128; s.n_expert_used = 8; s.n_ff_exp = 768; s.residual_scale = kMoeResidualScale;
+    if (name == "qwen3moe-tiny") {  // same features, small: head_dim 64 != n_embd / n_head 32
+      s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 2; s.head_dim = 64;
+      s.n_ff = 768; s.n_ctx = 512; s.n_expert = 16; s.n_expert_used = 4; s.n_ff_exp = 128;
+    }
+  } else if (name == "olmoe-1b-7b" || name == "olmoe-tiny") {
+    s.arch = "olmoe";
+    s.n_vocab = 50304; s.n_embd = 2048; s.n_layer = 16; s.n_head = 16; s.n_head_kv = 16; s.n_ff = 1024;
+    s.n_ctx = 4096; s.rope_base = 10000.0f; s.rms_eps = 1e-5f;
+    s.n_expert = 64; s.n_expert_used = 8; s.residual_scale = kMoeResidualScale;
+    if (name == "olmoe-tiny") {
+      s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 8; s.n_ff = 128; s.n_ctx = 512;
+      s.n_expert = 16; s.n_expert_used = 4;
+    }
+  } else if (name == "qwen1.5-moe-a2.7b" || name == "qwen2moe-tiny") {
+    s.arch = "qwen2moe";
+    s.n_vocab = 151936; s.n_embd = 2048; s.n_layer = 24; s.n_head = 16; s.n_head_kv = 16; s.n_ff = 5632;
+    s.n_ctx = 8192; s.rope_base = 1000000.0f; s.rms_eps = 1e-6f;
+    s.n_expert = 60; s.n_expert_used = 4; s.n_ff_exp = 1408; s.n_ff_shexp = 5632;
+    s.residual_scale = kMoeResidualScale;
+    if (name == "qwen2moe-tiny") {
+      s.n_vocab = 512; s.n_embd = 256; s.n_layer = 4; s.n_head = 8; s.n_head_kv = 4; s.n_ff = 512; s.n_ctx = 512;
+      s.n_expert = 8; s.n_expert_used = 2; s.n_ff_exp = 128; s.n_ff_shexp = 256;
+    }
   } else {
     return std::nullopt;
   }
@@ -122,7 +156,8 @@ GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, in
     const size_t n = std::strlen(suffix);
     return name.size() >= n && name.compare(name.size() - n, n, suffix) == 0;
   };
-  if (ends("norm.weight") || ends(".bias") || ends("ffn_gate_inp.weight") || name == "rope_freqs.weight")
+  if (ends("norm.weight") || ends(".bias") || ends("ffn_gate_inp.weight") || ends("ffn_gate_inp_shexp.weight") ||
+      name == "rope_freqs.weight")
     return GgmlType::kF32;
   GgmlType want = GgmlType::kF32;
   switch (t) {
@@ -150,11 +185,27 @@ GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, in
 }
 
 Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const std::string& path, ThreadPool* pool) {
-  if (s.arch != "llama" && s.arch != "qwen2")
-    return Status::InvalidArgument("synth: architecture '" + s.arch + "' is not supported (llama, qwen2)");
+  const bool moe_arch = s.arch == "qwen2moe" || s.arch == "qwen3moe" || s.arch == "olmoe";
+  if (s.arch != "llama" && s.arch != "qwen2" && !moe_arch)
+    return Status::InvalidArgument("synth: architecture '" + s.arch +
+                                   "' is not supported (llama, qwen2, qwen2moe, qwen3moe, olmoe)");
   if (s.n_vocab < 260) return Status::InvalidArgument("synth: the vocabulary needs at least 260 tokens");
-  if (s.n_embd % s.n_head != 0 || s.n_head % s.n_head_kv != 0 || (s.n_embd / s.n_head) % 2 != 0)
+  const int64_t HD = s.head_dim > 0 ? s.head_dim : (s.n_head > 0 ? s.n_embd / s.n_head : 0);
+  if (s.n_head <= 0 || s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0 || HD % 2 != 0 || HD == 0 ||
+      (s.head_dim == 0 && s.n_embd % s.n_head != 0))
     return Status::InvalidArgument("synth: heads must divide the embedding and key/value heads the heads");
+  if (s.head_dim > 0 && s.arch != "qwen3moe" && s.head_dim * s.n_head != s.n_embd)
+    return Status::InvalidArgument("synth: a head dimension other than n_embd / n_head needs arch qwen3moe");
+  if (s.arch == "olmoe" && s.n_head_kv != s.n_head)
+    return Status::InvalidArgument("synth: olmoe normalizes K over n_embd values: key/value heads must equal heads");
+  if ((s.arch == "qwen2moe" || s.arch == "olmoe") && s.tied_output)
+    return Status::InvalidArgument("synth: " + s.arch + " needs its own output.weight (llama.cpp requires it)");
+  if (moe_arch && s.n_expert <= 0) return Status::InvalidArgument("synth: " + s.arch + " needs experts");
+  const int64_t FX = s.n_ff_exp > 0 ? s.n_ff_exp : s.n_ff;
+  const int64_t FS = s.n_ff_shexp > 0 ? s.n_ff_shexp : s.n_ff;
+  if (s.arch == "olmoe" && FX != s.n_ff)
+    return Status::InvalidArgument("synth: olmoe experts have width feed_forward_length (n_ff_exp must be 0 or n_ff)");
+  if (!(s.residual_scale > 0)) return Status::InvalidArgument("synth: residual_scale must be positive");
 
   gguf::GgufWriter w;
   const std::string a = s.arch + ".";
@@ -167,15 +218,23 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
   w.Set(a + "feed_forward_length", gguf::Value::U32(static_cast<uint32_t>(s.n_ff)));
   w.Set(a + "attention.head_count", gguf::Value::U32(static_cast<uint32_t>(s.n_head)));
   w.Set(a + "attention.head_count_kv", gguf::Value::U32(static_cast<uint32_t>(s.n_head_kv)));
-  w.Set(a + "rope.dimension_count", gguf::Value::U32(static_cast<uint32_t>(s.n_embd / s.n_head)));
+  if (s.head_dim > 0) {
+    w.Set(a + "attention.key_length", gguf::Value::U32(static_cast<uint32_t>(HD)));
+    w.Set(a + "attention.value_length", gguf::Value::U32(static_cast<uint32_t>(HD)));
+  }
+  w.Set(a + "rope.dimension_count", gguf::Value::U32(static_cast<uint32_t>(HD)));
   w.Set(a + "rope.freq_base", gguf::Value::F32(s.rope_base));
   w.Set(a + "attention.layer_norm_rms_epsilon", gguf::Value::F32(s.rms_eps));
   if (s.n_expert > 0) {
-    if (s.arch != "llama") return Status::InvalidArgument("synth: experts are supported for the llama architecture");
+    if (s.arch == "qwen2") return Status::InvalidArgument("synth: experts are not supported for qwen2 (use qwen2moe)");
     if (s.n_expert_used < 1 || s.n_expert_used > s.n_expert)
       return Status::InvalidArgument("synth: experts used per token must be in [1, expert count]");
     w.Set(a + "expert_count", gguf::Value::U32(static_cast<uint32_t>(s.n_expert)));
     w.Set(a + "expert_used_count", gguf::Value::U32(static_cast<uint32_t>(s.n_expert_used)));
+    if (s.arch == "qwen2moe" || s.arch == "qwen3moe")
+      w.Set(a + "expert_feed_forward_length", gguf::Value::U32(static_cast<uint32_t>(FX)));
+    if (s.arch == "qwen2moe")
+      w.Set(a + "expert_shared_feed_forward_length", gguf::Value::U32(static_cast<uint32_t>(FS)));
   }
 
   SynthVocab vocab = MakeSynthVocab(s.n_vocab);
@@ -194,12 +253,17 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
   w.Set("tokenizer.ggml.unknown_token_id", gguf::Value::U32(0));
   w.Set("general.file_type", gguf::Value::U32(static_cast<uint32_t>(type)));
 
-  const int64_t E = s.n_embd, HD = s.n_embd / s.n_head, Q = s.n_head * HD, KV = s.n_head_kv * HD, F = s.n_ff;
+  const int64_t E = s.n_embd, Q = s.n_head * HD, KV = s.n_head_kv * HD, F = s.n_ff;
   std::vector<TensorPlan> plan;
-  // Weights ~ N(0, 1/fan_in); token embedding ~ N(0, 1); norms ~ 1 + 0.1 N(0, 1); biases ~ 0.1 N(0, 1).
-  auto mat = [&](const std::string& n, int64_t in, int64_t out, int64_t layer) {
-    plan.push_back({n, {in, out}, layer, 0.0f, 1.0f / std::sqrt(static_cast<float>(in))});
+  // Weights ~ N(0, 1/fan_in) (residual-branch outputs times residual_scale); token
+  // embedding ~ N(0, 1); norms ~ 1 + 0.1 N(0, 1); biases ~ 0.1 N(0, 1).
+  auto mat = [&](const std::string& n, int64_t in, int64_t out, int64_t layer, float scale = 1.0f) {
+    plan.push_back({n, {in, out}, layer, 0.0f, scale / std::sqrt(static_cast<float>(in))});
   };
+  auto stacked = [&](const std::string& n, int64_t in, int64_t out, int64_t layer, float scale = 1.0f) {
+    plan.push_back({n, {in, out, s.n_expert}, layer, 0.0f, scale / std::sqrt(static_cast<float>(in))});
+  };
+  const float rs = s.residual_scale;
   plan.push_back({"token_embd.weight", {E, s.n_vocab}, -1, 0.0f, 1.0f});
   plan.push_back({"output_norm.weight", {E}, -1, 1.0f, 0.1f});
   if (!s.tied_output) mat("output.weight", E, s.n_vocab, -1);
@@ -210,23 +274,35 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
     mat(p + "attn_q.weight", E, Q, l);
     mat(p + "attn_k.weight", E, KV, l);
     mat(p + "attn_v.weight", E, KV, l);
-    if (s.arch == "qwen2") {
+    if (s.arch == "qwen2" || s.arch == "qwen2moe") {
       plan.push_back({p + "attn_q.bias", {Q}, l, 0.0f, 0.1f});
       plan.push_back({p + "attn_k.bias", {KV}, l, 0.0f, 0.1f});
       plan.push_back({p + "attn_v.bias", {KV}, l, 0.0f, 0.1f});
     }
-    mat(p + "attn_output.weight", Q, E, l);
+    if (s.arch == "qwen3moe") {  // per head
+      plan.push_back({p + "attn_q_norm.weight", {HD}, l, 1.0f, 0.1f});
+      plan.push_back({p + "attn_k_norm.weight", {HD}, l, 1.0f, 0.1f});
+    } else if (s.arch == "olmoe") {  // over the whole projection
+      plan.push_back({p + "attn_q_norm.weight", {Q}, l, 1.0f, 0.1f});
+      plan.push_back({p + "attn_k_norm.weight", {KV}, l, 1.0f, 0.1f});
+    }
+    mat(p + "attn_output.weight", Q, E, l, rs);
     plan.push_back({p + "ffn_norm.weight", {E}, l, 1.0f, 0.1f});
     if (s.n_expert > 0) {
-      const int64_t X = s.n_expert;
-      plan.push_back({p + "ffn_gate_inp.weight", {E, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
-      plan.push_back({p + "ffn_gate_exps.weight", {E, F, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
-      plan.push_back({p + "ffn_up_exps.weight", {E, F, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
-      plan.push_back({p + "ffn_down_exps.weight", {F, E, X}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(F))});
+      mat(p + "ffn_gate_inp.weight", E, s.n_expert, l);
+      stacked(p + "ffn_gate_exps.weight", E, FX, l);
+      stacked(p + "ffn_up_exps.weight", E, FX, l);
+      stacked(p + "ffn_down_exps.weight", FX, E, l, rs);
+      if (s.arch == "qwen2moe") {
+        plan.push_back({p + "ffn_gate_inp_shexp.weight", {E}, l, 0.0f, 1.0f / std::sqrt(static_cast<float>(E))});
+        mat(p + "ffn_gate_shexp.weight", E, FS, l);
+        mat(p + "ffn_up_shexp.weight", E, FS, l);
+        mat(p + "ffn_down_shexp.weight", FS, E, l, rs);
+      }
     } else {
       mat(p + "ffn_gate.weight", E, F, l);
       mat(p + "ffn_up.weight", E, F, l);
-      mat(p + "ffn_down.weight", F, E, l);
+      mat(p + "ffn_down.weight", F, E, l, rs);
     }
   }
 

@@ -17,7 +17,7 @@
 namespace tierlm {
 
 struct SynthSpec {
-  std::string arch = "llama";  // "llama" or "qwen2"
+  std::string arch = "llama";  // "llama", "qwen2", "qwen2moe", "qwen3moe" or "olmoe"
   std::string name = "tiny";
   int64_t n_vocab = 512;
   int64_t n_embd = 256;
@@ -29,8 +29,16 @@ struct SynthSpec {
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
   bool tied_output = false;
-  int64_t n_expert = 0;       // > 0: Mixtral-layout MoE FFN with n_expert experts
+  int64_t head_dim = 0;       // 0: n_embd / n_head; else written as attention.key_length (qwen3moe)
+  int64_t n_expert = 0;       // > 0: MoE FFN with n_expert experts (required by the MoE archs)
   int64_t n_expert_used = 0;  // experts per token
+  int64_t n_ff_exp = 0;       // routed expert width (0: n_ff); olmoe and llama use n_ff
+  int64_t n_ff_shexp = 0;     // qwen2moe shared expert width (0: n_ff)
+  // Multiplies the random scale of the residual-branch outputs (attn_output, expert and
+  // shared-expert down projections). Below 1 keeps each token's hidden state close to its
+  // embedding through many layers, so routing depends on the token as in trained models
+  // instead of collapsing to the same experts for every token (random deep nets do).
+  float residual_scale = 1.0f;
   bool rope_freqs = false;    // write Llama 3.1-style rope_freqs.weight divisors
 };
 
@@ -42,7 +50,9 @@ std::optional<SynthType> ParseSynthType(const std::string& name);
 const char* SynthTypeName(SynthType t);
 
 // Presets by name: "tiny", "small", "tinyllama-1.1b", "llama2-7b", "mistral-7b",
-// "qwen2-0.5b", "qwen2-tiny", "moe-tiny", "mixtral-8x7b", "tiny-rope-freqs".
+// "qwen2-0.5b", "qwen2-tiny", "moe-tiny", "mixtral-8x7b", "tiny-rope-freqs",
+// "qwen3-30b-a3b", "olmoe-1b-7b", "qwen1.5-moe-a2.7b", "qwen3moe-tiny", "qwen2moe-tiny",
+// "olmoe-tiny". Presets of a fixed architecture (qwen2*, the MoE ones) ignore `arch`.
 std::optional<SynthSpec> SynthPreset(const std::string& name, const std::string& arch);
 std::vector<std::string> SynthPresetNames();
 

@@ -1,4 +1,14 @@
-"""Plain torch forward pass for llama / qwen2 / llama-MoE (Mixtral layout) GGUF models.
+"""Plain torch forward pass for llama / qwen2 / llama-MoE (Mixtral layout) / qwen2moe /
+qwen3moe / olmoe GGUF models.
+
+Architecture differences, as in the Hugging Face model definitions:
+  qwen2, qwen2moe   Q/K/V biases; qwen2moe adds a shared expert gated by sigmoid(w . x)
+                    and keeps the top-k softmax probabilities as they are (norm_topk_prob false)
+  qwen3moe          RMSNorm of each query / key head (weight [head_dim]) before RoPE;
+                    top-k probabilities renormalized (norm_topk_prob true)
+  olmoe             RMSNorm of the whole query / key projection (weights [q_dim], [kv_dim])
+                    before RoPE; top-k probabilities not renormalized
+  all but llama     rotate-half ("neox") RoPE
 
 No KV cache tricks, no fused kernels: every call evaluates the whole token sequence
 with full causal attention. Weights are dequantized exactly (gguf_reader/dequant) and
@@ -12,7 +22,8 @@ import torch
 
 from gguf_reader import GGUFFile
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen2moe", "qwen3moe", "olmoe")
+MOE_ARCHS = ("qwen2moe", "qwen3moe", "olmoe")
 
 
 class HParams:
@@ -59,7 +70,14 @@ def read_hparams(g):
     if stype == "linear" and sfactor is not None and float(sfactor) > 0:
         hp.rope_scale = float(sfactor)
     # llama.cpp: llama uses "normal" rope (adjacent pairs), qwen2 uses "neox" (split halves)
-    hp.rope_neox = arch == "qwen2"
+    hp.rope_neox = arch != "llama"
+    # Mixtral and Qwen3-MoE renormalize the kept top-k probabilities; Qwen2-MoE and OLMoE do not.
+    hp.norm_topk = arch in ("llama", "qwen3moe")
+    hp.qk_norm = {"qwen3moe": "head", "olmoe": "whole"}.get(arch)
+    if arch in MOE_ARCHS and (hp.n_expert <= 0 or hp.n_expert_used <= 0):
+        raise ValueError("%s needs expert_count and expert_used_count" % arch)
+    if hp.n_expert_used > hp.n_expert:
+        raise ValueError("expert_used_count %d > expert_count %d" % (hp.n_expert_used, hp.n_expert))
     if hp.n_head % hp.n_head_kv != 0:
         raise ValueError("head_count %d not a multiple of head_count_kv %d" % (hp.n_head, hp.n_head_kv))
     if hp.n_rot > hp.head_dim or hp.n_rot % 2:
@@ -95,6 +113,8 @@ class Model:
         q_dim = hp.n_head * hp.head_dim
         kv_dim = hp.n_head_kv * hp.head_dim
         self.layers = []
+        # OLMoE has no Q/K/V/O biases; any in the file are not part of the model.
+        has_bias = hp.arch != "olmoe"
         for i in range(hp.n_layer):
             p = "blk.%d." % i
             L = {
@@ -103,12 +123,21 @@ class Model:
                 "wk": T(p + "attn_k.weight"),
                 "wv": T(p + "attn_v.weight"),
                 "wo": T(p + "attn_output.weight"),
-                "bq": T(p + "attn_q.bias", optional=True),
-                "bk": T(p + "attn_k.bias", optional=True),
-                "bv": T(p + "attn_v.bias", optional=True),
-                "bo": T(p + "attn_output.bias", optional=True),
+                "bq": T(p + "attn_q.bias", optional=True) if has_bias else None,
+                "bk": T(p + "attn_k.bias", optional=True) if has_bias else None,
+                "bv": T(p + "attn_v.bias", optional=True) if has_bias else None,
+                "bo": T(p + "attn_output.bias", optional=True) if has_bias else None,
                 "ffn_norm": T(p + "ffn_norm.weight"),
+                "q_norm": T(p + "attn_q_norm.weight", optional=hp.qk_norm is None),
+                "k_norm": T(p + "attn_k_norm.weight", optional=hp.qk_norm is None),
             }
+            if hp.qk_norm == "head":
+                want_q, want_k = (hp.head_dim,), (hp.head_dim,)
+            else:
+                want_q, want_k = (q_dim,), (kv_dim,)
+            if hp.qk_norm and (tuple(L["q_norm"].shape) != want_q or tuple(L["k_norm"].shape) != want_k):
+                raise ValueError("layer %d: q/k norm shapes %s %s, expected %s %s" % (
+                    i, tuple(L["q_norm"].shape), tuple(L["k_norm"].shape), want_q, want_k))
             if L["wq"].shape != (q_dim, hp.n_embd) or L["wk"].shape != (kv_dim, hp.n_embd) \
                     or L["wv"].shape != (kv_dim, hp.n_embd):
                 raise ValueError("layer %d: unexpected attention weight shapes" % i)
@@ -119,6 +148,14 @@ class Model:
                 L["down_exps"] = T(p + "ffn_down_exps.weight")     # (n_expert, n_embd, n_ff)
                 if L["gate_inp"].shape != (hp.n_expert, hp.n_embd):
                     raise ValueError("layer %d: ffn_gate_inp shape %s" % (i, tuple(L["gate_inp"].shape)))
+                for name in ("gate_exps", "up_exps", "down_exps"):
+                    if L[name].dim() != 3 or L[name].shape[0] != hp.n_expert:
+                        raise ValueError("layer %d: %s shape %s" % (i, name, tuple(L[name].shape)))
+                if hp.arch == "qwen2moe":
+                    L["shexp_gate_inp"] = T(p + "ffn_gate_inp_shexp.weight").reshape(-1)  # (n_embd,)
+                    L["shexp_gate"] = T(p + "ffn_gate_shexp.weight")   # (n_ff_shexp, n_embd)
+                    L["shexp_up"] = T(p + "ffn_up_shexp.weight")       # (n_ff_shexp, n_embd)
+                    L["shexp_down"] = T(p + "ffn_down_shexp.weight")   # (n_embd, n_ff_shexp)
             else:
                 L["gate"] = T(p + "ffn_gate.weight")
                 L["up"] = T(p + "ffn_up.weight")
@@ -177,8 +214,16 @@ class Model:
         if L["bv"] is not None:
             v = v + L["bv"]
         hd = hp.head_dim
-        q = q.view(n, hp.n_head, hd).transpose(0, 1)      # (H, n, hd)
-        k = k.view(n, hp.n_head_kv, hd).transpose(0, 1)   # (Hkv, n, hd)
+        if hp.qk_norm == "whole":
+            q = self._rmsnorm(q, L["q_norm"])
+            k = self._rmsnorm(k, L["k_norm"])
+        q = q.view(n, hp.n_head, hd)
+        k = k.view(n, hp.n_head_kv, hd)
+        if hp.qk_norm == "head":
+            q = self._rmsnorm(q, L["q_norm"])
+            k = self._rmsnorm(k, L["k_norm"])
+        q = q.transpose(0, 1)      # (H, n, hd)
+        k = k.transpose(0, 1)      # (Hkv, n, hd)
         v = v.view(n, hp.n_head_kv, hd).transpose(0, 1)
         q = self._rope(q)
         k = self._rope(k)
@@ -208,7 +253,8 @@ class Model:
         probs = torch.softmax(logits, dim=-1)
         k = hp.n_expert_used
         w, idx = torch.topk(probs, k, dim=-1)            # (n, k)
-        w = w / w.sum(dim=-1, keepdim=True)
+        if hp.norm_topk:
+            w = w / w.sum(dim=-1, keepdim=True)
         out = torch.zeros_like(x)
         for t in range(x.shape[0]):
             xt = x[t:t + 1]
@@ -217,6 +263,9 @@ class Model:
                 e = int(idx[t, j])
                 acc = acc + w[t, j] * self._swiglu(xt, L["gate_exps"][e], L["up_exps"][e], L["down_exps"][e])
             out[t] = acc[0]
+        if "shexp_gate_inp" in L:
+            gate = torch.sigmoid(x @ L["shexp_gate_inp"])[:, None]   # (n, 1)
+            out = out + gate * self._swiglu(x, L["shexp_gate"], L["shexp_up"], L["shexp_down"])
         return out
 
     @torch.no_grad()

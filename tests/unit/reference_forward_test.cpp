@@ -1,6 +1,7 @@
 // tierlm against the independent PyTorch reference (tests/reference/gguf_ref.py, its own
 // GGUF reader and dequantizers, float32 forward pass) on models written by `tierlm synth`,
-// for every architecture and every supported tensor type.
+// for every architecture and every supported tensor type (the MoE archs qwen2moe, qwen3moe
+// and olmoe in f32 and one quantized type each).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -119,7 +120,11 @@ INSTANTIATE_TEST_SUITE_P(
                       RefCase{"qwen2-tiny", "qwen2", "q4_0", 1.5e-1},
                       RefCase{"qwen2-tiny", "qwen2", "q4_k_m", 1.5e-1}, RefCase{"moe-tiny", "llama", "f32", 2e-3},
                       RefCase{"tiny-rope-freqs", "llama", "f32", 2e-3},
-                      RefCase{"moe-tiny", "llama", "f16", 1e-2}),
+                      RefCase{"moe-tiny", "llama", "f16", 1e-2}, RefCase{"qwen3moe-tiny", "qwen3moe", "f32", 2e-3},
+                      RefCase{"qwen3moe-tiny", "qwen3moe", "q8_0", 1e-1},
+                      RefCase{"qwen2moe-tiny", "qwen2moe", "f32", 2e-3},
+                      RefCase{"qwen2moe-tiny", "qwen2moe", "q4_0", 1.5e-1}, RefCase{"olmoe-tiny", "olmoe", "f32", 2e-3},
+                      RefCase{"olmoe-tiny", "olmoe", "q4_k_m", 1.5e-1}),
     [](const auto& info) {
       std::string n = std::string(info.param.preset) + "_" + info.param.type;
       for (auto& ch : n)
