@@ -100,48 +100,149 @@ Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHPara
   routing_ = Route(logits_.data(), n, X, hp.n_expert_used, hp.expert_weights_norm);
   if (trace_) TIERLM_RETURN_IF_ERROR(trace_->Record(t.layer, n, routing_.expert.data(), routing_.weight.data()));
   if (gate_ahead_) TIERLM_RETURN_IF_ERROR(PredictNext(store, t, hp, xn, n, pool));
-  std::fill(out, out + n * E, 0.0f);
+  TIERLM_RETURN_IF_ERROR(RunExperts(store, t, hp, xn, n, out, pool));
+  if (t.shexp_gate) TIERLM_RETURN_IF_ERROR(SharedExpert(store, t, hp, xn, n, out, pool));
+  return Status::Ok();
+}
 
-  // Expert by expert: gather its tokens, run its SwiGLU, scatter weighted outputs.
-  for (int64_t e = 0; e < X; ++e) {
-    rows_.clear();
-    std::vector<float> w;
-    for (int64_t tok = 0; tok < n; ++tok)
-      for (int64_t k = 0; k < routing_.n_used; ++k)
-        if (routing_.expert[tok * routing_.n_used + k] == e) {
-          rows_.push_back(tok);
-          w.push_back(routing_.weight[tok * routing_.n_used + k]);
-        }
-    const int64_t m = static_cast<int64_t>(rows_.size());
-    if (m == 0) continue;
+const char* MoeMissName(MoeMiss m) {
+  switch (m) {
+    case MoeMiss::kExact: return "exact";
+    case MoeMiss::kLowbit: return "lowbit";
+    case MoeMiss::kAuto: return "auto";
+    case MoeMiss::kLowbitAll: return "lowbit-all";
+  }
+  return "?";
+}
+
+Result<MoeMiss> ParseMoeMiss(const std::string& name) {
+  for (MoeMiss m : {MoeMiss::kExact, MoeMiss::kLowbit, MoeMiss::kAuto, MoeMiss::kLowbitAll})
+    if (name == MoeMissName(m)) return m;
+  return Status::InvalidArgument("--moe-miss: '" + name + "' is not one of exact, lowbit, auto, lowbit-all");
+}
+
+Result<TensorPin> MoeFfn::AcquireSlice(WeightStore* store, const gguf::TensorInfo& t, bool lowbit, WeightMatrix* m) {
+  GgmlType type = t.type;
+  Result<TensorPin> pin = lowbit ? store->AcquireLowbit(t, &type) : store->Acquire(t);
+  if (pin.ok()) *m = WeightMatrix{type, pin->data(), t.ne[0], t.ne[1]};
+  return pin;
+}
+
+Status MoeFfn::RunExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                          float* out, ThreadPool* pool) {
+  const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert, K = routing_.n_used;
+  std::fill(out, out + n * E, 0.0f);
+  // The experts this batch routes to, ascending, with their tokens.
+  std::vector<int32_t> slot(static_cast<size_t>(X), -1);
+  work_.clear();
+  for (int64_t tok = 0; tok < n; ++tok)
+    for (int64_t k = 0; k < K; ++k) {
+      const int32_t e = routing_.expert[static_cast<size_t>(tok * K + k)];
+      if (slot[static_cast<size_t>(e)] < 0) {
+        slot[static_cast<size_t>(e)] = 0;
+        work_.push_back(ExpertWork{e, {}, {}, false});
+      }
+    }
+  std::sort(work_.begin(), work_.end(), [](const ExpertWork& a, const ExpertWork& b) { return a.expert < b.expert; });
+  for (size_t i = 0; i < work_.size(); ++i) slot[static_cast<size_t>(work_[i].expert)] = static_cast<int32_t>(i);
+  for (int64_t tok = 0; tok < n; ++tok)
+    for (int64_t k = 0; k < K; ++k) {
+      ExpertWork& w = work_[static_cast<size_t>(slot[static_cast<size_t>(routing_.expert[static_cast<size_t>(tok * K + k)])])];
+      w.rows.push_back(tok);
+      w.weight.push_back(routing_.weight[static_cast<size_t>(tok * K + k)]);
+    }
+
+  // Full or low-bit copy, per expert (all three slices alike).
+  const bool can_fallback = miss_ != MoeMiss::kExact && store->has_lowbit();
+  for (ExpertWork& w : work_) {
+    if (!can_fallback) continue;
+    if (miss_ == MoeMiss::kLowbitAll) {
+      w.lowbit = true;
+      continue;
+    }
+    for (const auto* slices : {&t.gate, &t.up, &t.down}) {
+      const WeightStore::Residency r = store->Probe((*slices)[static_cast<size_t>(w.expert)]);
+      if (r == WeightStore::Residency::kAbsent || (miss_ == MoeMiss::kLowbit && r != WeightStore::Residency::kResident))
+        w.lowbit = true;
+    }
+  }
+  // Start every read this batch needs at once (they overlap each other and the compute
+  // of the experts already resident), in the order they will be used.
+  std::vector<const gguf::TensorInfo*> full, low;
+  for (const ExpertWork& w : work_)
+    for (const auto* slices : {&t.gate, &t.up, &t.down})
+      (w.lowbit ? low : full).push_back(&(*slices)[static_cast<size_t>(w.expert)]);
+  if (!full.empty()) store->Prefetch(full);
+  if (!low.empty()) store->PrefetchLowbit(low);
+  for (const ExpertWork& w : work_) ++(w.lowbit ? copy_stats_.lowbit : copy_stats_.full);
+
+  if (n == 1) {
+    // Decode: every expert's gate and up in one parallel pass, then every down in another.
+    const size_t m = work_.size();
+    gate_.resize(m * static_cast<size_t>(F));
+    up_.resize(m * static_cast<size_t>(F));
+    down_.resize(m * static_cast<size_t>(E));
+    std::vector<TensorPin> pins;
+    std::vector<MatmulJob> jobs;
+    for (size_t i = 0; i < m; ++i) {
+      const ExpertWork& w = work_[i];
+      WeightMatrix g{}, u{};
+      TIERLM_ASSIGN_OR_RETURN(TensorPin gp, AcquireSlice(store, t.gate[static_cast<size_t>(w.expert)], w.lowbit, &g));
+      TIERLM_ASSIGN_OR_RETURN(TensorPin upin, AcquireSlice(store, t.up[static_cast<size_t>(w.expert)], w.lowbit, &u));
+      pins.push_back(std::move(gp));
+      pins.push_back(std::move(upin));
+      jobs.push_back({g, xn, E, 1, gate_.data() + i * F, F});
+      jobs.push_back({u, xn, E, 1, up_.data() + i * F, F});
+    }
+    MatmulBatch(jobs, pool);
+    pins.clear();
+    jobs.clear();
+    for (size_t i = 0; i < m; ++i) SwiGlu(gate_.data() + i * F, up_.data() + i * F, gate_.data() + i * F, F);
+    for (size_t i = 0; i < m; ++i) {
+      const ExpertWork& w = work_[i];
+      WeightMatrix d{};
+      TIERLM_ASSIGN_OR_RETURN(TensorPin dp, AcquireSlice(store, t.down[static_cast<size_t>(w.expert)], w.lowbit, &d));
+      pins.push_back(std::move(dp));
+      jobs.push_back({d, gate_.data() + i * F, F, 1, down_.data() + i * E, E});
+    }
+    MatmulBatch(jobs, pool);
+    pins.clear();
+    for (size_t i = 0; i < m; ++i) {
+      const float wt = work_[i].weight[0];
+      const float* dr = down_.data() + i * E;
+      for (int64_t j = 0; j < E; ++j) out[j] += wt * dr[j];
+    }
+    return Status::Ok();
+  }
+
+  // Batches: expert by expert, gather its tokens, run its SwiGLU, scatter weighted outputs.
+  for (const ExpertWork& w : work_) {
+    const int64_t m = static_cast<int64_t>(w.rows.size());
     xe_.resize(static_cast<size_t>(m * E));
     gate_.resize(static_cast<size_t>(m * F));
     up_.resize(static_cast<size_t>(m * F));
     down_.resize(static_cast<size_t>(m * E));
-    for (int64_t i = 0; i < m; ++i) std::copy_n(xn + rows_[i] * E, E, xe_.data() + i * E);
-    const gguf::TensorInfo& g = t.gate[static_cast<size_t>(e)];
-    const gguf::TensorInfo& u = t.up[static_cast<size_t>(e)];
-    const gguf::TensorInfo& d = t.down[static_cast<size_t>(e)];
+    for (int64_t i = 0; i < m; ++i) std::copy_n(xn + w.rows[static_cast<size_t>(i)] * E, E, xe_.data() + i * E);
     {
-      TIERLM_ASSIGN_OR_RETURN(TensorPin gp, store->Acquire(g));
-      Matmul(WeightMatrix{g.type, gp.data(), E, F}, xe_.data(), E, m, gate_.data(), F, pool);
-    }
-    {
-      TIERLM_ASSIGN_OR_RETURN(TensorPin up, store->Acquire(u));
-      Matmul(WeightMatrix{u.type, up.data(), E, F}, xe_.data(), E, m, up_.data(), F, pool);
+      WeightMatrix g{}, u{};
+      TIERLM_ASSIGN_OR_RETURN(TensorPin gp, AcquireSlice(store, t.gate[static_cast<size_t>(w.expert)], w.lowbit, &g));
+      TIERLM_ASSIGN_OR_RETURN(TensorPin upin, AcquireSlice(store, t.up[static_cast<size_t>(w.expert)], w.lowbit, &u));
+      const MatmulJob jobs[2] = {{g, xe_.data(), E, m, gate_.data(), F}, {u, xe_.data(), E, m, up_.data(), F}};
+      MatmulBatch(jobs, pool);
     }
     for (int64_t i = 0; i < m; ++i) SwiGlu(gate_.data() + i * F, up_.data() + i * F, gate_.data() + i * F, F);
     {
-      TIERLM_ASSIGN_OR_RETURN(TensorPin dp, store->Acquire(d));
-      Matmul(WeightMatrix{d.type, dp.data(), F, E}, gate_.data(), F, m, down_.data(), E, pool);
+      WeightMatrix d{};
+      TIERLM_ASSIGN_OR_RETURN(TensorPin dp, AcquireSlice(store, t.down[static_cast<size_t>(w.expert)], w.lowbit, &d));
+      Matmul(d, gate_.data(), F, m, down_.data(), E, pool);
     }
     for (int64_t i = 0; i < m; ++i) {
-      float* o = out + rows_[i] * E;
+      float* o = out + w.rows[static_cast<size_t>(i)] * E;
       const float* dr = down_.data() + i * E;
-      for (int64_t j = 0; j < E; ++j) o[j] += w[static_cast<size_t>(i)] * dr[j];
+      const float wt = w.weight[static_cast<size_t>(i)];
+      for (int64_t j = 0; j < E; ++j) o[j] += wt * dr[j];
     }
   }
-  if (t.shexp_gate) TIERLM_RETURN_IF_ERROR(SharedExpert(store, t, hp, xn, n, out, pool));
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 
 #include "core/status.h"
 #include "core/thread_pool.h"
+#include "kernels/matmul.h"
 #include "format/gguf_file.h"
 #include "model/hparams.h"
 #include "moe/routing_trace.h"
@@ -61,6 +62,25 @@ struct GateAheadStats {
   double accuracy() const { return predicted > 0 ? static_cast<double>(correct) / predicted : 0.0; }
 };
 
+// What the MoE block computes an expert with when its full copy is not resident
+// (HOBBIT-style fallback; low-bit copies come from WeightStore::AcquireLowbit):
+//   kExact      always the full copy (waits for its read): outputs equal the in-memory run.
+//   kLowbit     the low-bit copy unless the full copy is resident now.
+//   kAuto       the full copy if it is resident or already being read (gate-ahead
+//               prefetch), else the low-bit copy.
+//   kLowbitAll  every expert from its low-bit copy (to measure the accuracy cost).
+// Without low-bit copies in the store every mode computes exactly.
+enum class MoeMiss { kExact, kLowbit, kAuto, kLowbitAll };
+const char* MoeMissName(MoeMiss m);
+// "exact", "lowbit", "auto", "lowbit-all"; InvalidArgument naming the choices otherwise.
+Result<MoeMiss> ParseMoeMiss(const std::string& name);
+
+// Expert computations (token groups x experts) by the copy they used.
+struct MoeCopyStats {
+  int64_t full = 0;
+  int64_t lowbit = 0;
+};
+
 class MoeFfn {
  public:
   // out[n][n_embd] = sum over routed experts of weight * expert(xn), plus the gated shared
@@ -82,14 +102,32 @@ class MoeFfn {
   // (gate_ahead_stats). Outputs are unchanged. Default off: one extra router matmul per
   // layer, worth it only when experts stream from storage.
   void set_gate_ahead(bool on) { gate_ahead_ = on; }
+  void set_miss_mode(MoeMiss m) { miss_ = m; }
+  MoeMiss miss_mode() const { return miss_; }
+  const MoeCopyStats& copy_stats() const { return copy_stats_; }
   const GateAheadStats& gate_ahead_stats() const { return gate_ahead_stats_; }
 
  private:
   Status PredictNext(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
                      ThreadPool* pool);
 
+  // One routed expert of this Forward: its tokens, their weights, and the copy to use.
+  struct ExpertWork {
+    int32_t expert;
+    std::vector<int64_t> rows;
+    std::vector<float> weight;
+    bool lowbit = false;
+  };
+  // Acquires expert slice t, full or low-bit, and returns it as a matrix.
+  Result<TensorPin> AcquireSlice(WeightStore* store, const gguf::TensorInfo& t, bool lowbit, WeightMatrix* m);
+  Status RunExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                    float* out, ThreadPool* pool);
+
   RoutingTrace* trace_ = nullptr;
   bool gate_ahead_ = false;
+  MoeMiss miss_ = MoeMiss::kExact;
+  MoeCopyStats copy_stats_;
+  std::vector<ExpertWork> work_;
   GateAheadStats gate_ahead_stats_;
   int32_t predicted_layer_ = -1;    // the layer predicted_ is for; -1: none pending
   int64_t predicted_n_ = 0;         // tokens in predicted_

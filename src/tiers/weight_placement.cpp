@@ -60,6 +60,17 @@ Result<WeightPlacement> PlanWeightPlacement(const gguf::GgufFile& file, const Pl
     return p.units[a].slot_bytes < p.units[b].slot_bytes;
   });
 
+  // MoE decode holds the gate and up slices of every routed expert at once (then their
+  // down slices): room for n_used experts' slices besides one dense tensor.
+  uint64_t largest_expert = 0;
+  for (const WeightUnit& u : p.units)
+    if (u.expert) largest_expert = std::max(largest_expert, u.slot_bytes);
+  uint64_t n_used = 0;
+  if (largest_expert > 0) {
+    auto arch = file.GetString("general.architecture");
+    auto used = arch.ok() ? file.GetI64(*arch + ".expert_used_count") : Result<int64_t>(Status::NotFound(""));
+    n_used = used.ok() && *used > 0 ? static_cast<uint64_t>(*used) : 1;
+  }
   uint64_t essentials = 0, largest_other = 0;
   for (size_t i = 0; i < p.units.size(); ++i) {
     p.total_bytes += p.units[i].slot_bytes;
@@ -68,7 +79,8 @@ Result<WeightPlacement> PlanWeightPlacement(const gguf::GgufFile& file, const Pl
     else
       largest_other = std::max(largest_other, p.units[i].slot_bytes);
   }
-  p.min_budget_bytes = std::max<uint64_t>(essentials + 2 * largest_other, io::kDirectIoAlignment);
+  const uint64_t working = std::max(2 * largest_other, 3 * n_used * largest_expert + largest_other);
+  p.min_budget_bytes = std::max<uint64_t>(essentials + working, io::kDirectIoAlignment);
   const uint64_t budget = io::AlignDown(options.budget_bytes);
   if (p.total_bytes > budget && budget < p.min_budget_bytes) {
     std::string largest_name;
@@ -76,9 +88,11 @@ Result<WeightPlacement> PlanWeightPlacement(const gguf::GgufFile& file, const Pl
       if (u.slot_bytes == largest_other) largest_name = u.name;
     return Status::OutOfRange(file.name() + ": a memory budget of " + std::to_string(options.budget_bytes) +
                               " bytes is too small; the smallest workable budget is " +
-                              std::to_string(p.min_budget_bytes) + " bytes (2 x " + std::to_string(largest_other) +
-                              " for the largest streamed tensor '" + largest_name + "' plus " +
-                              std::to_string(essentials) + " bytes of norms and biases kept in memory)");
+                              std::to_string(p.min_budget_bytes) + " bytes (" + std::to_string(working) +
+                              " for streaming: two buffers of the largest streamed tensor '" + largest_name + "'" +
+                              (n_used > 0 ? ", or the slices of the " + std::to_string(n_used) +
+                                                " experts a token uses and one tensor" : std::string()) +
+                              ", plus " + std::to_string(essentials) + " bytes of norms and biases kept in memory)");
   }
 
   if (p.total_bytes <= budget) {
@@ -95,7 +109,7 @@ Result<WeightPlacement> PlanWeightPlacement(const gguf::GgufFile& file, const Pl
     for (size_t i = 0; i < order.size(); ++i) {
       WeightUnit& u = p.units[order[i]];
       const uint64_t largest_streamed = std::max(largest_after[i + 1], largest_skipped);
-      const uint64_t ring = std::max(2 * largest_streamed, ring_floor);
+      const uint64_t ring = std::max({2 * largest_streamed, ring_floor, 3 * n_used * largest_expert + largest_streamed});
       if (u.expert) {
         // Experts are the expert cache's: resident by use, not pinned (class_split_policy.h).
         largest_skipped = std::max(largest_skipped, u.slot_bytes);

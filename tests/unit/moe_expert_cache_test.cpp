@@ -143,13 +143,10 @@ TEST_F(ExpertCacheStoreTest, ExpertsAreCachedNotPinnedAndLogitsStayExactUnderEve
       EXPECT_LE(rs.peak_allocated_bytes, rs.capacity_bytes);
       EXPECT_EQ(rs.per_class[static_cast<int>(EntryClass::kWeight)].misses, dense_misses_at_open)
           << "dense weights are pinned: no misses after loading";
-      if (gate_ahead) {
-        EXPECT_GT(x.prefetches, 0u);
-        EXPECT_GT(x.prefetch_hits + x.prefetches_used, 0u);
-      } else {
-        EXPECT_EQ(x.prefetches, 0u);
-        EXPECT_EQ(x.prefetch_hits, 0u);
-      }
+      // A layer starts the reads of all its routed experts at once (and gate-ahead those
+      // of the next layer): acquires find them read or in flight.
+      EXPECT_GT(x.prefetches, 0u);
+      EXPECT_GT(x.prefetches_used, 0u);
       EXPECT_LE(x.prefetch_hits, x.hits);
       EXPECT_LE(x.demand_misses, x.misses);
     }

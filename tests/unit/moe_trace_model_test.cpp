@@ -15,6 +15,7 @@
 #include "moe/routing_trace.h"
 #include "test_paths.h"
 #include "io/posix_storage_env.h"
+#include "tiers/policy_factory.h"
 #include "tiers/tiered_weight_store.h"
 #include "tiers/weight_store.h"
 
@@ -108,9 +109,21 @@ TEST(MoeTraceModel, GateAheadPrefetchesTheNextLayersPredictedExperts) {
   };
   std::vector<float> plain, ahead;
   ASSERT_TRUE(logits(false, &plain).ok());
-  EXPECT_TRUE(store.hints.empty());
+  // Without gate-ahead, each MoE layer hints only its own routed experts, in layer order.
+  ASSERT_EQ(store.hints.size(), 2u * 4);  // two forward passes x four MoE layers
+  for (size_t i = 0; i < store.hints.size(); ++i) {
+    ASSERT_FALSE(store.hints[i].empty());
+    for (const auto& name : store.hints[i]) EXPECT_EQ(LayerOfTensorName(name), static_cast<int32_t>(i % 4)) << name;
+  }
+  store.hints.clear();
   ASSERT_TRUE(logits(true, &ahead).ok());
   EXPECT_EQ(plain, ahead);  // a hint never changes results
+  // Keep the gate-ahead hints: layer l hints layer l + 1's predicted experts, then its own.
+  std::vector<std::vector<std::string>> gate_hints;
+  for (size_t i = 0; i + 1 < store.hints.size(); ++i)
+    if (LayerOfTensorName(store.hints[i][0]) == LayerOfTensorName(store.hints[i + 1][0]) + 1)
+      gate_hints.push_back(store.hints[i]);
+  store.hints = gate_hints;
 
   // Two forward passes, three layers each with a next MoE layer.
   ASSERT_EQ(store.hints.size(), 6u);
@@ -152,7 +165,10 @@ TEST(MoeTraceModel, GateAheadOnATieredStoreKeepsLogitsExact) {
   };
   std::vector<float> want, got;
   ASSERT_TRUE(run(mem->get(), false, &want).ok());
-  ASSERT_TRUE(run(tiered->get(), true, &got).ok());
+  {
+    Status st = run(tiered->get(), true, &got);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
   EXPECT_EQ(got, want);
   EXPECT_GT((*tiered)->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)].prefetches, 0u);
 }
