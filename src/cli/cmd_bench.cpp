@@ -48,6 +48,11 @@ struct Row {
   // for reads, and the hit rate of weight acquires.
   bool tiered = false;
   double read_bytes_per_token = 0, stall_fraction = 0, hit_rate = 0;
+  // MoE decode (MoeLive): expert hit rate, low-bit share, gate-ahead accuracy, hidden
+  // share of miss latency, consecutive-token expert overlap.
+  bool moe = false;
+  double moe_hit_rate = 0, moe_lowbit_share = 0, moe_gate_accuracy = 0, moe_hidden_share = 0,
+         moe_consecutive_overlap = 0;
 };
 
 void Summarize(Row& r) {
@@ -81,7 +86,30 @@ struct MoeLive {
   bool tiered = false;
   ClassStats experts;  // the expert class's residency stats over the timed repetitions
   int64_t gate_predicted = 0, gate_correct = 0;
+  int64_t tokens = 0;
+  MoeCopyStats copies;  // expert computations by copy (full / low-bit)
+  RoutingStats routing;
+  // Share of expert slices resident when needed; of expert computations from low-bit
+  // copies; gate-ahead accuracy; share of miss latency hidden (see PrintMoeSummary).
+  double hit_rate = 0, lowbit_share = 0, gate_accuracy = 0, hidden_share = 0;
 };
+
+// Fills the derived rates. disk_bps: measured re-read bandwidth (0: unknown).
+void Derive(MoeLive& m, double disk_bps) {
+  const ClassStats& x = m.experts;
+  m.hit_rate = x.acquires > 0 ? static_cast<double>(x.hits) / x.acquires : 0;
+  const double comps = static_cast<double>(m.copies.full + m.copies.lowbit);
+  m.lowbit_share = comps > 0 ? m.copies.lowbit / comps : 0;
+  m.gate_accuracy = m.gate_predicted > 0 ? static_cast<double>(m.gate_correct) / m.gate_predicted : 0;
+  // Hidden share: 1 - (time compute waited for expert reads) / (time reading the same
+  // bytes one synchronous read after another at the disk's measured bandwidth would take).
+  if (disk_bps > 0 && x.bytes_read > 0) {
+    const double serial_ns = x.bytes_read / disk_bps * 1e9;
+    m.hidden_share = std::clamp(1.0 - x.stall_nanos / serial_ns, 0.0, 1.0);
+  } else {
+    m.hidden_share = x.HiddenMissShare();
+  }
+}
 
 ClassStats Delta(const ClassStats& b, const ClassStats& a) {
   ClassStats d;
@@ -103,29 +131,30 @@ ClassStats Delta(const ClassStats& b, const ClassStats& a) {
   return d;
 }
 
-Status PrintMoeReport(Engine& e, const RoutingTrace& trace, const std::vector<MoeLive>& live) {
+void PrintMoeSummary(Engine& e, const std::vector<MoeLive>& live) {
   const ModelHParams& hp = e.model().hparams();
-  std::printf("\n## MoE report (decode tests, random tokens)\n\n");
-  const RoutingStats rs = ComputeRoutingStats(trace);
-  std::printf("routing: %lld tokens x %d layers, %d of %d experts per token; %s\n",
-              static_cast<long long>(trace.n_tokens()), trace.n_layer(), trace.n_used(), trace.n_expert(),
-              rs.ToString().c_str());
   for (const MoeLive& m : live) {
+    std::printf("%s routing (%lld random tokens, top-%lld of %lld): %s\n", m.test.c_str(),
+                static_cast<long long>(m.tokens), static_cast<long long>(hp.n_expert_used),
+                static_cast<long long>(hp.n_expert), m.routing.ToString().c_str());
     if (m.gate_predicted > 0)
       std::printf("%s gate-ahead: %.1f%% of the next layer's experts predicted (chance %.1f%%)\n", m.test.c_str(),
-                  100.0 * m.gate_correct / m.gate_predicted, 100.0 * hp.n_expert_used / hp.n_expert);
+                  100.0 * m.gate_accuracy, 100.0 * hp.n_expert_used / hp.n_expert);
     if (!m.tiered) continue;
     const ClassStats& x = m.experts;
     const double acq = x.acquires > 0 ? static_cast<double>(x.acquires) : 1.0;
-    std::printf("%s expert cache (%s): %.1f%% of expert slices resident when needed (%.1f%% cached before, %.1f%% "
-                "brought by gate-ahead prefetch), %.1f%% missed; %.1f MiB read per token; prefetches %llu, used %llu, "
-                "wasted %llu; share of miss latency hidden by prefetch %.0f%%\n",
+    std::printf("%s expert cache (%s): %.1f%% of expert slices resident when needed (%.1f%% cached, %.1f%% read "
+                "ahead), %.1f%% waited for; %.1f MiB of experts read per token; %.0f%% of the miss latency hidden; "
+                "experts computed from low-bit copies: %.1f%%\n",
                 m.test.c_str(), e.tiered()->manager().policy()->name(), 100.0 * x.hits / acq,
                 100.0 * (x.hits - x.prefetch_hits) / acq, 100.0 * x.prefetch_hits / acq, 100.0 * x.misses / acq,
-                trace.n_tokens() > 0 ? x.bytes_read / 1048576.0 / static_cast<double>(trace.n_tokens()) : 0.0,
-                static_cast<unsigned long long>(x.prefetches), static_cast<unsigned long long>(x.prefetches_used),
-                static_cast<unsigned long long>(x.prefetches_wasted), 100.0 * x.HiddenMissShare());
+                m.tokens > 0 ? x.bytes_read / 1048576.0 / static_cast<double>(m.tokens) : 0.0,
+                100.0 * m.hidden_share, 100.0 * m.lowbit_share);
   }
+}
+
+Status PrintMoeSimulation(Engine& e, const RoutingTrace& trace) {
+  const ModelHParams& hp = e.model().hparams();
   if (trace.n_tokens() == 0) return Status::Ok();
   MoeReportOptions o;
   o.locality = {};
@@ -140,14 +169,86 @@ Status PrintMoeReport(Engine& e, const RoutingTrace& trace, const std::vector<Mo
     if (one_expert > 0) {
       const int64_t cap = static_cast<int64_t>(pl.ring_bytes / one_expert);
       o.extra_capacities.push_back({cap, "this budget's cache"});
-      std::printf("expert cache under this budget: %s = %lld experts = %.2fx the experts a token uses\n",
+      std::printf("\nexpert cache under this budget: %s = %lld experts = %.2fx the experts a token uses\n",
                   FormatBytes(pl.ring_bytes).c_str(), static_cast<long long>(cap),
                   static_cast<double>(cap) / (static_cast<double>(hp.n_expert_used) * hp.n_layer));
     }
   }
   TIERLM_ASSIGN_OR_RETURN(std::string report, MoeReport(trace, o));
-  std::printf("\nsimulated on this run's routing trace:\n%s", report.c_str());
+  std::printf("\nsimulated on this run's routing trace (all decode tests):\n%s", report.c_str());
   return Status::Ok();
+}
+
+// Mean KL(exact || mode) of the next-token distributions over n random tokens, and the
+// share of tokens whose argmax agrees: the accuracy cost of --moe-miss.
+struct KlResult {
+  double mean_kl = 0, max_kl = 0, top1_agree = 0;
+  int64_t tokens = 0;
+};
+
+Result<KlResult> MeasureMissKl(Engine& e, MoeMiss mode, int64_t n, uint64_t seed) {
+  const ModelHParams& hp = e.model().hparams();
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(hp.n_vocab - 1));
+  std::vector<int32_t> toks(static_cast<size_t>(n));
+  for (auto& t : toks) t = dist(rng);
+  auto run = [&](MoeMiss m, std::vector<std::vector<float>>* out) -> Status {
+    e.model().moe_ffn().set_miss_mode(m);
+    e.kv().set_n_past(0);
+    std::vector<float> logits;
+    for (int32_t t : toks) {
+      TIERLM_RETURN_IF_ERROR(e.model().Forward(std::span<const int32_t>(&t, 1), e.kv(), false, &logits, &e.pool()));
+      out->push_back(logits);
+    }
+    return Status::Ok();
+  };
+  std::vector<std::vector<float>> exact, approx;
+  Status st = run(MoeMiss::kExact, &exact);
+  if (st.ok()) st = run(mode, &approx);
+  e.model().moe_ffn().set_miss_mode(mode);
+  e.kv().set_n_past(0);
+  TIERLM_RETURN_IF_ERROR(st);
+  KlResult r;
+  r.tokens = n;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& p = exact[static_cast<size_t>(i)];
+    const auto& q = approx[static_cast<size_t>(i)];
+    auto log_softmax = [](const std::vector<float>& l) {
+      const double mx = *std::max_element(l.begin(), l.end());
+      double sum = 0;
+      for (float v : l) sum += std::exp(v - mx);
+      std::vector<double> out(l.size());
+      for (size_t j = 0; j < l.size(); ++j) out[j] = l[j] - mx - std::log(sum);
+      return out;
+    };
+    const auto lp = log_softmax(p), lq = log_softmax(q);
+    double kl = 0;
+    for (size_t j = 0; j < lp.size(); ++j) kl += std::exp(lp[j]) * (lp[j] - lq[j]);
+    r.mean_kl += kl / n;
+    r.max_kl = std::max(r.max_kl, kl);
+    const auto ap = std::max_element(p.begin(), p.end()) - p.begin();
+    const auto aq = std::max_element(q.begin(), q.end()) - q.begin();
+    r.top1_agree += (ap == aq) ? 1.0 / n : 0.0;
+  }
+  return r;
+}
+
+std::string MoeJson(const Row& r, const std::string& miss, const KlResult* kl) {
+  if (!r.moe) return "";
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                ", \"moe_miss\": \"%s\", \"moe_expert_hit_rate\": %.4f, \"moe_lowbit_share\": %.4f, "
+                "\"moe_gate_ahead_accuracy\": %.4f, \"moe_hidden_miss_share\": %.4f, "
+                "\"moe_consecutive_overlap\": %.4f",
+                miss.c_str(), r.moe_hit_rate, r.moe_lowbit_share, r.moe_gate_accuracy, r.moe_hidden_share,
+                r.moe_consecutive_overlap);
+  std::string out = buf;
+  if (kl) {
+    std::snprintf(buf, sizeof buf, ", \"moe_kl_vs_exact\": %.6g, \"moe_top1_agree\": %.4f", kl->mean_kl,
+                  kl->top1_agree);
+    out += buf;
+  }
+  return out;
 }
 
 }  // namespace
@@ -158,7 +259,7 @@ int BenchCommand(int argc, char** argv) {
   int32_t threads = 0, reps = 5;
   int64_t batch = 512;
   bool no_bw = false, cold = false, moe_report = false, no_gate_ahead = false;
-  std::string moe_policy = "lfu-decay";
+  std::string moe_policy = "lfu-decay", moe_miss = "exact", lowbit_cache;
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
   ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated (default 512)");
   ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated (default 128)");
@@ -171,6 +272,8 @@ int BenchCommand(int argc, char** argv) {
   ap.Flag({"--cold"}, &cold, "drop the model file from the page cache first and report cold-start time");
   ap.Add({"--moe-policy"}, &moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
   ap.Flag({"--no-gate-ahead"}, &no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
+  ap.Add({"--moe-miss"}, &moe_miss, "an expert not in memory: exact, lowbit, auto, lowbit-all (see tierlm run --help)");
+  ap.Add({"--lowbit-cache"}, &lowbit_cache, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
   ap.Flag({"--moe-report"}, &moe_report,
           "MoE: record the routing of the decode tests and report the live expert cache, gate-ahead prefetch, "
           "routing statistics and every policy's simulated hit rate (Belady included)");
@@ -195,6 +298,12 @@ int BenchCommand(int argc, char** argv) {
   eo.n_batch = batch;
   eo.moe_policy = moe_policy;
   eo.gate_ahead = !no_gate_ahead;
+  {
+    auto mm = ParseMoeMiss(moe_miss);
+    if (!mm.ok()) return ReportError(mm.status());
+    eo.moe_miss = *mm;
+  }
+  eo.lowbit_cache_path = lowbit_cache;
   if (!budget_text.empty()) {
     auto b = ParseByteSize(budget_text);
     if (!b.ok()) return ReportError(b.status());
@@ -271,14 +380,20 @@ int BenchCommand(int argc, char** argv) {
     ResidencyStats before;
     int64_t acquire_ns_before = 0;
     GateAheadStats gate_before;
-    const bool record = moe_report && n_gen > 0 && hp.n_expert > 0;
+    MoeCopyStats copies_before;
+    const bool record = n_gen > 0 && hp.n_expert > 0;
+    RoutingTrace test_trace;
+    if (record) test_trace = RoutingTrace(trace.n_layer(), trace.n_expert(), trace.n_used());
     for (int rep = -1; rep < reps; ++rep) {  // rep -1 is the warm-up
       if (rep == 0 && e.tiered()) {
         before = e.tiered()->residency_stats();
         acquire_ns_before = e.tiered()->acquire_nanos();
       }
-      if (rep == 0) gate_before = e.model().moe_ffn().gate_ahead_stats();
-      if (rep == 0 && record) e.model().moe_ffn().set_trace(&trace);
+      if (rep == 0) {
+        gate_before = e.model().moe_ffn().gate_ahead_stats();
+        copies_before = e.model().moe_ffn().copy_stats();
+      }
+      if (rep == 0 && record) e.model().moe_ffn().set_trace(&test_trace);
       e.kv().set_n_past(0);
       std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
       for (auto& t : toks) t = tok_dist(rng);
@@ -310,6 +425,28 @@ int BenchCommand(int argc, char** argv) {
       const GateAheadStats g = e.model().moe_ffn().gate_ahead_stats();
       live.gate_predicted = g.predicted - gate_before.predicted;
       live.gate_correct = g.correct - gate_before.correct;
+      const MoeCopyStats c = e.model().moe_ffn().copy_stats();
+      live.copies.full = c.full - copies_before.full;
+      live.copies.lowbit = c.lowbit - copies_before.lowbit;
+      live.tokens = test_trace.n_tokens();
+      live.routing = ComputeRoutingStats(test_trace);
+      Derive(live, disk);
+      r.moe = true;
+      r.moe_hit_rate = live.hit_rate;
+      r.moe_lowbit_share = live.lowbit_share;
+      r.moe_gate_accuracy = live.gate_accuracy;
+      r.moe_hidden_share = live.hidden_share;
+      r.moe_consecutive_overlap = live.routing.consecutive_overlap;
+      for (int64_t tok = 0; tok < test_trace.n_tokens(); ++tok) {
+        std::vector<int32_t> ex;
+        std::vector<float> wt;
+        for (int32_t l = 0; l < test_trace.n_layer(); ++l)
+          for (int32_t k = 0; k < test_trace.n_used(); ++k) {
+            ex.push_back(test_trace.expert(tok, l, k));
+            wt.push_back(test_trace.weight(tok, l, k));
+          }
+        TIERLM_RETURN_IF_ERROR(trace.AppendToken(ex.data(), wt.data()));
+      }
       moe_live.push_back(live);
     }
     Summarize(r);
@@ -344,6 +481,14 @@ int BenchCommand(int argc, char** argv) {
       if (!st.ok()) return ReportError(st);
     }
 
+  KlResult kl;
+  bool have_kl = false;
+  if (hp.n_expert > 0 && eo.moe_miss != MoeMiss::kExact && e.tiered()) {
+    auto k = MeasureMissKl(e, eo.moe_miss, 16, 99);
+    if (!k.ok()) return ReportError(k.status());
+    kl = *k;
+    have_kl = true;
+  }
   const std::string fname = std::filesystem::path(model).filename().string();
   const std::string type_desc = hp.arch_name + " " + std::to_string(hp.n_layer) + "L";
   if (output == "json") {
@@ -360,14 +505,15 @@ int BenchCommand(int argc, char** argv) {
           "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": %s, "
           "\"samples_ts\": %s, \"min_ts\": %.6f, \"median_ts\": %.6f, \"max_ts\": %.6f, \"triad_bytes_per_s\": %.0f, "
           "\"weight_bytes_per_token\": %llu, \"bw_limit_ts\": %.6f, \"bw_fraction\": %.4f, \"mem_budget\": %llu, "
-          "\"read_bytes_per_pass\": %.0f, \"stall_fraction\": %.4f, \"hit_rate\": %.4f, \"disk_bytes_per_s\": %.0f}%s\n",
+          "\"read_bytes_per_pass\": %.0f, \"stall_fraction\": %.4f, \"hit_rate\": %.4f, \"disk_bytes_per_s\": %.0f%s}%s\n",
           fname.c_str(), type_desc.c_str(), static_cast<unsigned long long>(model_bytes),
           static_cast<unsigned long long>(n_params), e.pool().size(), static_cast<long long>(batch),
           static_cast<long long>(r.n_prompt), static_cast<long long>(r.n_gen), avg_ns, sd_ns, r.avg_ts, r.stddev_ts,
           JsonList(r.samples_ns, true).c_str(), JsonList(r.samples_ts, false).c_str(), r.min_ts, r.median_ts, r.max_ts,
           triad, static_cast<unsigned long long>(weights_per_token), r.bw_limit_ts,
           r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0, static_cast<unsigned long long>(eo.mem_budget_bytes),
-          r.read_bytes_per_token, r.stall_fraction, r.hit_rate, disk, i + 1 < rows.size() ? "," : "");
+          r.read_bytes_per_token, r.stall_fraction, r.hit_rate, disk, MoeJson(r, moe_miss, have_kl ? &kl : nullptr).c_str(),
+          i + 1 < rows.size() ? "," : "");
     }
     std::printf("]\n");
     return 0;
@@ -404,11 +550,19 @@ int BenchCommand(int argc, char** argv) {
   if (triad > 0)
     std::printf("\nmemory bandwidth (triad, %d threads): %.1f GB/s; decode reads %.1f MiB of weights per token\n",
                 e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);
+  if (!moe_live.empty()) {
+    std::printf("\n");
+    PrintMoeSummary(e, moe_live);
+  }
+  if (have_kl)
+    std::printf("--moe-miss %s vs exact over %lld random tokens: mean KL %.4g nats (max %.4g), top-1 agreement %.1f%%\n",
+                moe_miss.c_str(), static_cast<long long>(kl.tokens), kl.mean_kl, kl.max_kl, 100 * kl.top1_agree);
+  if (!e.lowbit_note().empty()) std::printf("%s\n", e.lowbit_note().c_str());
   if (moe_report) {
     if (hp.n_expert == 0) {
       std::printf("\n--moe-report: %s has no experts\n", fname.c_str());
     } else {
-      st = PrintMoeReport(e, trace, moe_live);
+      st = PrintMoeSimulation(e, trace);
       if (!st.ok()) return ReportError(st);
     }
   }

@@ -28,6 +28,7 @@ struct RunOptions {
   bool no_display_prompt = false;
   std::string mem_budget;
   bool no_gate_ahead = false;
+  std::string moe_miss = "exact";
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
@@ -47,6 +48,10 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget (default 4)");
   ap.Add({"--moe-policy"}, &o.engine.moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
   ap.Flag({"--no-gate-ahead"}, &o.no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
+  ap.Add({"--moe-miss"}, &o.moe_miss,
+         "an expert not in memory under a budget: exact (read it), lowbit (use its 2.6-bit copy), auto (the copy "
+         "unless its read is under way); lowbit-all: every expert from its copy (default exact)");
+  ap.Add({"--lowbit-cache"}, &o.engine.lowbit_cache_path, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
 }
 
@@ -59,6 +64,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
     TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel());
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
+  TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
   return Engine::Load(o.engine);
 }
 
@@ -68,6 +74,11 @@ void PrintStats(Engine& e, const GenerateStats& s) {
                "generation: %lld tokens, %.1f tokens/s | peak RSS %.1f MiB\n",
                e.load_ms(), static_cast<long long>(s.n_prompt), s.prompt_tps(), s.ttft_ms,
                static_cast<long long>(s.n_generated), s.decode_tps(), PeakRssBytes() / 1048576.0);
+  if (!e.lowbit_note().empty()) {
+    const MoeCopyStats& c = e.model().moe_ffn().copy_stats();
+    std::fprintf(stderr, "%s; experts computed from full copies %lld, from low-bit copies %lld\n",
+                 e.lowbit_note().c_str(), static_cast<long long>(c.full), static_cast<long long>(c.lowbit));
+  }
   if (e.tiered()) {
     const auto fs = e.tiered()->file_stats();
     std::fprintf(stderr, "%s\nweights: %s reads (%s), %s\n", e.memory_plan().ToString().c_str(), fs.engine.c_str(),

@@ -156,6 +156,8 @@ Status MoeFfn::RunExperts(WeightStore* store, const MoeTensors& t, const ModelHP
   const bool can_fallback = miss_ != MoeMiss::kExact && store->has_lowbit();
   for (ExpertWork& w : work_) {
     if (!can_fallback) continue;
+    const size_t e = static_cast<size_t>(w.expert);
+    if (!store->HasLowbit(t.gate[e]) || !store->HasLowbit(t.up[e]) || !store->HasLowbit(t.down[e])) continue;
     if (miss_ == MoeMiss::kLowbitAll) {
       w.lowbit = true;
       continue;

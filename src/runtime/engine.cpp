@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "io/posix_storage_env.h"
+#include "tiers/lowbit_expert_cache.h"
 #include "tiers/policy_factory.h"
 #include "tiers/tiered_weight_store.h"
 
@@ -46,14 +48,41 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
     e->tiered_ = tiered.get();
     e->store_ = std::move(tiered);
   }
+  e->pool_ = std::make_unique<ThreadPool>(n_threads);
+  if (o.moe_miss != MoeMiss::kExact && hp.n_expert > 0) {
+    if (!e->tiered_) {
+      if (o.moe_miss == MoeMiss::kLowbitAll)
+        return Status::InvalidArgument("--moe-miss lowbit-all needs --mem-budget (low-bit copies live in the tiered store)");
+      e->lowbit_note_ = "every expert fits the budget: --moe-miss " + std::string(MoeMissName(o.moe_miss)) +
+                        " has nothing to do";
+    } else {
+      LowbitExpertCache::OpenOrBuildOptions lo;
+      lo.path = o.lowbit_cache_path;
+      lo.fallback_dir = o.lowbit_cache_fallback_dir;
+      TIERLM_ASSIGN_OR_RETURN(auto r, LowbitExpertCache::OpenOrBuild(e->env_.get(), e->file_, o.model_path,
+                                                                    e->pool_.get(), lo));
+      e->lowbit_note_ = (r.built ? "built low-bit expert cache " : "opened low-bit expert cache ") + r.cache->path();
+      if (r.built) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, " (%s; %lld experts slices, %.1f MiB, %.1f s)", r.reason.c_str(),
+                      static_cast<long long>(r.stats.entries), r.stats.cache_bytes / 1048576.0, r.stats.seconds);
+        e->lowbit_note_ += buf;
+      }
+      if (!r.stats.skipped_tensors.empty())
+        e->lowbit_note_ += "; no copies for " + std::to_string(r.stats.skipped_tensors.size()) +
+                           " expert tensors whose rows the low-bit block does not divide (e.g. " +
+                           r.stats.skipped_tensors[0] + "): those experts always run exactly";
+      TIERLM_RETURN_IF_ERROR(e->tiered_->AttachLowbit(std::move(r.cache)));
+    }
+  }
   TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
   e->model_->set_max_batch(o.n_batch);
   e->model_->moe_ffn().set_gate_ahead(o.gate_ahead && e->tiered_ != nullptr && hp.n_expert > 0);
+  e->model_->moe_ffn().set_miss_mode(o.moe_miss);
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
     return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
                               " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));
   TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(hp.n_layer, n_ctx, hp.kv_dim()));
-  e->pool_ = std::make_unique<ThreadPool>(n_threads);
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

@@ -37,6 +37,15 @@ struct EngineOptions {
   // experts stream; off when every weight is in memory, where it only costs a matmul).
   std::string moe_policy = "lfu-decay";
   bool gate_ahead = true;
+  // MoE under a budget: what a routed expert whose full copy is not resident is computed
+  // with (model/moe_ffn.h). Anything but kExact uses low-bit expert copies from a cache
+  // file (tiers/lowbit_expert_cache.h), built on first use (minutes for a 30B model) and
+  // rebuilt when stale or corrupt. Default: exact.
+  MoeMiss moe_miss = MoeMiss::kExact;
+  // Where the low-bit cache lives. Default: beside the model ("<model>.tierlm-lowbit"),
+  // else in lowbit_cache_fallback_dir when the model's directory is not writable.
+  std::string lowbit_cache_path;
+  std::string lowbit_cache_fallback_dir;
 };
 
 class Engine {
@@ -52,6 +61,8 @@ class Engine {
   // Non-null when the engine runs under a memory budget.
   class TieredWeightStore* tiered() { return tiered_; }
   const MemoryPlan& memory_plan() const { return plan_; }
+  // What happened to the low-bit cache at load ("" when not used): opened or built, why.
+  const std::string& lowbit_note() const { return lowbit_note_; }
   double load_ms() const { return load_ms_; }
 
  private:
@@ -66,6 +77,7 @@ class Engine {
   KvCache kv_;
   std::unique_ptr<ThreadPool> pool_;
   double load_ms_ = 0;
+  std::string lowbit_note_;
 };
 
 // Peak resident set size of this process so far, in bytes.

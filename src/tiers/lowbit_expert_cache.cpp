@@ -215,15 +215,17 @@ Result<LowbitBuildStats> LowbitExpertCache::Build(const gguf::GgufFile& model, i
   // Units and the table, so every entry's offset is known before any data is written.
   std::vector<Unit> units;
   std::vector<LowbitEntry> entries;
+  std::vector<std::string> skipped_tensors;
   for (const auto& t : model.tensors()) {
     if (!EndsWith(t.name, "_exps.weight") || t.n_dims != 3) continue;
     if (!TypeTraits(t.type).supported)
       return Status::Unsupported(model.name() + ": tensor '" + t.name + "' has type " +
                                  std::string(TypeName(t.type)) + ", which the low-bit cache cannot requantize");
-    if (t.ne[0] % lblock != 0)
-      return Status::Unsupported(model.name() + ": tensor '" + t.name + "' has rows of " + std::to_string(t.ne[0]) +
-                                 " elements, not a multiple of the " + std::string(TypeName(lt)) + " block size " +
-                                 std::to_string(lblock));
+    if (t.ne[0] % lblock != 0) {
+      // No copy for this tensor: its experts are always computed from the full copy.
+      skipped_tensors.push_back(t.name);
+      continue;
+    }
     for (int64_t e = 0; e < t.ne[2]; ++e) {
       units.push_back({&t, e});
       LowbitEntry le;
@@ -295,6 +297,7 @@ Result<LowbitBuildStats> LowbitExpertCache::Build(const gguf::GgufFile& model, i
   TIERLM_RETURN_IF_ERROR(tmp.WriteAt(0, header.data(), header.size()));
   TIERLM_RETURN_IF_ERROR(tmp.Finish(file_size, out_path));
   stats.entries = static_cast<int64_t>(entries.size());
+  stats.skipped_tensors = std::move(skipped_tensors);
   stats.cache_bytes = file_size;
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return stats;

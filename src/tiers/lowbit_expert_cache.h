@@ -73,6 +73,10 @@ struct LowbitBuildStats {
   uint64_t source_bytes = 0;  // expert bytes read from the model
   uint64_t cache_bytes = 0;   // the cache file's size
   double seconds = 0.0;
+  // Stacked expert tensors left without copies: their rows are not a multiple of the
+  // low-bit block (e.g. Qwen1.5-MoE's 1408-wide down projection); those experts always
+  // compute from their full copies.
+  std::vector<std::string> skipped_tensors;
 };
 
 // Why Open did not return a usable cache, when it is not an error.
@@ -88,8 +92,7 @@ std::string DefaultLowbitCachePath(const std::string& model_path);
 class LowbitExpertCache {
  public:
   // Writes the cache of `model` (read through model_file) to out_path.
-  // Errors: kUnsupported (an expert's row length is not a multiple of the low-bit type's
-  // block, or its type cannot be dequantized), kIoError naming the file (read, write,
+  // Errors: kUnsupported (an expert's type cannot be dequantized), kIoError naming the file (read, write,
   // fsync, rename). On error no file is left at out_path or at the temporary name.
   static Result<LowbitBuildStats> Build(const gguf::GgufFile& model, io::RandomAccessFile& model_file,
                                         const std::string& out_path, ThreadPool* pool,

@@ -244,6 +244,11 @@ Result<TensorPin> TieredWeightStore::AcquireLowbit(const gguf::TensorInfo& t, Gg
   return TensorPin(data, size, this, slot->id);
 }
 
+bool TieredWeightStore::HasLowbit(const gguf::TensorInfo& t) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lowbit_by_name_.count(t.name) != 0;
+}
+
 void TieredWeightStore::PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) {
   std::vector<EntryId> ids;
   {

@@ -88,6 +88,7 @@ class TieredWeightStore : public WeightStore {
   Status AttachLowbit(std::unique_ptr<LowbitExpertCache> cache);
   Result<TensorPin> AcquireLowbit(const gguf::TensorInfo& t, GgmlType* type) override;
   bool has_lowbit() const override { return lowbit_ != nullptr; }
+  bool HasLowbit(const gguf::TensorInfo& t) const override;
   void PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) override;
   // Low-bit copies handed out since open.
   uint64_t lowbit_acquires() const { return lowbit_acquires_.load(std::memory_order_relaxed); }

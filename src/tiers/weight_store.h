@@ -76,6 +76,8 @@ class WeightStore {
     return Status::NotFound("no low-bit expert copies for '" + t.name + "'");
   }
   virtual bool has_lowbit() const { return false; }
+  // True if AcquireLowbit can serve the expert slice `t`.
+  virtual bool HasLowbit(const gguf::TensorInfo& t) const { return false; }
   // Hint: the low-bit copies of these expert slices will be acquired soon. Default: ignored.
   virtual void PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) {}
 

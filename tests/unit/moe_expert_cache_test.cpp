@@ -257,10 +257,10 @@ TEST(MoeBenchReportTest, BenchUnderABudgetReportsTheExpertCache) {
   auto r = testing::RunShell(bin + " synth --preset moe-tiny --type q8_0 -o " + testing::Quote(model));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = testing::RunShell(bin + " bench -m " + testing::Quote(model) +
-                        " -p 0 -n 8 -r 2 -t 2 --no-bandwidth --mem-budget 20M --moe-policy score --moe-report");
+                        " -p 0 -n 8 -r 2 -t 2 --no-bandwidth --mem-budget 16M --moe-policy score --moe-report");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* want : {"MoE report", "routing: 16 tokens x 4 layers, 2 of 8 experts", "consecutive tokens share",
-                           "gate-ahead:", "expert cache (pinned-set + experts: score)", "miss latency hidden",
+  for (const char* want : {"tg8 routing (16 random tokens, top-2 of 8)", "consecutive tokens share", "gate-ahead:",
+                           "expert cache (pinned-set + experts: score)", "miss latency hidden",
                            "this budget's cache", "belady"})
     EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
   r = testing::RunShell(bin + " bench -m " + testing::Quote(model) +
