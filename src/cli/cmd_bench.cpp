@@ -87,6 +87,7 @@ struct MoeLive {
   ClassStats experts;  // the expert class's residency stats over the timed repetitions
   int64_t gate_predicted = 0, gate_correct = 0;
   int64_t tokens = 0;
+  int64_t store_nanos = 0;  // time the decode spent inside the weight store
   MoeCopyStats copies;  // expert computations by copy (full / low-bit)
   RoutingStats routing;
   // Share of expert slices resident when needed; of expert computations from low-bit
@@ -101,11 +102,13 @@ void Derive(MoeLive& m, double disk_bps) {
   const double comps = static_cast<double>(m.copies.full + m.copies.lowbit);
   m.lowbit_share = comps > 0 ? m.copies.lowbit / comps : 0;
   m.gate_accuracy = m.gate_predicted > 0 ? static_cast<double>(m.gate_correct) / m.gate_predicted : 0;
-  // Hidden share: 1 - (time compute waited for expert reads) / (time reading the same
-  // bytes one synchronous read after another at the disk's measured bandwidth would take).
+  // Hidden share: 1 - (time compute spent in the store: waiting for reads, queueing them)
+  // / (time reading the same bytes one synchronous read after another at the disk's
+  // measured bandwidth would take). When the disk is the bottleneck, at most the compute
+  // time can hide reads, whatever the prefetcher does.
   if (disk_bps > 0 && x.bytes_read > 0) {
     const double serial_ns = x.bytes_read / disk_bps * 1e9;
-    m.hidden_share = std::clamp(1.0 - x.stall_nanos / serial_ns, 0.0, 1.0);
+    m.hidden_share = std::clamp(1.0 - static_cast<double>(m.store_nanos) / serial_ns, 0.0, 1.0);
   } else {
     m.hidden_share = x.HiddenMissShare();
   }
@@ -421,6 +424,7 @@ int BenchCommand(int argc, char** argv) {
         live.tiered = true;
         live.experts = Delta(e.tiered()->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)],
                              before.per_class[static_cast<int>(EntryClass::kExpert)]);
+        live.store_nanos = e.tiered()->acquire_nanos() - acquire_ns_before;
       }
       const GateAheadStats g = e.model().moe_ffn().gate_ahead_stats();
       live.gate_predicted = g.predicted - gate_before.predicted;

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "cli/args.h"
+#include "model/hparams.h"
 #include "cli/commands.h"
 #include "core/memory_bandwidth.h"
 #include "core/thread_pool.h"
@@ -93,7 +94,22 @@ int PlanCommand(int argc, char** argv) {
   }
 
   const uint64_t per_token = DecodeWeightBytesPerToken(*file);
-  const uint64_t streamed = budget == 0 ? 0 : p.streamed_bytes_per_token;
+  uint64_t streamed = budget == 0 ? 0 : p.streamed_bytes_per_token;
+  // Experts: a token runs n_used of n_expert per layer; the expert cache (what the pinned
+  // set leaves) holds a share of them. Under routing spread evenly over the experts, that
+  // share is the hit rate (tierlm bench --moe-report measures the real one).
+  uint64_t expert_bytes = 0;
+  for (const auto& u : p.units)
+    if (u.expert && !u.pinned) expert_bytes += u.slot_bytes;
+  if (budget > 0 && expert_bytes > 0 && hp.ok() && hp->n_expert > 0) {
+    const double per_token_experts = static_cast<double>(expert_bytes) * hp->n_expert_used / hp->n_expert;
+    const double cached = std::min(1.0, static_cast<double>(p.ring_bytes) / static_cast<double>(expert_bytes));
+    streamed = streamed - expert_bytes + static_cast<uint64_t>(per_token_experts * (1.0 - cached));
+    std::printf("\nexperts: %s streamed per token if none were cached; the expert cache (%s) holds %.0f%% of them, "
+                "so about %.0f%% of expert reads hit if routing is spread evenly\n",
+                FormatBytes(static_cast<uint64_t>(per_token_experts)).c_str(), FormatBytes(p.ring_bytes).c_str(),
+                100 * cached, 100 * cached);
+  }
   std::printf("\nper generated token: %s of weights read, %s of them from disk\n", FormatBytes(per_token).c_str(),
               FormatBytes(streamed).c_str());
   if (no_measure) return 0;

@@ -162,7 +162,21 @@ void TieredWeightStore::PrefetchAhead() {
   if (!ahead.empty()) (void)manager_->Prefetch(ahead);
 }
 
+namespace {
+// Adds the time from construction to destruction to *total.
+struct ScopedNanos {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  std::atomic<int64_t>* total;
+  explicit ScopedNanos(std::atomic<int64_t>* t) : total(t) {}
+  ~ScopedNanos() {
+    total->fetch_add(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count(),
+                     std::memory_order_relaxed);
+  }
+};
+}  // namespace
+
 void TieredWeightStore::Prefetch(std::span<const gguf::TensorInfo* const> upcoming) {
+  ScopedNanos timed(&acquire_nanos_);  // starting reads can block while the queue is full
   std::vector<EntryId> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -250,6 +264,7 @@ bool TieredWeightStore::HasLowbit(const gguf::TensorInfo& t) const {
 }
 
 void TieredWeightStore::PrefetchLowbit(std::span<const gguf::TensorInfo* const> upcoming) {
+  ScopedNanos timed(&acquire_nanos_);
   std::vector<EntryId> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);

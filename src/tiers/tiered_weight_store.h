@@ -95,8 +95,9 @@ class TieredWeightStore : public WeightStore {
 
   const WeightPlacement& placement() const { return placement_; }
   ResidencyStats residency_stats() const { return manager_->Stats(); }
-  // Wall-clock time callers spent inside Acquire() since open (reads waited for,
-  // bookkeeping, queueing prefetches): the compute time lost to the store.
+  // Wall-clock time callers spent inside Acquire(), AcquireLowbit(), Prefetch() and
+  // PrefetchLowbit() since open (reads waited for, bookkeeping, queueing reads, which
+  // blocks while the I/O queue is full): the compute time lost to the store.
   int64_t acquire_nanos() const { return acquire_nanos_.load(std::memory_order_relaxed); }
   io::FileStats file_stats() const { return file_->stats(); }
   ResidencyManager& manager() { return *manager_; }
