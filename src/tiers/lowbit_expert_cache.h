@@ -11,7 +11,7 @@
 //                  (file size, mtime, xxh3 of its GGUF bytes before the tensor data, i.e.
 //                  header + metadata + tensor table), entry count, table offset and
 //                  bytes, xxh3 of the table, data offset, file size, xxh3 of the header
-//   [4096, ...)    entry table: per entry u32 name length, name, u32 type, i64 n_in,
+//   [4096, ...)    entry table: per entry u32 name length, name, u32 type, u32 padding (0), i64 n_in,
 //                  i64 n_out, u64 offset, u64 size, u64 xxh3 of the entry's bytes
 //   data           each entry at a 4 KiB-aligned offset (O_DIRECT reads), the file padded
 //                  to a multiple of 4 KiB
