@@ -36,7 +36,11 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, o.n_batch, n_threads, o.mem_budget_bytes));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
-  if (o.mem_budget_bytes == 0 || e->plan_.placement.n_streamed == 0) {
+  // lowbit-all computes every expert from its copy, which only the tiered store holds.
+  const bool lowbit_all = o.moe_miss == MoeMiss::kLowbitAll && hp.n_expert > 0;
+  if (lowbit_all && o.mem_budget_bytes == 0)
+    return Status::InvalidArgument("--moe-miss lowbit-all needs --mem-budget (the low-bit copies live under the budget)");
+  if (o.mem_budget_bytes == 0 || (e->plan_.placement.n_streamed == 0 && !lowbit_all)) {
     TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
   } else {
     e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
@@ -51,8 +55,6 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   e->pool_ = std::make_unique<ThreadPool>(n_threads);
   if (o.moe_miss != MoeMiss::kExact && hp.n_expert > 0) {
     if (!e->tiered_) {
-      if (o.moe_miss == MoeMiss::kLowbitAll)
-        return Status::InvalidArgument("--moe-miss lowbit-all needs --mem-budget (low-bit copies live in the tiered store)");
       e->lowbit_note_ = "every expert fits the budget: --moe-miss " + std::string(MoeMissName(o.moe_miss)) +
                         " has nothing to do";
     } else {
