@@ -8,9 +8,11 @@
 #
 # Both engines decode random tokens, one per step, as llama-bench's tg does (greedy
 # decoding of a random-weight model repeats one token, and any expert cache would look
-# perfect). llama-bench cannot turn repacking off, so llama.cpp runs llama-completion with
-# -nr on a prompt of TG random vocabulary tokens evaluated one token per batch (-b 1
-# -ub 1): its "prompt eval" rate is then the decode rate on random tokens. tierlm runs
+# perfect). With a balloon, llama.cpp runs as its users run it on such a machine: mmap and
+# no repacking (a repacked copy cannot fit); llama-bench cannot turn repacking off, so it
+# runs llama-completion -nr on a prompt of TG random vocabulary tokens evaluated one token
+# per batch (-b 1 -ub 1): its "prompt eval" rate is the decode rate on random tokens.
+# Unlimited: llama-bench tg with its defaults (repacking on: its fastest in memory). tierlm runs
 # `tierlm bench -n TG` (random tokens; one warm-up pass, then REPS timed passes) and
 # prints its routing statistics, expert hit rate and gate-ahead accuracy beside the speed.
 #
@@ -54,8 +56,8 @@ json.dump({"avg_ts": float(m.group(3)) if m else 0.0, "tokens": int(m.group(2)) 
 PY
 }
 
-echo "| free memory | llama.cpp t/s | tierlm t/s | ratio | tierlm bound t/s | of bound | expert MiB/token from disk | expert hit rate | low-bit share | gate-ahead accuracy | consecutive-token expert overlap |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| free memory | llama.cpp t/s | tierlm t/s | ratio | tierlm bound t/s | of bound | expert MiB/token from disk | expert cache hit rate | read ahead | low-bit share | gate-ahead accuracy | consecutive-token expert overlap |"
+echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for free in "${frees[@]}"; do
   budget_arg=()
   if [ "$free" != unlimited ]; then
@@ -65,10 +67,16 @@ for free in "${frees[@]}"; do
     grep -q ready "$out/balloon" || { echo "error: balloon did not start" >&2; exit 1; }
     budget_arg=(--mem-budget "$(( free * 1024 - MARGIN_MIB ))M")
     drop_cache
-  else
-    run_llama  # warm the page cache: in memory, llama.cpp reads the file once
   fi
-  run_llama
+  if [ "$free" = unlimited ]; then
+    # In memory llama.cpp may repack (its default, and its fastest): llama-bench tg, which
+    # also decodes random tokens after a warm-up pass in the same process.
+    "$LLAMA_CPP_DIR/bin/llama-bench" -m "$model" -t "$THREADS" -p 0 -n "$TG" -r 3 -o json > "$out/llama-bench.json" 2>/dev/null || true
+    /usr/bin/python3 -c "import json,sys; r=json.load(open(sys.argv[1]))[0]; json.dump({'avg_ts': r['avg_ts']}, open(sys.argv[2],'w'))" \
+      "$out/llama-bench.json" "$out/llama.json" || echo '{"avg_ts": 0}' > "$out/llama.json"
+  else
+    run_llama
+  fi
   drop_cache
   # shellcheck disable=SC2086
   "$TIERLM" bench -m "$model" -t "$THREADS" -p 0 -n "$TG" -r "$REPS" -o json "${budget_arg[@]}" --moe-miss "$MOE_MISS" \
@@ -86,13 +94,14 @@ l = json.load(open(f"{out}/llama.json"))
 try:
     t = json.load(open(f"{out}/tierlm.json"))[0]
 except Exception:
-    print(f"| {free} | {l['avg_ts']:.3f} | failed | | | | | | | | |"); sys.exit(0)
+    print(f"| {free} | {l['avg_ts']:.3f} | failed | | | | | | | | | |"); sys.exit(0)
 bound = t.get("bw_limit_ts", 0)
 frac = f"{100 * t['avg_ts'] / bound:.0f}%" if bound else "n/a"
 ratio = t["avg_ts"] / l["avg_ts"] if l["avg_ts"] else float("nan")
 label = free if free == "unlimited" else f"{free} GiB"
 print(f"| {label} | {l['avg_ts']:.3f} | {t['avg_ts']:.3f} | {ratio:.2f} | {bound:.3f} | {frac} | "
       f"{t['read_bytes_per_pass'] / 2**20:.0f} | {100 * t.get('moe_expert_hit_rate', 0):.1f}% | "
+      f"{100 * t.get('moe_read_ahead_share', 0):.1f}% | "
       f"{100 * t.get('moe_lowbit_share', 0):.1f}% | {100 * t.get('moe_gate_ahead_accuracy', 0):.1f}% | "
       f"{100 * t.get('moe_consecutive_overlap', 0):.1f}% |")
 PY

@@ -51,7 +51,7 @@ struct Row {
   // MoE decode (MoeLive): expert hit rate, low-bit share, gate-ahead accuracy, hidden
   // share of miss latency, consecutive-token expert overlap.
   bool moe = false;
-  double moe_hit_rate = 0, moe_lowbit_share = 0, moe_gate_accuracy = 0, moe_hidden_share = 0,
+  double moe_hit_rate = 0, moe_read_ahead = 0, moe_lowbit_share = 0, moe_gate_accuracy = 0, moe_hidden_share = 0,
          moe_consecutive_overlap = 0;
 };
 
@@ -92,13 +92,15 @@ struct MoeLive {
   RoutingStats routing;
   // Share of expert slices resident when needed; of expert computations from low-bit
   // copies; gate-ahead accuracy; share of miss latency hidden (see PrintMoeSummary).
-  double hit_rate = 0, lowbit_share = 0, gate_accuracy = 0, hidden_share = 0;
+  double hit_rate = 0, read_ahead = 0, lowbit_share = 0, gate_accuracy = 0, hidden_share = 0;
 };
 
 // Fills the derived rates. disk_bps: measured re-read bandwidth (0: unknown).
 void Derive(MoeLive& m, double disk_bps) {
   const ClassStats& x = m.experts;
-  m.hit_rate = x.acquires > 0 ? static_cast<double>(x.hits) / x.acquires : 0;
+  // Cache hits: resident before the layer asked for them (read-ahead not counted).
+  m.hit_rate = x.acquires > 0 ? static_cast<double>(x.hits - x.prefetch_hits) / x.acquires : 0;
+  m.read_ahead = x.acquires > 0 ? static_cast<double>(x.prefetch_hits) / x.acquires : 0;
   const double comps = static_cast<double>(m.copies.full + m.copies.lowbit);
   m.lowbit_share = comps > 0 ? m.copies.lowbit / comps : 0;
   m.gate_accuracy = m.gate_predicted > 0 ? static_cast<double>(m.gate_correct) / m.gate_predicted : 0;
@@ -240,10 +242,11 @@ std::string MoeJson(const Row& r, const std::string& miss, const KlResult* kl) {
   if (!r.moe) return "";
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                ", \"moe_miss\": \"%s\", \"moe_expert_hit_rate\": %.4f, \"moe_lowbit_share\": %.4f, "
+                ", \"moe_miss\": \"%s\", \"moe_expert_hit_rate\": %.4f, \"moe_read_ahead_share\": %.4f, "
+                "\"moe_lowbit_share\": %.4f, "
                 "\"moe_gate_ahead_accuracy\": %.4f, \"moe_hidden_miss_share\": %.4f, "
                 "\"moe_consecutive_overlap\": %.4f",
-                miss.c_str(), r.moe_hit_rate, r.moe_lowbit_share, r.moe_gate_accuracy, r.moe_hidden_share,
+                miss.c_str(), r.moe_hit_rate, r.moe_read_ahead, r.moe_lowbit_share, r.moe_gate_accuracy, r.moe_hidden_share,
                 r.moe_consecutive_overlap);
   std::string out = buf;
   if (kl) {
@@ -437,6 +440,7 @@ int BenchCommand(int argc, char** argv) {
       Derive(live, disk);
       r.moe = true;
       r.moe_hit_rate = live.hit_rate;
+      r.moe_read_ahead = live.read_ahead;
       r.moe_lowbit_share = live.lowbit_share;
       r.moe_gate_accuracy = live.gate_accuracy;
       r.moe_hidden_share = live.hidden_share;

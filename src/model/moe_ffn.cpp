@@ -99,6 +99,9 @@ Status MoeFfn::Forward(WeightStore* store, const MoeTensors& t, const ModelHPara
   }
   routing_ = Route(logits_.data(), n, X, hp.n_expert_used, hp.expert_weights_norm);
   if (trace_) TIERLM_RETURN_IF_ERROR(trace_->Record(t.layer, n, routing_.expert.data(), routing_.weight.data()));
+  // This layer's experts are announced to the store (reads started, resident ones
+  // protected) before the gate-ahead prefetch for the next layer can claim room.
+  PlanExperts(store, t, hp, n);
   if (gate_ahead_) TIERLM_RETURN_IF_ERROR(PredictNext(store, t, hp, xn, n, pool));
   TIERLM_RETURN_IF_ERROR(RunExperts(store, t, hp, xn, n, out, pool));
   if (t.shexp_gate) TIERLM_RETURN_IF_ERROR(SharedExpert(store, t, hp, xn, n, out, pool));
@@ -128,10 +131,8 @@ Result<TensorPin> MoeFfn::AcquireSlice(WeightStore* store, const gguf::TensorInf
   return pin;
 }
 
-Status MoeFfn::RunExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
-                          float* out, ThreadPool* pool) {
-  const int64_t E = hp.n_embd, F = hp.n_ff_exp, X = hp.n_expert, K = routing_.n_used;
-  std::fill(out, out + n * E, 0.0f);
+void MoeFfn::PlanExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, int64_t n) {
+  const int64_t X = hp.n_expert, K = routing_.n_used;
   // The experts this batch routes to, ascending, with their tokens.
   std::vector<int32_t> slot(static_cast<size_t>(X), -1);
   work_.clear();
@@ -177,7 +178,12 @@ Status MoeFfn::RunExperts(WeightStore* store, const MoeTensors& t, const ModelHP
   if (!full.empty()) store->Prefetch(full);
   if (!low.empty()) store->PrefetchLowbit(low);
   for (const ExpertWork& w : work_) ++(w.lowbit ? copy_stats_.lowbit : copy_stats_.full);
+}
 
+Status MoeFfn::RunExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
+                          float* out, ThreadPool* pool) {
+  const int64_t E = hp.n_embd, F = hp.n_ff_exp;
+  std::fill(out, out + n * E, 0.0f);
   if (n == 1) {
     // Decode: every expert's gate and up in one parallel pass, then every down in another.
     const size_t m = work_.size();

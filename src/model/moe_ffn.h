@@ -120,6 +120,10 @@ class MoeFfn {
   };
   // Acquires expert slice t, full or low-bit, and returns it as a matrix.
   Result<TensorPin> AcquireSlice(WeightStore* store, const gguf::TensorInfo& t, bool lowbit, WeightMatrix* m);
+  // Groups the routed tokens by expert (work_), picks full or low-bit copies, and starts
+  // the reads, in the order the experts will run.
+  void PlanExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, int64_t n);
+  // Computes work_ into out[n][n_embd].
   Status RunExperts(WeightStore* store, const MoeTensors& t, const ModelHParams& hp, const float* xn, int64_t n,
                     float* out, ThreadPool* pool);
 

@@ -10,6 +10,8 @@
 // little history is the first victim, so a burst of one-off entries cannot flush the tier.
 #pragma once
 
+#include <set>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -42,9 +44,17 @@ class LfuDecayPolicy : public EvictionPolicy {
     double heat = 0;    // at time `stamp`
     uint64_t stamp = 0;  // access clock when heat was last brought up to date
   };
+  // Heats all decay by the same factor per access, so their order never changes between
+  // accesses: heat(now) = heat * d^(now - stamp) ranks like log(heat) + stamp * ln(1/d).
+  // Resident entries are kept sorted by that key (then stamp, then id): an eviction costs
+  // O(log n), not a sort of every resident entry.
+  using Key = std::tuple<double, uint64_t, EntryId>;
+  Key KeyOf(EntryId id, const History& h) const;
   double decay_per_access_;  // 2^(-1 / half_life)
+  double log_inv_decay_;     // ln(1 / decay_per_access_)
   uint64_t now_ = 0;         // accesses so far
   std::unordered_map<EntryId, History> history_;
+  std::set<Key> order_;      // resident entries, first victim first
   std::unordered_set<EntryId> resident_;
 };
 

@@ -135,6 +135,7 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
         }
         if (e.awaiting_use) ++cs.prefetches_used;
         e.awaiting_use = false;
+        e.announced = false;
         ++e.pins;
         policy_->OnAccess(id);
         return ResidencyPin(this, id, arena_->At(e.slot) + (e.spec.offset - e.read_offset), e.spec.size);
@@ -194,6 +195,8 @@ std::vector<Admit> ResidencyManager::Prefetch(std::span<const EntryId> ids) {
       continue;
     }
     if (entries_[id].state != EntryState::kAbsent) {
+      // Resident already: announced as upcoming, so other prefetches leave it be.
+      if (entries_[id].state == EntryState::kResident) entries_[id].announced = true;
       out.push_back(Admit::kOk);
       continue;
     }
@@ -236,8 +239,8 @@ bool ResidencyManager::EvictOne(Mode mode, bool allow_awaiting, EntryId except) 
   EntryId victim = 0;
   policy_->VisitVictims([&](EntryId v) {
     const Entry& c = entries_[v];
-    if (v == except || c.state != EntryState::kResident || c.pins > 0 || (c.awaiting_use && !allow_awaiting) ||
-        policy_->PinnedForever(v))
+    if (v == except || c.state != EntryState::kResident || c.pins > 0 ||
+        ((c.awaiting_use || c.announced) && !allow_awaiting) || policy_->PinnedForever(v))
       return true;
     victim = v;
     found = true;
@@ -253,6 +256,7 @@ void ResidencyManager::Evict(EntryId id) {
   ++cs.evictions;
   if (e.awaiting_use) ++cs.prefetches_wasted;
   e.awaiting_use = false;
+  e.announced = false;
   arena_->Free(e.slot);
   policy_->OnErase(id);
   e.state = EntryState::kAbsent;
@@ -312,6 +316,7 @@ void ResidencyManager::Apply(io::RandomAccessFile* file, io::ReadResult r) {
   ++cs.io_errors;
   if (e.awaiting_use) ++cs.prefetches_wasted;
   e.awaiting_use = false;
+  e.announced = false;
   arena_->Free(e.slot);
   policy_->OnErase(id);
   if (policy_->PinnedForever(id)) forever_bytes_ -= e.slot_bytes;

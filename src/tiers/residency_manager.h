@@ -103,7 +103,8 @@ class ResidencyManager {
   Result<ResidencyPin> Acquire(EntryId id);
 
   // Starts reads of absent entries, in order, without blocking on I/O. Never evicts a
-  // pinned, in-flight, pinned-forever or prefetched-but-unused entry. One answer per id;
+  // pinned, in-flight, pinned-forever or prefetched-but-unused entry, nor a resident one
+  // named by an earlier Prefetch and not acquired since (announced: about to be used). One answer per id;
   // after the first kLater the rest are kLater too (order is kept; no skipping ahead).
   std::vector<Admit> Prefetch(std::span<const EntryId> ids);
 
@@ -137,6 +138,7 @@ class ResidencyManager {
     uint64_t slot = 0;  // arena offset while reading or resident
     int pins = 0;
     bool awaiting_use = false;  // prefetched, not acquired since
+    bool announced = false;     // resident when named by Prefetch, not acquired since
     bool demand_read = false;   // the read in flight was started by Acquire
     io::ReadId read_id = 0;
     uint64_t read_seq = 0;      // bumped per read started

@@ -83,7 +83,9 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
   return store;
 }
 
-TieredWeightStore::~TieredWeightStore() = default;
+// The manager goes first: it waits for reads in flight, some of them on the low-bit
+// cache's file.
+TieredWeightStore::~TieredWeightStore() { manager_.reset(); }
 
 Result<EntryId> TieredWeightStore::EntryOf(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);

@@ -118,10 +118,11 @@ TEST(MoeTraceModel, GateAheadPrefetchesTheNextLayersPredictedExperts) {
   store.hints.clear();
   ASSERT_TRUE(logits(true, &ahead).ok());
   EXPECT_EQ(plain, ahead);  // a hint never changes results
-  // Keep the gate-ahead hints: layer l hints layer l + 1's predicted experts, then its own.
+  // Keep the gate-ahead hints: layer l hints its own routed experts, then layer l + 1's
+  // predicted ones.
   std::vector<std::vector<std::string>> gate_hints;
-  for (size_t i = 0; i + 1 < store.hints.size(); ++i)
-    if (LayerOfTensorName(store.hints[i][0]) == LayerOfTensorName(store.hints[i + 1][0]) + 1)
+  for (size_t i = 1; i < store.hints.size(); ++i)
+    if (LayerOfTensorName(store.hints[i][0]) == LayerOfTensorName(store.hints[i - 1][0]) + 1)
       gate_hints.push_back(store.hints[i]);
   store.hints = gate_hints;
 
