@@ -78,14 +78,22 @@ Status MoeFfn::PredictNext(WeightStore* store, const MoeTensors& t, const ModelH
 
   std::vector<bool> wanted(static_cast<size_t>(X), false);
   for (int32_t e : predicted_) wanted[static_cast<size_t>(e)] = true;
-  std::vector<const gguf::TensorInfo*> upcoming;
+  // In lowbit modes a predicted expert whose full copy is not resident will run from its
+  // low-bit copy: read that (58% of Q4_0's bytes) instead of the full copy.
+  const bool low_ahead = (miss_ == MoeMiss::kLowbit || miss_ == MoeMiss::kLowbitAll) && store->has_lowbit();
+  std::vector<const gguf::TensorInfo*> upcoming, upcoming_low;
   for (int64_t e = 0; e < X; ++e)
     if (wanted[static_cast<size_t>(e)]) {
-      upcoming.push_back(&t.next->gate[static_cast<size_t>(e)]);
-      upcoming.push_back(&t.next->up[static_cast<size_t>(e)]);
-      upcoming.push_back(&t.next->down[static_cast<size_t>(e)]);
+      const gguf::TensorInfo* slices[3] = {&t.next->gate[static_cast<size_t>(e)], &t.next->up[static_cast<size_t>(e)],
+                                           &t.next->down[static_cast<size_t>(e)]};
+      bool low = low_ahead && (miss_ == MoeMiss::kLowbitAll);
+      if (low_ahead && !low)
+        for (const gguf::TensorInfo* s : slices)
+          if (store->HasLowbit(*s) && store->Probe(*s) != WeightStore::Residency::kResident) low = true;
+      for (const gguf::TensorInfo* s : slices) (low ? upcoming_low : upcoming).push_back(s);
     }
-  store->Prefetch(upcoming);
+  if (!upcoming.empty()) store->Prefetch(upcoming);
+  if (!upcoming_low.empty()) store->PrefetchLowbit(upcoming_low);
   return Status::Ok();
 }
 
