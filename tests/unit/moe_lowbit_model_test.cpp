@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli_runner.h"
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
 #include "io/posix_storage_env.h"
@@ -32,20 +33,6 @@ namespace fs = std::filesystem;
 
 const std::vector<int32_t> kTokens = {1, 300, 301, 5, 260, 400, 77, 1, 2, 511, 263, 290};
 
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    *status = -1;
-    return out;
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
-
 std::string TokenArg() {
   std::string s;
   for (int32_t t : kTokens) s += (s.empty() ? "" : ",") + std::to_string(t);
@@ -56,13 +43,12 @@ std::string TokenArg() {
 ::testing::AssertionResult RunReference(const std::string& cmd, const std::string& model, const std::string& cache,
                                         const fs::path& out, nlohmann::json* result, std::string* log = nullptr) {
   const std::string script = (testing::SourceDir() / "tests/reference/gguf_ref.py").string();
-  int status = 0;
-  const std::string output = RunCommand("/usr/bin/python3 '" + script + "' " + cmd + " '" + model + "' --tokens " +
-                                            TokenArg() + " --lowbit-cache '" + cache + "' --out '" + out.string() +
-                                            "' 2>&1",
-                                        &status);
-  if (log) *log = output;
-  if (status != 0) return ::testing::AssertionFailure() << "gguf_ref.py " << cmd << " failed: " << output;
+  const testing::CommandResult r =
+      testing::RunShell("/usr/bin/python3 " + testing::Quote(script) + " " + cmd + " " + testing::Quote(model) +
+                        " --tokens " + TokenArg() + " --lowbit-cache " + testing::Quote(cache) + " --out " +
+                        testing::Quote(out.string()));
+  if (log) *log = r.output;
+  if (r.exit_code != 0) return ::testing::AssertionFailure() << "gguf_ref.py " << cmd << " failed: " << r.output;
   std::ifstream in(out);
   *result = nlohmann::json::parse(in);
   return ::testing::AssertionSuccess();

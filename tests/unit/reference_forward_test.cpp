@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cli_runner.h"
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
 #include "kv/kv_cache.h"
@@ -30,20 +31,6 @@ struct RefCase {
 
 class ReferenceForwardTest : public ::testing::TestWithParam<RefCase> {};
 
-std::string RunCommand(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) {
-    *status = -1;
-    return out;
-  }
-  char buf[65536];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
-
 TEST_P(ReferenceForwardTest, LogitsMatchTorch) {
   const RefCase rc = GetParam();
   auto spec = SynthPreset(rc.preset, rc.arch);
@@ -61,11 +48,10 @@ TEST_P(ReferenceForwardTest, LogitsMatchTorch) {
   for (int32_t t : tokens) tok_arg += (tok_arg.empty() ? "" : ",") + std::to_string(t);
   const std::string script = (testing::SourceDir() / "tests/reference/gguf_ref.py").string();
   const std::string json_path = (dir / "ref.json").string();
-  int status = 0;
-  const std::string log = RunCommand("/usr/bin/python3 '" + script + "' logits '" + path + "' --tokens " + tok_arg +
-                                         " --out '" + json_path + "' 2>&1",
-                                     &status);
-  ASSERT_EQ(status, 0) << log;
+  const testing::CommandResult r = testing::RunShell("/usr/bin/python3 " + testing::Quote(script) + " logits " +
+                                                     testing::Quote(path) + " --tokens " + tok_arg + " --out " +
+                                                     testing::Quote(json_path));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
   std::ifstream in(json_path);
   const nlohmann::json ref = nlohmann::json::parse(in);
 
