@@ -175,9 +175,14 @@ void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob>
       ConvertActivationRow(prep[j].entry->act, job.x + t * job.x_stride, job.w.n_in,
                            act + prep[j].act_offset + t * prep[j].layout.row_bytes);
   }
+  // With enough jobs to go round, a whole job is one item (one long contiguous stream of
+  // weights per thread); otherwise jobs are split as Matmul splits a matrix.
+  size_t n_jobs = 0;
+  for (size_t j = 0; j < jobs.size(); ++j) n_jobs += source[j] != SIZE_MAX;
+  const bool whole_jobs = static_cast<int64_t>(n_jobs) >= 4 * n_threads;
   for (size_t j = 0; j < jobs.size(); ++j) {
     if (source[j] == SIZE_MAX) continue;
-    const int64_t chunk = ChunkRows(jobs[j].w.n_out, prep[j].entry->row_tile, n_threads);
+    const int64_t chunk = whole_jobs ? jobs[j].w.n_out : ChunkRows(jobs[j].w.n_out, prep[j].entry->row_tile, n_threads);
     for (int64_t r = 0; r < jobs[j].w.n_out; r += chunk)
       items.push_back({static_cast<uint32_t>(j), r, std::min(jobs[j].w.n_out, r + chunk)});
   }

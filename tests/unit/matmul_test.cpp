@@ -229,6 +229,37 @@ TEST_P(MatmulPathTest, BatchEqualsSeparateMatmuls) {
   }
 }
 
+// Enough jobs that MatmulBatch hands each out whole (MoE decode: 2 x top-k experts).
+TEST_P(MatmulPathTest, BatchOfManyJobsEqualsSeparateMatmuls) {
+  ForcedPath forced(GetParam());
+  ThreadPool pool2(2);
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0, GgmlType::kQ6_K, GgmlType::kF32}) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    const bool k = type == GgmlType::kQ6_K;
+    std::vector<Problem> problems;
+    for (uint32_t i = 0; i < 12; ++i) problems.push_back(MakeProblem(type, k ? 512 : 160, 40 + 9 * i, 1, 100 + i));
+    std::vector<std::vector<float>> got(problems.size());
+    std::vector<MatmulJob> jobs;
+    for (size_t i = 0; i < problems.size(); ++i) {
+      const Problem& p = problems[i];
+      got[i].assign(p.y_stride, -7.0f);
+      // Even jobs share problem 0's input, as an expert's gate and up do.
+      const Problem& in = i % 2 == 0 ? problems[0] : p;
+      jobs.push_back({WeightMatrix{p.type, p.w.data(), p.n_in, p.n_out}, in.x.data(), in.x_stride, 1, got[i].data(),
+                      p.y_stride});
+    }
+    MatmulBatch(jobs, &pool2);
+    for (size_t i = 0; i < problems.size(); ++i) {
+      const Problem& p = problems[i];
+      const Problem& in = i % 2 == 0 ? problems[0] : p;
+      std::vector<float> want(p.y_stride, -7.0f);
+      Matmul(WeightMatrix{p.type, p.w.data(), p.n_in, p.n_out}, in.x.data(), in.x_stride, 1, want.data(), p.y_stride,
+             &pool2);
+      EXPECT_EQ(got[i], want) << "job " << i;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulPathTest, ::testing::ValuesIn(SupportedPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
 
