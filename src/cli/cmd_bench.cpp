@@ -116,26 +116,6 @@ void Derive(MoeLive& m, double disk_bps) {
   }
 }
 
-ClassStats Delta(const ClassStats& b, const ClassStats& a) {
-  ClassStats d;
-  d.acquires = b.acquires - a.acquires;
-  d.hits = b.hits - a.hits;
-  d.misses = b.misses - a.misses;
-  d.stalls = b.stalls - a.stalls;
-  d.stall_nanos = b.stall_nanos - a.stall_nanos;
-  d.reads = b.reads - a.reads;
-  d.bytes_read = b.bytes_read - a.bytes_read;
-  d.evictions = b.evictions - a.evictions;
-  d.prefetches = b.prefetches - a.prefetches;
-  d.prefetches_used = b.prefetches_used - a.prefetches_used;
-  d.prefetches_wasted = b.prefetches_wasted - a.prefetches_wasted;
-  d.io_errors = b.io_errors - a.io_errors;
-  d.prefetch_hits = b.prefetch_hits - a.prefetch_hits;
-  d.demand_misses = b.demand_misses - a.demand_misses;
-  d.demand_miss_nanos = b.demand_miss_nanos - a.demand_miss_nanos;
-  return d;
-}
-
 void PrintMoeSummary(Engine& e, const std::vector<MoeLive>& live) {
   const ModelHParams& hp = e.model().hparams();
   for (const MoeLive& m : live) {
@@ -425,8 +405,8 @@ int BenchCommand(int argc, char** argv) {
       live.test = r.test;
       if (e.tiered()) {
         live.tiered = true;
-        live.experts = Delta(e.tiered()->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)],
-                             before.per_class[static_cast<int>(EntryClass::kExpert)]);
+        live.experts = e.tiered()->residency_stats().per_class[static_cast<int>(EntryClass::kExpert)];
+        live.experts -= before.per_class[static_cast<int>(EntryClass::kExpert)];
         live.store_nanos = e.tiered()->acquire_nanos() - acquire_ns_before;
       }
       const GateAheadStats g = e.model().moe_ffn().gate_ahead_stats();

@@ -36,6 +36,25 @@ ClassStats& ClassStats::operator+=(const ClassStats& o) {
   return *this;
 }
 
+ClassStats& ClassStats::operator-=(const ClassStats& o) {
+  acquires -= o.acquires;
+  hits -= o.hits;
+  misses -= o.misses;
+  stalls -= o.stalls;
+  stall_nanos -= o.stall_nanos;
+  reads -= o.reads;
+  bytes_read -= o.bytes_read;
+  evictions -= o.evictions;
+  prefetches -= o.prefetches;
+  prefetches_used -= o.prefetches_used;
+  prefetches_wasted -= o.prefetches_wasted;
+  io_errors -= o.io_errors;
+  prefetch_hits -= o.prefetch_hits;
+  demand_misses -= o.demand_misses;
+  demand_miss_nanos -= o.demand_miss_nanos;
+  return *this;
+}
+
 double ClassStats::HiddenMissShare() const {
   if (demand_misses == 0 || demand_miss_nanos <= 0) return 0;
   const double unhidden = static_cast<double>(demand_miss_nanos) / static_cast<double>(demand_misses);

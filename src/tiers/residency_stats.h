@@ -32,6 +32,8 @@ struct ClassStats {
   double HiddenMissShare() const;
 
   ClassStats& operator+=(const ClassStats& o);
+  // The counts since an earlier snapshot `o` of the same stats.
+  ClassStats& operator-=(const ClassStats& o);
 };
 
 struct ResidencyStats {

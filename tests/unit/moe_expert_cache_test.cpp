@@ -172,6 +172,14 @@ TEST(HiddenMissShareTest, FromCounters) {
   s.stall_nanos = 40'000'000 + 2 * 5'000'000;
   // Would-be: 10 misses x 10 ms = 100 ms; waited 50 ms: half hidden.
   EXPECT_NEAR(s.HiddenMissShare(), 0.5, 1e-12);
+  // A later snapshot minus an earlier one: the counts in between.
+  ClassStats later = s;
+  later += s;
+  later -= s;
+  EXPECT_EQ(later.misses, s.misses);
+  EXPECT_EQ(later.stall_nanos, s.stall_nanos);
+  EXPECT_EQ(later.prefetch_hits, s.prefetch_hits);
+  EXPECT_EQ(later.demand_miss_nanos, s.demand_miss_nanos);
 }
 
 RoutingTrace MakeTrace(int32_t L, int32_t X, int32_t K, const std::vector<std::vector<int32_t>>& tokens) {
