@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+#include <system_error>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -57,9 +59,42 @@ int DefaultThreadCount() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+Result<int> ResolveThreadCount(int64_t requested, const std::string& flag) {
+  if (requested <= 0) return DefaultThreadCount();
+  if (requested > kMaxThreads)
+    return Status::InvalidArgument(flag + " " + std::to_string(requested) + ": at most " + std::to_string(kMaxThreads) +
+                                   " threads (this machine has " + std::to_string(DefaultThreadCount()) +
+                                   " cores; 0 or a negative count uses them all)");
+  return static_cast<int>(requested);
+}
+
 ThreadPool::ThreadPool(int n_threads) : n_threads_(std::max(1, n_threads)) {
-  workers_.reserve(n_threads_ - 1);
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  try {
+    workers_.reserve(n_threads_ - 1);
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+  } catch (...) {
+    // A joinable std::thread destroyed during unwinding would call std::terminate: stop
+    // and join the workers that did start before passing the failure on.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_.store(true);
+      generation_.fetch_add(1);
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    throw;
+  }
+}
+
+Result<std::unique_ptr<ThreadPool>> ThreadPool::Create(int n_threads) {
+  try {
+    return std::make_unique<ThreadPool>(n_threads);
+  } catch (const std::system_error& e) {
+    return Status::ResourceExhausted("cannot start " + std::to_string(n_threads) + " threads (" + e.what() +
+                                     "): use fewer with -t");
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted("out of memory starting " + std::to_string(n_threads) + " threads: use fewer with -t");
+  }
 }
 
 ThreadPool::~ThreadPool() {

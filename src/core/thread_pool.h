@@ -14,16 +14,28 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "core/status.h"
+
 namespace tierlm {
+
+// The most threads a pool may have: -t above it is refused (ggml allows 512; a pool of
+// 1024 threads on a few cores is already only a slower way to get the same work done).
+inline constexpr int kMaxThreads = 1024;
 
 class ThreadPool {
  public:
-  // n_threads >= 1; n_threads - 1 workers are started.
+  // n_threads >= 1; n_threads - 1 workers are started. Throws std::system_error when the
+  // OS cannot start a thread (after joining the workers it did start); Create returns that
+  // as a Status instead.
   explicit ThreadPool(int n_threads);
+  // A pool of n_threads, or ResourceExhausted naming the count when the OS cannot start
+  // that many threads (thread or memory limits).
+  static Result<std::unique_ptr<ThreadPool>> Create(int n_threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -62,5 +74,9 @@ class ThreadPool {
 
 // Number of threads to use by default: the cores this process may run on.
 int DefaultThreadCount();
+
+// The thread count a -t flag asks for: requested <= 0 means DefaultThreadCount() (as
+// llama.cpp's -t -1); above kMaxThreads is InvalidArgument naming the flag.
+Result<int> ResolveThreadCount(int64_t requested, const std::string& flag = "-t");
 
 }  // namespace tierlm

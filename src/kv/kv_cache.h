@@ -14,6 +14,15 @@ namespace tierlm {
 
 class KvCache {
  public:
+  // The largest cache Create allocates; a context that needs more is refused up front.
+  static constexpr uint64_t kMaxBytes = 64ull << 30;
+  // Keys and values of n_ctx positions, n_layer layers, kv_dim floats each, in bytes
+  // (a double: huge -c values do not overflow).
+  static double Bytes(int64_t n_layer, int64_t n_ctx, int64_t kv_dim) {
+    return 2.0 * static_cast<double>(n_layer) * static_cast<double>(n_ctx) * static_cast<double>(kv_dim) * sizeof(float);
+  }
+  // ResourceExhausted naming the size and the context when Bytes() is above kMaxBytes.
+  static Status CheckSize(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
   // n_ctx positions of kv_dim floats for keys and for values in each of n_layer layers.
   static Result<KvCache> Create(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
 

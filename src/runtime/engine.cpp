@@ -22,8 +22,10 @@ uint64_t PeakRssBytes() {
 Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<Engine> e(new Engine());
-  if (o.n_ctx < 0) return Status::InvalidArgument("context size (-c) must not be negative");
+  if (o.n_ctx < 0) return Status::InvalidArgument("context size (-c) must not be negative (0: the model's)");
   if (o.n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
+  if (o.prefetch_depth < 0) return Status::InvalidArgument("--prefetch must not be negative (0: no read-ahead)");
+  TIERLM_ASSIGN_OR_RETURN(const int n_threads, ResolveThreadCount(o.n_threads));
   TIERLM_RETURN_IF_ERROR(MakeEvictionPolicy(o.moe_policy, 1, [](EntryId) { return 0; }).status());
   TIERLM_ASSIGN_OR_RETURN(e->file_, gguf::GgufFile::Open(o.model_path));
   // Check the model before reading gigabytes of weights.
@@ -32,8 +34,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   e->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tok));
   TIERLM_ASSIGN_OR_RETURN(ModelHParams hp, ModelHParams::FromGguf(e->file_));
   const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
-  const int n_threads = o.n_threads > 0 ? o.n_threads : DefaultThreadCount();
-  TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, o.n_batch, n_threads, o.mem_budget_bytes));
+  // A batch never holds more tokens than the context (llama.cpp clamps the same way).
+  const int64_t n_batch = std::min(o.n_batch, n_ctx);
+  TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
   // lowbit-all computes every expert from its copy, which only the tiered store holds.
@@ -52,7 +55,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
     e->tiered_ = tiered.get();
     e->store_ = std::move(tiered);
   }
-  e->pool_ = std::make_unique<ThreadPool>(n_threads);
+  TIERLM_ASSIGN_OR_RETURN(e->pool_, ThreadPool::Create(n_threads));
   if (o.moe_miss != MoeMiss::kExact && hp.n_expert > 0) {
     if (!e->tiered_) {
       e->lowbit_note_ = "every expert fits the budget: --moe-miss " + std::string(MoeMissName(o.moe_miss)) +
@@ -78,7 +81,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
     }
   }
   TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
-  e->model_->set_max_batch(o.n_batch);
+  e->model_->set_max_batch(n_batch);
   e->model_->moe_ffn().set_gate_ahead(o.gate_ahead && e->tiered_ != nullptr && hp.n_expert > 0);
   e->model_->moe_ffn().set_miss_mode(o.moe_miss);
   if (e->tokenizer_->n_tokens() != hp.n_vocab)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kv/kv_cache.h"
+
 namespace tierlm {
 
 uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file) {
@@ -44,6 +46,10 @@ std::string MemoryPlan::ToString() const {
 
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes) {
+  if (n_ctx <= 0) return Status::InvalidArgument("context size (-c) must be positive");
+  if (n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
+  // Before any product of n_ctx: a huge -c must not overflow the sizes below.
+  TIERLM_RETURN_IF_ERROR(KvCache::CheckSize(hp.n_layer, n_ctx, hp.kv_dim()));
   MemoryPlan mp;
   mp.budget_bytes = budget_bytes;
   mp.kv_bytes = 2ull * static_cast<uint64_t>(hp.n_layer * n_ctx * hp.kv_dim()) * sizeof(float);
