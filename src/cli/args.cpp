@@ -1,9 +1,14 @@
 #include "cli/args.h"
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <random>
+
+#include "core/thread_pool.h"
 
 namespace tierlm::cli {
 namespace {
@@ -12,15 +17,37 @@ Result<int64_t> ParseInt(const std::string& flag, const std::string& v) {
   errno = 0;
   char* end = nullptr;
   long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno == ERANGE)
+  if (v.empty() || *end != '\0')
     return Status::InvalidArgument(flag + ": expected an integer, got '" + v + "'");
+  if (errno == ERANGE) return Status::InvalidArgument(flag + ": value " + v + " is out of range");
   return static_cast<int64_t>(x);
 }
 
 }  // namespace
 
-void ArgParser::Add(std::vector<std::string> names, std::string* out, std::string help) {
-  opts_.push_back({std::move(names), true, [out](const std::string& v) { *out = v; return Status::Ok(); }, std::move(help)});
+void ArgParser::Add(std::vector<std::string> names, std::string* out, std::string help, bool allow_empty) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, flag, allow_empty](const std::string& v) -> Status {
+                     if (v.empty() && !allow_empty) return Status::InvalidArgument(flag + ": the value is empty");
+                     *out = v;
+                     return Status::Ok();
+                   }, std::move(help)});
+}
+
+void ArgParser::AddSeed(std::vector<std::string> names, uint64_t* out, bool* random, std::string help) {
+  const std::string flag = names.front();
+  opts_.push_back({std::move(names), true, [out, random, flag](const std::string& v) -> Status {
+                     TIERLM_ASSIGN_OR_RETURN(int64_t x, ParseInt(flag, v));
+                     if (x == -1) {
+                       *out = std::random_device{}();
+                       *random = true;
+                       return Status::Ok();
+                     }
+                     if (x < 0) return Status::InvalidArgument(flag + ": expected a non-negative seed or -1 (random), got " + v);
+                     *out = static_cast<uint64_t>(x);
+                     *random = false;
+                     return Status::Ok();
+                   }, std::move(help)});
 }
 
 void ArgParser::Add(std::vector<std::string> names, int64_t* out, std::string help) {
@@ -120,20 +147,34 @@ std::string ArgParser::Usage() const {
   return out;
 }
 
+void NoteThreads(int64_t requested) {
+  const int cores = DefaultThreadCount();
+  if (requested > cores && requested <= kMaxThreads)
+    std::fprintf(stderr, "note: -t %lld is more threads than the %d cores this process may use: expect it to run "
+                 "slower than -t %d\n", static_cast<long long>(requested), cores, cores);
+}
+
 Result<uint64_t> ParseByteSize(const std::string& s) {
-  if (s.empty()) return Status::InvalidArgument("empty size");
+  if (s.empty()) return Status::InvalidArgument("empty size (expected e.g. 6G)");
+  errno = 0;
   char* end = nullptr;
-  double x = std::strtod(s.c_str(), &end);
+  const double x = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || std::isspace(static_cast<unsigned char>(s[0])))
+    return Status::InvalidArgument("size '" + s + "' is not a number (expected e.g. 6G, 512M)");
   std::string unit(end);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() > 1 && (unit.substr(1) == "IB" || unit.substr(1) == "B") && unit[0] != 'B') unit.resize(1);
   double mult = 1;
   if (unit == "" || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB" || unit == "k") mult = 1024.0;
-  else if (unit == "M" || unit == "MiB") mult = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "T" || unit == "TiB") mult = 1024.0 * 1024 * 1024 * 1024;
-  else return Status::InvalidArgument("size '" + s + "': unknown unit '" + unit + "' (use K, M, G)");
-  if (!(x >= 0) || !std::isfinite(x)) return Status::InvalidArgument("size '" + s + "' is not a valid size");
-  return static_cast<uint64_t>(x * mult);
+  else if (unit == "K") mult = 1024.0;
+  else if (unit == "M") mult = 1024.0 * 1024;
+  else if (unit == "G") mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T") mult = 1024.0 * 1024 * 1024 * 1024;
+  else return Status::InvalidArgument("size '" + s + "': unknown unit '" + std::string(end) + "' (use K, M, G, T)");
+  if (!std::isfinite(x) || !(x >= 0)) return Status::InvalidArgument("size '" + s + "' is not a valid size");
+  const double bytes = x * mult;
+  if (!(bytes < 18446744073709551616.0)) return Status::InvalidArgument("size '" + s + "' is too large");
+  return static_cast<uint64_t>(bytes);
 }
 
 }  // namespace tierlm::cli

@@ -14,13 +14,17 @@ class ArgParser {
  public:
   explicit ArgParser(std::string command) : command_(std::move(command)) {}
 
-  // names: e.g. {"-m", "--model"}.
-  void Add(std::vector<std::string> names, std::string* out, std::string help);
+  // names: e.g. {"-m", "--model"}. A string option refuses an empty value ('-m ""')
+  // unless allow_empty: an empty path or name is a mistake, not "the default".
+  void Add(std::vector<std::string> names, std::string* out, std::string help, bool allow_empty = false);
   void Add(std::vector<std::string> names, int64_t* out, std::string help);
   void Add(std::vector<std::string> names, int32_t* out, std::string help);
   void Add(std::vector<std::string> names, uint64_t* out, std::string help);
   void Add(std::vector<std::string> names, float* out, std::string help);
   void Flag(std::vector<std::string> names, bool* out, std::string help);
+  // A seed: a non-negative integer, or -1 (llama.cpp's "random"): then a seed is drawn
+  // from std::random_device into *out and *random is set, so the command can print it.
+  void AddSeed(std::vector<std::string> names, uint64_t* out, bool* random, std::string help);
   // Positional arguments are collected here if set; otherwise they are an error.
   void Positional(std::vector<std::string>* out, std::string name) { positional_ = out; positional_name_ = std::move(name); }
 
@@ -43,7 +47,13 @@ class ArgParser {
   bool help_ = false;
 };
 
-// Parses "6G", "512M", "1024K", "4096" into bytes.
+// -t above the cores this process may use (but within kMaxThreads) runs, slower: says so
+// on stderr.
+void NoteThreads(int64_t requested);
+
+// Parses "6G", "512M", "1.5g", "1024K", "4096" into bytes: units K, M, G, T (powers of
+// 1024, either case, optionally followed by "iB" or "B"). Empty, negative, not a number,
+// or 2^64 bytes and above is InvalidArgument.
 Result<uint64_t> ParseByteSize(const std::string& s);
 
 }  // namespace tierlm::cli

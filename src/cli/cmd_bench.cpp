@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -31,10 +32,15 @@ Result<std::vector<int64_t>> ParseList(const std::string& flag, const std::strin
   std::string item;
   while (std::getline(ss, item, ',')) {
     char* end = nullptr;
+    errno = 0;
     long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end || v < 0) return Status::InvalidArgument(flag + ": expected non-negative integers, got '" + s + "'");
+    if (item.empty() || *end || v < 0)
+      return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
+    if (errno == ERANGE) return Status::InvalidArgument(flag + ": " + item + " is out of range");
     out.push_back(v);
   }
+  if (out.empty() || s.back() == ',')
+    return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
   return out;
 }
 
@@ -247,11 +253,11 @@ int BenchCommand(int argc, char** argv) {
   bool no_bw = false, cold = false, moe_report = false, no_gate_ahead = false;
   std::string moe_policy = "lfu-decay", moe_miss = "exact", lowbit_cache;
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
-  ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated (default 512)");
-  ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated (default 128)");
-  ap.Add({"-r", "--repetitions"}, &reps, "repetitions of each test (default 5)");
-  ap.Add({"-t", "--threads"}, &threads, "threads (default: all cores)");
-  ap.Add({"-b", "--batch-size"}, &batch, "prompt tokens per batch (default 512)");
+  ap.Add({"-p", "--n-prompt"}, &prompts, "prompt lengths for prefill tests, comma-separated; 0: none (default 512)");
+  ap.Add({"-n", "--n-gen"}, &gens, "generation lengths for decode tests, comma-separated; 0: none (default 128)");
+  ap.Add({"-r", "--repetitions"}, &reps, "repetitions of each test, at least 1 (default 5)");
+  ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
+  ap.Add({"-b", "--batch-size"}, &batch, "prompt tokens per batch, at least 1 (default 512)");
   ap.Add({"-o", "--output"}, &output, "output format: md, csv or json (default md)");
   ap.Flag({"--no-bandwidth"}, &no_bw, "skip the memory and disk bandwidth measurements");
   ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
@@ -277,6 +283,10 @@ int BenchCommand(int argc, char** argv) {
   if (!pp.ok()) return ReportError(pp.status());
   auto tg = ParseList("-n", gens);
   if (!tg.ok()) return ReportError(tg.status());
+  if (batch <= 0) return ReportError(Status::InvalidArgument("batch size (-b) must be positive"));
+  auto resolved_threads = ResolveThreadCount(threads);
+  if (!resolved_threads.ok()) return ReportError(resolved_threads.status());
+  NoteThreads(threads);
 
   EngineOptions eo;
   eo.model_path = model;
@@ -292,7 +302,7 @@ int BenchCommand(int argc, char** argv) {
   eo.lowbit_cache_path = lowbit_cache;
   if (!budget_text.empty()) {
     auto b = ParseByteSize(budget_text);
-    if (!b.ok()) return ReportError(b.status());
+    if (!b.ok()) return ReportError(b.status().WithContext("--mem-budget"));
     if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
     eo.mem_budget_bytes = *b;
   }
@@ -304,8 +314,9 @@ int BenchCommand(int argc, char** argv) {
   // buffers must not add to the engine's peak.
   double triad = 0, disk = 0, disk_first = 0;
   if (!no_bw) {
-    ThreadPool probe_pool(threads > 0 ? threads : DefaultThreadCount());
-    triad = MeasureTriadBandwidth(&probe_pool);
+    auto probe_pool = ThreadPool::Create(*resolved_threads);
+    if (!probe_pool.ok()) return ReportError(probe_pool.status());
+    triad = MeasureTriadBandwidth(probe_pool->get());
     if (eo.mem_budget_bytes > 0) {
       io::PosixStorageEnv env;
       auto f = env.OpenForRandomRead(model);

@@ -23,6 +23,7 @@ int MoeReportCommand(int argc, char** argv) {
     return 0;
   }
   if (!st.ok()) return ReportError(st);
+  if (Status c = CheckTraceOptions(o); !c.ok()) return ReportError(c);
   if (trace_path.empty() == o.model.empty())
     return ReportError(Status::InvalidArgument("moe-report: give either --trace FILE or -m MODEL (with -p PROMPT)"));
   double gate_ahead = -1;

@@ -22,9 +22,9 @@ int PlanCommand(int argc, char** argv) {
   bool all = false, no_measure = false;
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
   ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
-  ap.Add({"-c", "--ctx-size"}, &n_ctx, "context size (default: model's, at most 4096)");
-  ap.Add({"-b", "--batch-size"}, &n_batch, "prompt tokens per batch (default 512)");
-  ap.Add({"-t", "--threads"}, &threads, "threads (default: all cores)");
+  ap.Add({"-c", "--ctx-size"}, &n_ctx, "context size; 0: the model's, at most 4096 (default 0)");
+  ap.Add({"-b", "--batch-size"}, &n_batch, "prompt tokens per batch, at least 1, at most -c (default 512)");
+  ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
   ap.Flag({"--tensors"}, &all, "list every tensor (default: a summary per kind)");
   ap.Flag({"--no-measure"}, &no_measure, "do not measure DRAM and disk bandwidth (no prediction)");
   Status st = ap.Parse(argc, argv, 2);
@@ -34,10 +34,16 @@ int PlanCommand(int argc, char** argv) {
   }
   if (!st.ok()) return ReportError(st);
   if (model.empty()) return ReportError(Status::InvalidArgument("plan: -m MODEL.gguf is required"));
+  if (n_ctx < 0) return ReportError(Status::InvalidArgument("context size (-c) must not be negative (0: the model's)"));
+  if (n_batch <= 0) return ReportError(Status::InvalidArgument("batch size (-b) must be positive"));
+  auto resolved_threads = ResolveThreadCount(threads);
+  if (!resolved_threads.ok()) return ReportError(resolved_threads.status());
+  NoteThreads(threads);
+  const int n_threads = *resolved_threads;
   uint64_t budget = 0;
   if (!budget_text.empty()) {
     auto b = ParseByteSize(budget_text);
-    if (!b.ok()) return ReportError(b.status());
+    if (!b.ok()) return ReportError(b.status().WithContext("--mem-budget"));
     if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
     budget = *b;
   }
@@ -45,8 +51,8 @@ int PlanCommand(int argc, char** argv) {
   if (!file.ok()) return ReportError(file.status());
   auto hp = ModelHParams::FromGguf(*file);
   if (!hp.ok()) return ReportError(hp.status());
-  if (n_ctx <= 0) n_ctx = std::min<int64_t>(hp->n_ctx_train, 4096);
-  const int n_threads = threads > 0 ? threads : DefaultThreadCount();
+  if (n_ctx == 0) n_ctx = std::min<int64_t>(hp->n_ctx_train, 4096);
+  n_batch = std::min(n_batch, n_ctx);
   auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget);
   if (!plan.ok()) return ReportError(plan.status());
   const WeightPlacement& p = plan->placement;
@@ -114,8 +120,9 @@ int PlanCommand(int argc, char** argv) {
               FormatBytes(streamed).c_str());
   if (no_measure) return 0;
 
-  ThreadPool pool(n_threads);
-  const double dram = MeasureTriadBandwidth(&pool);
+  auto pool = ThreadPool::Create(n_threads);
+  if (!pool.ok()) return ReportError(pool.status());
+  const double dram = MeasureTriadBandwidth(pool->get());
   double disk = 0;
   io::PosixStorageEnv env;
   auto f = env.OpenForRandomRead(model);

@@ -29,23 +29,27 @@ struct RunOptions {
   std::string mem_budget;
   bool no_gate_ahead = false;
   std::string moe_miss = "exact";
+  bool seed_random = false;  // --seed -1: drawn at parse time, printed on stderr
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Add({"-m", "--model"}, &o.engine.model_path, "GGUF model file (default: a built-in synthetic model)");
-  ap.Add({"-t", "--threads"}, &o.engine.n_threads, "compute threads (default: all cores)");
-  ap.Add({"-c", "--ctx-size"}, &o.engine.n_ctx, "context size in tokens (default: model's, at most 4096)");
-  ap.Add({"-b", "--batch-size"}, &o.engine.n_batch, "prompt tokens per batch (default 512)");
-  ap.Add({"-n", "--n-predict"}, &o.n_predict, "tokens to generate (default: -1, until end or full context)");
-  ap.Add({"--temp"}, &o.sampling.temperature, "temperature; 0 is greedy (default 0.8)");
-  ap.Add({"--top-k"}, &o.sampling.top_k, "top-k cut, 0 off (default 40)");
-  ap.Add({"--top-p"}, &o.sampling.top_p, "top-p cut, 1 off (default 0.95)");
-  ap.Add({"--min-p"}, &o.sampling.min_p, "min-p cut, 0 off (default 0.05)");
-  ap.Add({"--repeat-penalty"}, &o.sampling.repeat_penalty, "repetition penalty, 1 off (default 1.0)");
-  ap.Add({"--repeat-last-n"}, &o.sampling.repeat_last_n, "tokens the penalty looks back over (default 64)");
-  ap.Add({"-s", "--seed"}, &o.sampling.seed, "random seed (default 4294967295)");
+  ap.Add({"-t", "--threads"}, &o.engine.n_threads, "compute threads, at most 1024 (default and <= 0: all cores)");
+  ap.Add({"-c", "--ctx-size"}, &o.engine.n_ctx, "context size in tokens; 0: the model's, at most 4096 (default 0)");
+  ap.Add({"-b", "--batch-size"}, &o.engine.n_batch, "prompt tokens per batch, at least 1, at most -c (default 512)");
+  ap.Add({"-n", "--n-predict"}, &o.n_predict,
+         "tokens to generate; < 0: until end of generation or full context (default -1)");
+  ap.Add({"--temp"}, &o.sampling.temperature, "temperature; <= 0 is greedy (argmax) (default 0.8)");
+  ap.Add({"--top-k"}, &o.sampling.top_k, "top-k cut; <= 0 off (default 40)");
+  ap.Add({"--top-p"}, &o.sampling.top_p, "top-p cut in [0, 1]; 1 off, 0 keeps only the top token (default 0.95)");
+  ap.Add({"--min-p"}, &o.sampling.min_p, "min-p cut in [0, 1]; 0 off (default 0.05)");
+  ap.Add({"--repeat-penalty"}, &o.sampling.repeat_penalty, "repetition penalty, > 0; 1 off (default 1.0)");
+  ap.Add({"--repeat-last-n"}, &o.sampling.repeat_last_n,
+         "tokens the penalty looks back over; 0 off, -1 the whole context (default 64)");
+  ap.AddSeed({"-s", "--seed"}, &o.sampling.seed, &o.seed_random,
+             "random seed; -1 draws one and prints it (default 4294967295)");
   ap.Add({"--mem-budget"}, &o.mem_budget, "bound on all engine memory, e.g. 6G; weights beyond it stream from disk");
-  ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget (default 4)");
+  ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget; 0 none (default 4)");
   ap.Add({"--moe-policy"}, &o.engine.moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
   ap.Flag({"--no-gate-ahead"}, &o.no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
   ap.Add({"--moe-miss"}, &o.moe_miss,
@@ -55,9 +59,41 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
 }
 
+// The sampling flags a demanding user expects to be refused rather than silently bent
+// (llama.cpp's meanings otherwise: temperature <= 0 is greedy, top-k <= 0 is off).
+Status CheckSampling(const SamplerParams& p) {
+  auto num = [](float x) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%g", static_cast<double>(x));
+    return std::string(b);
+  };
+  if (!(p.top_p >= 0.0f && p.top_p <= 1.0f))
+    return Status::InvalidArgument("--top-p " + num(p.top_p) + ": must be in [0, 1] (1 is off)");
+  if (!(p.min_p >= 0.0f && p.min_p <= 1.0f))
+    return Status::InvalidArgument("--min-p " + num(p.min_p) + ": must be in [0, 1] (0 is off)");
+  if (!(p.repeat_penalty > 0.0f))
+    return Status::InvalidArgument("--repeat-penalty " + num(p.repeat_penalty) + ": must be positive (1 is off)");
+  if (p.repeat_last_n < -1)
+    return Status::InvalidArgument("--repeat-last-n " + std::to_string(p.repeat_last_n) +
+                                   ": must be -1 (the whole context), 0 (off) or positive");
+  return Status::Ok();
+}
+
+// Checks the flags that need no model; prints the seed --seed -1 drew.
+Status CheckOptions(const RunOptions& o) {
+  TIERLM_RETURN_IF_ERROR(CheckSampling(o.sampling));
+  TIERLM_RETURN_IF_ERROR(ResolveThreadCount(o.engine.n_threads).status());
+  NoteThreads(o.engine.n_threads);
+  if (o.seed_random)
+    std::fprintf(stderr, "seed: %llu (drawn for --seed -1)\n", static_cast<unsigned long long>(o.sampling.seed));
+  return Status::Ok();
+}
+
 Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   if (!o.mem_budget.empty()) {
-    TIERLM_ASSIGN_OR_RETURN(o.engine.mem_budget_bytes, ParseByteSize(o.mem_budget));
+    auto budget = ParseByteSize(o.mem_budget);
+    if (!budget.ok()) return budget.status().WithContext("--mem-budget");
+    o.engine.mem_budget_bytes = *budget;
     if (o.engine.mem_budget_bytes == 0) return Status::InvalidArgument("--mem-budget must be positive");
   }
   if (o.engine.model_path.empty()) {
@@ -65,7 +101,9 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
-  return Engine::Load(o.engine);
+  TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, Engine::Load(o.engine));
+  if (o.sampling.repeat_last_n == -1) o.sampling.repeat_last_n = static_cast<int32_t>(e->kv().n_ctx());
+  return e;
 }
 
 void PrintStats(Engine& e, const GenerateStats& s) {
@@ -92,7 +130,8 @@ int RunCommand(int argc, char** argv) {
   RunOptions o;
   ArgParser ap("run");
   AddCommonOptions(ap, o);
-  ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text");
+  ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text (may be empty: generation starts from BOS)",
+         /*allow_empty=*/true);
   ap.Add({"-f", "--file"}, &o.prompt_file, "read the prompt from a file");
   ap.Flag({"--token-ids"}, &o.token_ids, "print generated token ids, space-separated, instead of text");
   ap.Flag({"--no-display-prompt"}, &o.no_display_prompt, "do not echo the prompt");
@@ -102,6 +141,7 @@ int RunCommand(int argc, char** argv) {
     return 0;
   }
   if (!st.ok()) return ReportError(st);
+  if (Status c = CheckOptions(o); !c.ok()) return ReportError(c);
   if (!o.prompt_file.empty()) {
     std::ifstream in(o.prompt_file, std::ios::binary);
     if (!in) return ReportError(Status::IoError(o.prompt_file + ": cannot read the prompt file"));
@@ -166,7 +206,7 @@ int ChatCommand(int argc, char** argv) {
   RunOptions o;
   ArgParser ap("chat");
   AddCommonOptions(ap, o);
-  ap.Add({"-sys", "--system-prompt"}, &o.system_prompt, "system message");
+  ap.Add({"-sys", "--system-prompt"}, &o.system_prompt, "system message", /*allow_empty=*/true);
   ap.Add({"--chat-template"}, &o.chat_template,
          "template: chatml, llama2, llama3, mistral, zephyr, phi3, gemma (default: from the model)");
   Status st = ap.Parse(argc, argv, 2);
@@ -175,6 +215,7 @@ int ChatCommand(int argc, char** argv) {
     return 0;
   }
   if (!st.ok()) return ReportError(st);
+  if (Status c = CheckOptions(o); !c.ok()) return ReportError(c);
 
   auto engine = LoadEngine(o);
   if (!engine.ok()) return ReportError(engine.status());

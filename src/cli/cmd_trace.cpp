@@ -11,12 +11,21 @@ namespace tierlm::cli {
 
 void AddTraceOptions(ArgParser& ap, TraceOptions& o) {
   ap.Add({"-m", "--model"}, &o.model, "GGUF model file with experts");
-  ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text");
-  ap.Add({"-n", "--n-predict"}, &o.n_predict, "tokens to generate after the prompt (default 32)");
-  ap.Add({"-c", "--ctx-size"}, &o.n_ctx, "context size in tokens (default: model's, at most 4096)");
-  ap.Add({"-t", "--threads"}, &o.n_threads, "compute threads (default: all cores)");
-  ap.Add({"--temp"}, &o.temperature, "temperature; 0 is greedy (default 0)");
-  ap.Add({"-s", "--seed"}, &o.seed, "random seed (default 4294967295)");
+  ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text (may be empty: generation starts from BOS)", /*allow_empty=*/true);
+  ap.Add({"-n", "--n-predict"}, &o.n_predict,
+         "tokens to generate after the prompt; < 0: until end of generation or full context (default 32)");
+  ap.Add({"-c", "--ctx-size"}, &o.n_ctx, "context size in tokens; 0: the model's, at most 4096 (default 0)");
+  ap.Add({"-t", "--threads"}, &o.n_threads, "compute threads, at most 1024 (default and <= 0: all cores)");
+  ap.Add({"--temp"}, &o.temperature, "temperature; <= 0 is greedy (argmax) (default 0)");
+  ap.AddSeed({"-s", "--seed"}, &o.seed, &o.seed_random, "random seed; -1 draws one and prints it (default 4294967295)");
+}
+
+Status CheckTraceOptions(const TraceOptions& o) {
+  TIERLM_RETURN_IF_ERROR(ResolveThreadCount(o.n_threads).status());
+  NoteThreads(o.n_threads);
+  if (o.seed_random)
+    std::fprintf(stderr, "seed: %llu (drawn for --seed -1)\n", static_cast<unsigned long long>(o.seed));
+  return Status::Ok();
 }
 
 Result<RoutingTrace> RecordRoutingTrace(const TraceOptions& o, double* gate_ahead_accuracy) {
@@ -62,6 +71,7 @@ int TraceCommand(int argc, char** argv) {
     return 0;
   }
   if (!st.ok()) return ReportError(st);
+  if (Status c = CheckTraceOptions(o); !c.ok()) return ReportError(c);
   if (out.empty()) return ReportError(Status::InvalidArgument("trace: -o FILE is required"));
   double gate_ahead = 0;
   auto trace = RecordRoutingTrace(o, &gate_ahead);

@@ -1,5 +1,6 @@
 // The tierlm subcommands. Each takes the whole argv (argv[1] is its name) and returns the
-// process exit status: 0 success, 1 runtime failure, 2 bad input (file, flag, prompt).
+// process exit status: 0 success, 2 any error (bad file, flag or prompt; a failed read;
+// memory or threads that ran out), reported as one "error: ..." line on stderr.
 #pragma once
 
 #include <cstdint>
@@ -27,13 +28,16 @@ struct TraceOptions {
   int32_t n_threads = 0;
   float temperature = 0.0f;
   uint64_t seed = 0xFFFFFFFF;
+  bool seed_random = false;  // --seed -1 drew the seed
 };
 class ArgParser;
 void AddTraceOptions(ArgParser& ap, TraceOptions& o);
+// Checks the options that need no model (and prints the seed --seed -1 drew).
+Status CheckTraceOptions(const TraceOptions& o);
 // Gate-ahead runs during the recording; its accuracy goes to *gate_ahead when not null.
 Result<RoutingTrace> RecordRoutingTrace(const TraceOptions& o, double* gate_ahead_accuracy = nullptr);
 
-// Prints "error: <message>" to stderr and returns the exit status for the status code.
+// Prints "error: <message>" to stderr and returns the exit status for an error: 2.
 int ReportError(const Status& st);
 
 }  // namespace tierlm::cli

@@ -1,5 +1,7 @@
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "cli/commands.h"
@@ -28,7 +30,7 @@ void PrintHelp() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
+static int Dispatch(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
     PrintHelp();
     return argc < 2 ? 2 : 0;
@@ -43,5 +45,21 @@ int main(int argc, char** argv) {
   if (cmd == "trace") return tierlm::cli::TraceCommand(argc, argv);
   if (cmd == "moe-report") return tierlm::cli::MoeReportCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
+  return 2;
+}
+
+// Commands report errors as Status values; an exception reaching here (memory that ran
+// out in the middle of a command, a thread the OS refused) still ends with one error line
+// and status 2, never std::terminate's abort.
+int main(int argc, char** argv) {
+  try {
+    return Dispatch(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "error: unexpected failure\n");
+  }
   return 2;
 }

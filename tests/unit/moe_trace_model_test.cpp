@@ -197,7 +197,7 @@ TEST(MoeTraceModel, TraceAndReportCommands) {
   r = RunShell(bin + " moe-report");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   r = RunShell(bin + " moe-report --trace " + Quote((dir / "missing.trace").string()));
-  EXPECT_EQ(r.exit_code, 1) << r.output;  // an I/O error
+  EXPECT_EQ(r.exit_code, 2) << r.output;  // an I/O error: every error exits 2
   EXPECT_NE(r.output.find("missing.trace"), std::string::npos) << r.output;
   r = RunShell(bin + " trace -m " + Quote((testing::ModelsDir() / "synth-llama-small-Q8_0.gguf").string()) +
                " -p hi -n 2 -o " + Quote((dir / "x.trace").string()));
