@@ -99,7 +99,7 @@ Status GgufWriter::AddTensor(const std::string& name, GgmlType type, std::vector
   return Status::Ok();
 }
 
-Status GgufWriter::Write(const std::string& path) const {
+Status GgufWriter::Write(const std::string& path, const ProgressFn& progress) const {
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) return Status::IoError(tmp + ": cannot create: " + std::strerror(errno));
@@ -134,6 +134,9 @@ Status GgufWriter::Write(const std::string& path) const {
     offset += (t.size_bytes + alignment_ - 1) / alignment_ * alignment_;
   }
   o.Pad(alignment_);
+  uint64_t total_bytes = 0, written = 0;
+  for (const auto& t : tensors_) total_bytes += t.size_bytes;
+  if (progress) progress(0, total_bytes);
   std::vector<uint8_t> buf;
   for (const auto& t : tensors_) {
     if (t.producer) {
@@ -150,6 +153,8 @@ Status GgufWriter::Write(const std::string& path) const {
     }
     o.Pad(alignment_);
     if (!o.ok()) return fail("write failed");
+    written += t.size_bytes;
+    if (progress) progress(written, total_bytes);
   }
   if (!o.ok() || std::fflush(f) != 0) return fail("write failed");
   if (std::fclose(f) != 0) {

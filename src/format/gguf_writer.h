@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "format/gguf_file.h"
 
@@ -28,7 +29,9 @@ class GgufWriter {
   Status AddTensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, std::vector<uint8_t> data);
   Status AddTensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, Producer producer);
 
-  Status Write(const std::string& path) const;
+  // progress, when set, is called with the tensor bytes written so far and their total
+  // (after each tensor).
+  Status Write(const std::string& path, const ProgressFn& progress = {}) const;
 
  private:
   struct PendingTensor {

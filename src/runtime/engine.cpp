@@ -44,13 +44,14 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   if (lowbit_all && o.mem_budget_bytes == 0)
     return Status::InvalidArgument("--moe-miss lowbit-all needs --mem-budget (the low-bit copies live under the budget)");
   if (o.mem_budget_bytes == 0 || (e->plan_.placement.n_streamed == 0 && !lowbit_all)) {
-    TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_));
+    TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_, o.load_progress));
   } else {
     e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
     TieredWeightStoreOptions to;
     to.budget_bytes = e->plan_.weight_budget_bytes;
     to.prefetch_depth = o.prefetch_depth;
     to.expert_policy = o.moe_policy;
+    to.progress = o.load_progress;
     TIERLM_ASSIGN_OR_RETURN(auto tiered, TieredWeightStore::Open(e->file_, e->env_.get(), to));
     e->tiered_ = tiered.get();
     e->store_ = std::move(tiered);
@@ -64,6 +65,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
       LowbitExpertCache::OpenOrBuildOptions lo;
       lo.path = o.lowbit_cache_path;
       lo.fallback_dir = o.lowbit_cache_fallback_dir;
+      lo.build.progress = o.lowbit_progress;
       TIERLM_ASSIGN_OR_RETURN(auto r, LowbitExpertCache::OpenOrBuild(e->env_.get(), e->file_, o.model_path,
                                                                     e->pool_.get(), lo));
       e->lowbit_note_ = (r.built ? "built low-bit expert cache " : "opened low-bit expert cache ") + r.cache->path();

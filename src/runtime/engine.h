@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
@@ -46,6 +47,11 @@ struct EngineOptions {
   // else in lowbit_cache_fallback_dir when the model's directory is not writable.
   std::string lowbit_cache_path;
   std::string lowbit_cache_fallback_dir;
+  // Progress reporters (core/progress.h), used during Load only: weight bytes read into
+  // memory (the whole model, or the pinned set under a budget), and expert slices
+  // requantized when the low-bit cache is built. Default: none (Load prints nothing).
+  ProgressFn load_progress;
+  ProgressFn lowbit_progress;
 };
 
 class Engine {

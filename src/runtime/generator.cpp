@@ -1,5 +1,6 @@
 #include "runtime/generator.h"
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -26,7 +27,20 @@ Result<GenerateStats> Generate(LlamaModel& model, KvCache& kv, ThreadPool* pool,
 
   const auto t_start = std::chrono::steady_clock::now();
   std::vector<float> logits;
-  TIERLM_RETURN_IF_ERROR(model.Forward(req.prompt, kv, /*all_logits=*/false, &logits, pool));
+  if (req.prefill_progress) {
+    // The batches Forward would split the prompt into, one call each, to report between
+    // them (the same computation: only the last batch's logits are kept).
+    const uint64_t n = req.prompt.size();
+    const uint64_t step = static_cast<uint64_t>(std::max<int64_t>(model.max_batch(), 1));
+    req.prefill_progress(0, n);
+    for (uint64_t at = 0; at < n; at += step) {
+      const uint64_t len = std::min(step, n - at);
+      TIERLM_RETURN_IF_ERROR(model.Forward(req.prompt.subspan(at, len), kv, /*all_logits=*/false, &logits, pool));
+      req.prefill_progress(at + len, n);
+    }
+  } else {
+    TIERLM_RETURN_IF_ERROR(model.Forward(req.prompt, kv, /*all_logits=*/false, &logits, pool));
+  }
   stats.prompt_ms = MsSince(t_start);
 
   const int64_t n_vocab = model.hparams().n_vocab;

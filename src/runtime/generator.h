@@ -5,6 +5,7 @@
 #include <functional>
 #include <span>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "kv/kv_cache.h"
@@ -23,6 +24,9 @@ struct GenerateRequest {
   // reason but an end-of-generation token, so the KV cache holds the whole reply (a
   // conversation continues from it). Default false: one forward pass fewer.
   bool eval_last = false;
+  // Called with the prompt tokens evaluated so far and the prompt's length, after each
+  // batch of the prefill (the model's max_batch tokens). Default: none.
+  ProgressFn prefill_progress;
 };
 
 struct GenerateStats {

@@ -184,7 +184,8 @@ GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, in
   return want;
 }
 
-Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const std::string& path, ThreadPool* pool) {
+Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const std::string& path, ThreadPool* pool,
+                       const ProgressFn& progress) {
   const bool moe_arch = s.arch == "qwen2moe" || s.arch == "qwen3moe" || s.arch == "olmoe";
   if (s.arch != "llama" && s.arch != "qwen2" && !moe_arch)
     return Status::InvalidArgument("synth: architecture '" + s.arch +
@@ -331,7 +332,7 @@ Status WriteSynthModel(const SynthSpec& s, SynthType type, uint64_t seed, const 
       return Status::Ok();
     }));
   }
-  return w.Write(path);
+  return w.Write(path, progress);
 }
 
 }  // namespace tierlm

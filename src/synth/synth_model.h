@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/ggml_type.h"
@@ -60,8 +61,9 @@ std::vector<std::string> SynthPresetNames();
 // non-layer tensors) of row length n_in in a file of type t.
 GgmlType SynthTensorType(SynthType t, const std::string& name, int64_t layer, int64_t n_layer, int64_t n_in);
 
-// Writes the model to path. Deterministic for a given spec, type and seed.
+// Writes the model to path. Deterministic for a given spec, type and seed. progress, when
+// set, gets the tensor bytes written so far and their total.
 Status WriteSynthModel(const SynthSpec& spec, SynthType type, uint64_t seed, const std::string& path,
-                       ThreadPool* pool);
+                       ThreadPool* pool, const ProgressFn& progress = {});
 
 }  // namespace tierlm

@@ -252,6 +252,7 @@ Result<LowbitBuildStats> LowbitExpertCache::Build(const gguf::GgufFile& model, i
 
   LowbitBuildStats stats;
   std::vector<uint8_t> src, dst;
+  if (options.progress) options.progress(0, units.size());
   for (size_t u = 0; u < units.size(); ++u) {
     const gguf::TensorInfo& t = *units[u].stacked;
     LowbitEntry& le = entries[u];
@@ -279,6 +280,7 @@ Result<LowbitBuildStats> LowbitExpertCache::Build(const gguf::GgufFile& model, i
     le.checksum = LowbitHash(dst.data(), dst.size());
     TIERLM_RETURN_IF_ERROR(tmp.WriteAt(le.offset, dst.data(), dst.size()));
     stats.source_bytes += slice_bytes;
+    if (options.progress) options.progress(u + 1, units.size());
   }
   const std::vector<uint8_t> table = EncodeTable(entries);
   HeaderFields h;

@@ -26,6 +26,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/ggml_type.h"
@@ -66,6 +67,8 @@ struct LowbitBuildOptions {
   // Test seam: called before each write of len bytes at offset of the temporary file; a
   // non-OK status fails that write as if the OS had (e.g. a full disk).
   std::function<Status(uint64_t offset, uint64_t len)> write_fault;
+  // Called with the expert slices requantized so far and their total (one entry each).
+  ProgressFn progress;
 };
 
 struct LowbitBuildStats {

@@ -22,6 +22,7 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
   TIERLM_ASSIGN_OR_RETURN(WeightPlacement placement, Plan(file, options));
   std::unique_ptr<TieredWeightStore> store(new TieredWeightStore());
   store->options_ = options;
+  store->options_.progress = nullptr;  // used by Open only; its reporter need not outlive it
   store->data_offset_ = file.data_offset();
   TIERLM_ASSIGN_OR_RETURN(store->file_, env->OpenForRandomRead(file.name()));
   if (store->file_->size() != file.file_size())
@@ -52,6 +53,8 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
   *manager_of = store->manager_.get();
 
   std::vector<EntryId> pinned;
+  std::vector<uint64_t> pinned_bytes;
+  uint64_t pinned_total = 0;
   for (const WeightUnit& u : placement.units) {
     EntrySpec spec;
     spec.name = u.name;
@@ -65,18 +68,24 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
     if (u.pinned) {
       store->policy_->Pin(id);
       pinned.push_back(id);
+      pinned_bytes.push_back(u.size);
+      pinned_total += u.size;
     }
   }
   store->placement_ = std::move(placement);
 
   // Read the pinned set: in file order, so it packs the bottom of the arena and leaves
   // the ring one contiguous run. Reads are started together, then collected.
+  uint64_t pinned_read = 0;
+  if (options.progress) options.progress(0, pinned_total);
   for (size_t at = 0; at < pinned.size();) {
     const size_t n = std::min<size_t>(64, pinned.size() - at);
     std::span<const EntryId> batch(pinned.data() + at, n);
     (void)store->manager_->Prefetch(batch);
-    for (EntryId id : batch) {
-      TIERLM_ASSIGN_OR_RETURN(ResidencyPin pin, store->manager_->Acquire(id));
+    for (size_t i = 0; i < n; ++i) {
+      TIERLM_ASSIGN_OR_RETURN(ResidencyPin pin, store->manager_->Acquire(batch[i]));
+      pinned_read += pinned_bytes[at + i];
+      if (options.progress) options.progress(pinned_read, pinned_total);
     }
     at += n;
   }

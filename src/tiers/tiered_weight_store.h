@@ -31,6 +31,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "format/gguf_file.h"
 #include "io/clock.h"
@@ -61,6 +62,9 @@ struct TieredWeightStoreOptions {
   bool record_evictions = false;
   // Eviction order of the expert cache (policy_factory.h): "lru", "lfu-decay", "score".
   std::string expert_policy = "lfu-decay";
+  // Called with the pinned bytes read so far and their total while Open reads the pinned
+  // set. Default: none.
+  ProgressFn progress;
 };
 
 class TieredWeightStore : public WeightStore {

@@ -29,7 +29,8 @@ void TensorPin::Reset() {
   size_ = 0;
 }
 
-Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const gguf::GgufFile& file) {
+Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const gguf::GgufFile& file,
+                                                                     const ProgressFn& progress) {
   std::unique_ptr<InMemoryWeightStore> store(new InMemoryWeightStore());
   store->data_offset_ = file.data_offset();
   store->data_bytes_ = file.file_size() > file.data_offset() ? file.file_size() - file.data_offset() : 0;
@@ -53,6 +54,7 @@ Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const ggu
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   uint64_t got = 0;
   constexpr uint64_t kChunk = 8 << 20;
+  if (progress) progress(0, store->data_bytes_);
   while (got < store->data_bytes_) {
     const size_t want = static_cast<size_t>(std::min(kChunk, store->data_bytes_ - got));
     ssize_t r = ::pread(fd, store->base_ + got, want, static_cast<off_t>(store->data_offset_ + got));
@@ -67,6 +69,7 @@ Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const ggu
     // Drop the page-cache copy behind us so the weights are held once.
     ::posix_fadvise(fd, static_cast<off_t>(store->data_offset_ + got), r, POSIX_FADV_DONTNEED);
     got += static_cast<uint64_t>(r);
+    if (progress) progress(got, store->data_bytes_);
   }
   ::close(fd);
   return store;

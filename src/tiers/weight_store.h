@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "core/progress.h"
 #include "core/status.h"
 #include "format/ggml_type.h"
 #include "format/gguf_file.h"
@@ -92,7 +93,9 @@ class WeightStore {
 // when the model fits in memory.
 class InMemoryWeightStore : public WeightStore {
  public:
-  static Result<std::unique_ptr<InMemoryWeightStore>> Open(const gguf::GgufFile& file);
+  // progress, when set, gets the bytes read so far and the bytes to read.
+  static Result<std::unique_ptr<InMemoryWeightStore>> Open(const gguf::GgufFile& file,
+                                                           const ProgressFn& progress = {});
   ~InMemoryWeightStore() override;
 
   Result<TensorPin> Acquire(const gguf::TensorInfo& t) override;
