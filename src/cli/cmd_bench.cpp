@@ -14,8 +14,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/load_progress.h"
 #include "core/format_bytes.h"
 #include "core/memory_bandwidth.h"
+#include "core/progress.h"
 #include "io/posix_storage_env.h"
 #include "io/read_bandwidth.h"
 #include "moe/moe_report.h"
@@ -269,6 +271,8 @@ int BenchCommand(int argc, char** argv) {
   ap.Flag({"--moe-report"}, &moe_report,
           "MoE: record the routing of the decode tests and report the live expert cache, gate-ahead prefetch, "
           "routing statistics and every policy's simulated hit rate (Belady included)");
+  bool quiet = false;
+  ap.Flag({"-q", "--quiet"}, &quiet, "print no progress lines on stderr (loading, low-bit cache, test runs)");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());
@@ -340,7 +344,7 @@ int BenchCommand(int argc, char** argv) {
     }
   }
   const auto t_load = std::chrono::steady_clock::now();
-  auto engine = Engine::Load(eo);
+  auto engine = LoadEngineWithProgress(eo, quiet);
   if (!engine.ok()) return ReportError(engine.status());
   Engine& e = **engine;
   double first_token_ms = 0;
@@ -369,11 +373,18 @@ int BenchCommand(int argc, char** argv) {
   if (hp.n_expert > 0) trace = RoutingTrace(static_cast<int32_t>(hp.n_layer), static_cast<int32_t>(hp.n_expert),
                                             static_cast<int32_t>(hp.n_expert_used));
   std::vector<MoeLive> moe_live;
+  // One progress line over every run (warm-ups included), labelled with the current test.
+  int64_t n_tests = 0;
+  for (int64_t p : *pp) n_tests += p > 0;
+  for (int64_t n : *tg) n_tests += n > 0;
+  Progress runs(ProgressOptions::FromEnvironment(quiet));
+  runs.Start("bench", static_cast<uint64_t>(n_tests * (reps + 1)), Progress::Unit::kItems, "runs");
   auto run_test = [&](int64_t n_prompt, int64_t n_gen) -> Status {
     Row r;
     r.n_prompt = n_prompt;
     r.n_gen = n_gen;
     r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    runs.SetLabel("bench " + r.test);
     ResidencyStats before;
     int64_t acquire_ns_before = 0;
     GateAheadStats gate_before;
@@ -406,6 +417,7 @@ int BenchCommand(int argc, char** argv) {
         }
       }
       const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+      runs.Advance();
       if (rep < 0) continue;
       r.samples_ns.push_back(ns);
       r.samples_ts.push_back((n_prompt > 0 ? n_prompt : n_gen) * 1e9 / ns);
@@ -472,13 +484,20 @@ int BenchCommand(int argc, char** argv) {
   for (int64_t p : *pp)
     if (p > 0) {
       st = run_test(p, 0);
-      if (!st.ok()) return ReportError(st);
+      if (!st.ok()) {
+        runs.Stop();
+        return ReportError(st);
+      }
     }
   for (int64_t n : *tg)
     if (n > 0) {
       st = run_test(0, n);
-      if (!st.ok()) return ReportError(st);
+      if (!st.ok()) {
+        runs.Stop();
+        return ReportError(st);
+      }
     }
+  runs.Finish();
 
   KlResult kl;
   bool have_kl = false;

@@ -27,6 +27,8 @@ int PlanCommand(int argc, char** argv) {
   ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
   ap.Flag({"--tensors"}, &all, "list every tensor (default: a summary per kind)");
   ap.Flag({"--no-measure"}, &no_measure, "do not measure DRAM and disk bandwidth (no prediction)");
+  bool quiet = false;  // plan reads no weights: it has no progress lines to silence
+  ap.Flag({"-q", "--quiet"}, &quiet, "print no progress lines (accepted as by run and bench; plan prints none)");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());

@@ -6,6 +6,8 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
+#include "cli/load_progress.h"
+#include "core/progress.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
@@ -29,6 +31,7 @@ struct RunOptions {
   std::string mem_budget;
   bool no_gate_ahead = false;
   std::string moe_miss = "exact";
+  bool quiet = false;  // no progress lines
   bool seed_random = false;  // --seed -1: drawn at parse time, printed on stderr
 };
 
@@ -57,6 +60,7 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
          "unless its read is under way); lowbit-all: every expert from its copy (default exact)");
   ap.Add({"--lowbit-cache"}, &o.engine.lowbit_cache_path, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
+  ap.Flag({"-q", "--quiet"}, &o.quiet, "print no progress lines on stderr (loading, low-bit cache, prefill)");
 }
 
 // The sampling flags a demanding user expects to be refused rather than silently bent
@@ -101,7 +105,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
-  TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, Engine::Load(o.engine));
+  TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, LoadEngineWithProgress(o.engine, o.quiet));
   if (o.sampling.repeat_last_n == -1) o.sampling.repeat_last_n = static_cast<int32_t>(e->kv().n_ctx());
   return e;
 }
@@ -162,10 +166,15 @@ int RunCommand(int argc, char** argv) {
                  static_cast<long long>(e.model().hparams().n_layer), static_cast<long long>(e.kv().n_ctx()),
                  e.pool().size(), prompt.size());
   }
-  if (!o.token_ids && !o.no_display_prompt) {
+  // The prompt is echoed once the prefill is done, so that a progress line redrawn on the
+  // terminal during a long prefill does not overwrite it.
+  bool echoed = o.token_ids || o.no_display_prompt;
+  auto echo_prompt = [&] {
+    if (echoed) return;
+    echoed = true;
     std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
     std::fflush(stdout);
-  }
+  };
 
   tokenizer::Detokenizer::Options dopt;
   dopt.strip_leading_space = false;
@@ -176,7 +185,11 @@ int RunCommand(int argc, char** argv) {
   req.n_predict = o.n_predict;
   req.sampling = o.sampling;
   req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
+  Progress prefill(ProgressOptions::FromEnvironment(o.quiet));
+  prefill.Start("prefill", prompt.size(), Progress::Unit::kItems, "tokens");
+  req.prefill_progress = prefill.Reporter();
   req.on_token = [&](int32_t id) {
+    echo_prompt();
     if (o.token_ids) {
       std::printf(first_id ? "%d" : " %d", id);
       first_id = false;
@@ -188,6 +201,8 @@ int RunCommand(int argc, char** argv) {
     return true;
   };
   auto stats = Generate(e.model(), e.kv(), &e.pool(), req);
+  prefill.Stop();
+  echo_prompt();
   if (!stats.ok()) {
     std::printf("\n");
     return ReportError(stats.status());
@@ -261,6 +276,9 @@ int ChatCommand(int argc, char** argv) {
     req.sampling = o.sampling;
     req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
     req.eval_last = true;  // the next turn continues from this reply's tokens
+    Progress prefill(ProgressOptions::FromEnvironment(o.quiet));
+    prefill.Start("prefill", new_tokens.size(), Progress::Unit::kItems, "tokens");
+    req.prefill_progress = prefill.Reporter();
     req.on_token = [&](int32_t id) {
       const std::string text = detok.Push(id);
       reply += text;
@@ -269,6 +287,7 @@ int ChatCommand(int argc, char** argv) {
       return true;
     };
     auto stats = Generate(e.model(), e.kv(), &e.pool(), req);
+    prefill.Stop();
     if (!stats.ok()) {
       std::fprintf(stdout, "\n");
       return ReportError(stats.status());

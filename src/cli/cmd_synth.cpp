@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "core/progress.h"
 #include "core/thread_pool.h"
 #include "synth/synth_model.h"
 
@@ -68,6 +69,8 @@ int SynthCommand(int argc, char** argv) {
   ap.AddSeed({"--seed"}, &seed, &seed_random, "random seed; -1 draws one (default 42)");
   ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
   ap.Add({"-o", "--output"}, &out, "output GGUF path (required)");
+  bool quiet = false;
+  ap.Flag({"-q", "--quiet"}, &quiet, "print no progress line on stderr");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
     std::printf("%s", ap.Usage().c_str());
@@ -119,8 +122,14 @@ int SynthCommand(int argc, char** argv) {
   if (!pool_or.ok()) return ReportError(pool_or.status());
   ThreadPool& pool = **pool_or;
   const auto t0 = std::chrono::steady_clock::now();
-  st = WriteSynthModel(*spec, *type, seed, out, &pool);
-  if (!st.ok()) return ReportError(st);
+  Progress progress(ProgressOptions::FromEnvironment(quiet));
+  progress.Start("synth", 0, Progress::Unit::kBytes);
+  st = WriteSynthModel(*spec, *type, seed, out, &pool, progress.Reporter());
+  if (!st.ok()) {
+    progress.Stop();
+    return ReportError(st);
+  }
+  progress.Finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("wrote %s: %s %s-shaped model, %s, RANDOM weights (seed %llu), in %.1f s\n", out.c_str(),
               spec->arch.c_str(), spec->name.c_str(), SynthTypeName(*type), static_cast<unsigned long long>(seed), secs);
