@@ -117,6 +117,8 @@ const Values kInt = {{"neg", "-1"},        {"negbig", "-100000"},
 const Values kFloat = {{"neg", "-1"},     {"zero", "0"},       {"big", "1e30"}, {"huge", "1e999"},
                        {"nan", "nan"},    {"nonnum", "abc"},   {"empty", ""},   {"two", "2"}};
 const Values kString = {{"empty", ""}, {"garbage", "no-such-thing"}};
+// Output paths: nothing lands in the working directory.
+const Values kOutput = {{"empty", ""}, {"nodir", "/nonexistent/dir/out"}};
 const Values kSize = {{"zero", "0"},     {"one", "1"},         {"neg", "-1G"},   {"huge", "1e30G"},
                       {"nonnum", "abc"}, {"unit", "6Q"},       {"empty", ""},    {"nan", "nan"}};
 // bench -p / -n lists. No 100000 here: a 100000-token test is valid, only slow.
@@ -187,15 +189,17 @@ std::vector<FlagCase> Cases() {
   add("synth", synth, "--vocab", {{"toobig", "5000000"}, {"small", "100"}});
   add("synth", synth, "--seed", kInt);
   add("synth", synth, "-t", kInt);
-  for (const char* flag : {"--preset", "--type", "--arch", "-o"}) add("synth", synth, flag, kString);
+  for (const char* flag : {"--preset", "--type", "--arch"}) add("synth", synth, flag, kString);
+  add("synth", synth, "-o", kOutput);
   // trace and moe-report on the MoE model.
   const std::string trace = "trace -m " + MOE + " -p hi -n 2 -c 32 -t 2 -o " + Quote(D + "/sweep.trace");
   for (const char* flag : {"-n", "-c", "-t", "-s"}) add("trace", trace, flag, kInt);
   add("trace", trace, "--temp", kFloat);
-  for (const char* flag : {"-o", "-m", "-p"}) add("trace", trace, flag, kString);
+  for (const char* flag : {"-m", "-p"}) add("trace", trace, flag, kString);
+  add("trace", trace, "-o", kOutput);
   const std::string report = "moe-report --trace " + Quote(f.trace);
   add("moe_report", report, "--trace", kString);
-  add("moe_report", report, "--plot", {{"empty", ""}, {"nodir", "/nonexistent/dir/x.svg"}});
+  add("moe_report", report, "--plot", kOutput);
   const std::string record = "moe-report -m " + MOE + " -p hi -n 2 -c 32 -t 2";
   for (const char* flag : {"-n", "-c", "-t", "-s"}) add("moe_report_record", record, flag, kInt);
   add("moe_report_record", record, "--temp", kFloat);
