@@ -1,21 +1,26 @@
 #!/usr/bin/python3
 """Self-check of the Python reference (gguf_ref) against llama.cpp's recorded outputs.
 
-For every shared/models/*.gguf with a fixture shared/fixtures/llamacpp/<model>.json:
-run the reference on each case's tokens and compare logits with the fixture, using the
-bounds suggested in shared/fixtures/README.md. MoE models (synth-moe-*) are checked on
-top-1 agreement only (>= 80% of positions per case), since llama.cpp's activation
-rounding flips near-tie router choices. Also checks stories260K's greedy continuation.
+For every fixture tests/fixtures/llamacpp/<model>.json (or .json.xz): run the reference on
+each case's tokens and compare logits with the fixture, using the bounds in
+tests/fixtures/README.md. MoE models are checked on top-1 agreement only (>= 80% of
+positions per case), since llama.cpp's activation rounding flips near-tie router choices.
+Also checks stories260K's greedy continuation.
 
-Shared dir: $TIERLM_SHARED_DIR, else ../../../shared relative to this script.
-Usage: /usr/bin/python3 tests/reference/check_against_llamacpp.py [--f64] [--verbose]
-Exit status 0 when everything is within bounds, 1 otherwise.
+Models: stories260K from tests/models/; every other fixture "<preset>-<type>" names a
+synthetic model that `tierlm synth --preset <preset> --type <type> --seed 42` writes
+(deterministic); it is written into DATA_DIR/models once (the same folder the C++ tests use).
+Usage: /usr/bin/python3 tests/reference/check_against_llamacpp.py --tierlm BIN --data-dir DIR
+       [--f64] [--verbose]
+Exit status 0 when everything is within bounds, 1 otherwise (a missing fixture or model too).
 """
 
 import argparse
 import glob
 import json
+import lzma
 import os
+import subprocess
 import sys
 import time
 
@@ -30,63 +35,65 @@ from forward import Model  # noqa: E402
 STORIES_GREEDY = [403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338,
                   401, 396, 267, 337]
 
-# suggested test bounds from shared/fixtures/README.md
-BOUNDS = {
-    "stories260K": 3e-2,
-    "synth-llama-small-F32": 5e-3,
-    "synth-llama-small-F16": 1e-2,
-    "synth-qwen2-small-F16": 1e-2,
-    "synth-llama-small-BF16": 4e-2,
-    "synth-llama-small-Q8_0": 1.5e-1,
-    "synth-llama-small-Q4_0": 1.5e-1,
-    "synth-llama-small-Q4_K_M": 2e-1,
-    "synth-qwen2-small-Q4_K_M": 2e-1,
-}
+TESTS_DIR = os.path.dirname(HERE)
+FIXTURES = os.path.join(TESTS_DIR, "fixtures", "llamacpp")
+STORIES = os.path.join(TESTS_DIR, "models", "stories260K.gguf")
+
+# test bounds from tests/fixtures/README.md, by weight type
+BOUNDS = {"stories260K": 3e-2, "f32": 5e-3, "f16": 1e-2, "bf16": 4e-2, "q8_0": 1.5e-1, "q4_0": 1.5e-1,
+          "q4_k_m": 2e-1}
 MOE_TOP1_MIN = 0.80
-
-
-def shared_dir():
-    env = os.environ.get("TIERLM_SHARED_DIR")
-    if env:
-        return env
-    return os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared"))
 
 
 def bound_for(name):
     if name in BOUNDS:
         return BOUNDS[name]
-    # unknown model: pick by weight-type suffix
-    for suf, b in (("F32", 5e-3), ("F16", 1e-2), ("BF16", 4e-2), ("Q8_0", 1.5e-1), ("Q4_0", 1.5e-1)):
-        if name.endswith(suf):
-            return b
-    return 2e-1
+    return BOUNDS[name.rsplit("-", 1)[1]]
+
+
+def load_fixture(base):
+    """base: path without extension; reads base.json or base.json.xz."""
+    if os.path.exists(base + ".json"):
+        with open(base + ".json") as f:
+            return json.load(f)
+    with lzma.open(base + ".json.xz", "rt") as f:
+        return json.load(f)
+
+
+def model_path(name, tierlm, data_dir):
+    if name == "stories260K":
+        return STORIES
+    preset, typ = name.rsplit("-", 1)
+    path = os.path.join(data_dir, "models", name + ".gguf")
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp%d" % os.getpid()
+        subprocess.run([tierlm, "synth", "--preset", preset, "--type", typ, "--seed", "42", "-o", tmp],
+                       check=True, stdout=subprocess.DEVNULL)
+        os.replace(tmp, path)
+    return path
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--f64", action="store_true", help="run the reference in float64")
     ap.add_argument("--verbose", "-v", action="store_true")
+    ap.add_argument("--tierlm", required=True, help="the tierlm binary (writes the synthetic models)")
+    ap.add_argument("--data-dir", required=True, help="where synthetic models are kept")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     dtype = torch.float64 if args.f64 else torch.float32
 
-    sd = shared_dir()
-    models = sorted(glob.glob(os.path.join(sd, "models", "*.gguf")))
-    if not models:
-        print("no models found under %s/models" % sd)
+    names = sorted({os.path.basename(p).split(".json")[0] for p in glob.glob(os.path.join(FIXTURES, "*.json*"))})
+    if "stories260K" not in names or len(names) < 10:
+        print("fixtures missing under %s: found %s" % (FIXTURES, names))
         return 1
     failures = []
     t_start = time.time()
     print("%-28s %6s %12s %10s %8s %10s  %s" % ("model", "cases", "max|dlogit|", "bound", "top1", "greedy", "result"))
-    for path in models:
-        name = os.path.splitext(os.path.basename(path))[0]
-        fx_path = os.path.join(sd, "fixtures", "llamacpp", name + ".json")
-        if not os.path.exists(fx_path):
-            print("%-28s  (no fixture, skipped)" % name)
-            continue
-        with open(fx_path) as f:
-            fx = json.load(f)
-        m = Model(path, dtype=dtype)
+    for name in names:
+        fx = load_fixture(os.path.join(FIXTURES, name))
+        m = Model(model_path(name, args.tierlm, args.data_dir), dtype=dtype)
         if m.n_vocab != fx["n_vocab"]:
             failures.append("%s: n_vocab %d != fixture %d" % (name, m.n_vocab, fx["n_vocab"]))
         is_moe = m.hp.n_expert > 0

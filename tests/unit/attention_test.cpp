@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "test_printers.h"
 
 namespace tierlm {
 namespace {

@@ -13,10 +13,10 @@ using testing::Quote;
 using testing::RunShell;
 
 std::string Bin() { return Quote(testing::TierlmBinary()); }
-std::string Stories() { return Quote((testing::ModelsDir() / "stories260K.gguf").string()); }
+std::string Stories() { return Quote((testing::StoriesModel()).string()); }
 
 TEST(CliCommandsTest, InspectSummarizesAFile) {
-  auto r = RunShell(Bin() + " inspect " + Quote((testing::ModelsDir() / "synth-llama-small-Q4_K_M.gguf").string()));
+  auto r = RunShell(Bin() + " inspect " + Quote(testing::SynthModel("tiny", "q4_k_m").string()));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("general.architecture"), std::string::npos);
   EXPECT_NE(r.output.find("blk.0.attn_q.weight"), std::string::npos);
@@ -71,11 +71,30 @@ TEST(CliCommandsTest, BenchPrintsLlamaBenchJsonFields) {
     EXPECT_NE(r.output.find(field), std::string::npos) << field << " in " << r.output;
 }
 
+// Without -m, run tells a story with the embedded stories260K (a real trained model);
+// --synthetic gives the random-weight model of a real shape instead, and says so.
 TEST(CliCommandsTest, DefaultModelRunsWithoutArguments) {
   const auto dir = testing::ScratchDir("cli-default");
-  auto r = RunShell("XDG_CACHE_HOME=" + Quote(dir.string()) + " " + Bin() + " run -p hi -n 4");
+  const std::string env = "XDG_CACHE_HOME=" + Quote(dir.string()) + " ";
+  auto r = RunShell(env + Bin() + " run -p 'Once upon a time' -n 24 --temp 0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("RANDOM weights"), std::string::npos);
+  EXPECT_NE(r.output.find("stories260K"), std::string::npos) << r.output;
+  // stories260K's own greedy continuation (StoriesGoldenTest checks the whole story).
+  EXPECT_NE(r.output.find("Once upon a time, there was a little girl named Lily."), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("RANDOM"), std::string::npos) << r.output;
+  const auto cached = dir / "tierlm" / "stories260K.gguf";
+  ASSERT_TRUE(std::filesystem::exists(cached));
+  EXPECT_EQ(std::filesystem::file_size(cached), std::filesystem::file_size(testing::StoriesModel()));
+
+  // A damaged cached copy is replaced, not used.
+  std::filesystem::resize_file(cached, 1000);
+  r = RunShell(env + Bin() + " run -p 'Once upon a time' -n 8 --temp 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::filesystem::file_size(cached), std::filesystem::file_size(testing::StoriesModel()));
+
+  r = RunShell(env + Bin() + " run --synthetic -p hi -n 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("RANDOM weights"), std::string::npos) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir / "tierlm" / "synth-small-llama-q4_0.gguf"));
   std::filesystem::remove_all(dir);
 }

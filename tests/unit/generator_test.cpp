@@ -12,7 +12,7 @@ namespace {
 class GeneratorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto f = gguf::GgufFile::Open((testing::ModelsDir() / "stories260K.gguf").string());
+    auto f = gguf::GgufFile::Open((testing::StoriesModel()).string());
     ASSERT_TRUE(f.ok());
     file_ = std::make_unique<gguf::GgufFile>(std::move(*f));
     auto s = InMemoryWeightStore::Open(*file_);

@@ -107,7 +107,7 @@ TEST(GgufFileTest, WriterRoundTripsEveryValueType) {
 }
 
 TEST(GgufFileTest, ReadsStories260KHeader) {
-  auto path = testing::ModelsDir() / "stories260K.gguf";
+  auto path = testing::StoriesModel();
   ASSERT_TRUE(std::filesystem::exists(path)) << path;
   auto f = gguf::GgufFile::Open(path.string());
   ASSERT_TRUE(f.ok()) << f.status().ToString();

@@ -1,9 +1,13 @@
-// tierlm against llama.cpp's recorded outputs for every model in shared/models: the same
-// logits at every prompt position (within the fixtures README's tolerances) and the same
-// greedy continuation up to the first near-tie.
+// tierlm against llama.cpp's recorded outputs (tests/fixtures/llamacpp, README there): the
+// same logits at every prompt position (within the README's tolerances) and the same greedy
+// continuation up to the first near-tie. stories260K is the committed trained model; the
+// others are synthetic models the test writes again from their preset, type and seed
+// (`tierlm synth --preset P --type T --seed 42`, deterministic), the same files llama.cpp
+// was given when the fixtures were recorded (commands in tests/fixtures/README.md).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -19,16 +23,28 @@ namespace tierlm {
 namespace {
 
 struct FixtureModel {
-  const char* name;
+  const char* preset;  // nullptr: stories260K
+  const char* type;
   double tolerance;  // max abs logit difference (fixtures/README.md)
+  std::string name() const { return preset ? std::string(preset) + "-" + type : "stories260K"; }
+  std::filesystem::path model() const {
+    return preset ? testing::SynthModel(preset, type) : testing::StoriesModel();
+  }
 };
+void PrintTo(const FixtureModel& m, std::ostream* os) { *os << m.name(); }
+
+std::string CaseName(std::string n) {
+  for (auto& ch : n)
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  return n;
+}
 
 class LlamaCppFixtureTest : public ::testing::TestWithParam<FixtureModel> {};
 
 TEST_P(LlamaCppFixtureTest, LogitsAndGreedyMatch) {
   const FixtureModel fm = GetParam();
-  const auto model_path = testing::ModelsDir() / (std::string(fm.name) + ".gguf");
-  const auto json_path = testing::FixturesDir() / "llamacpp" / (std::string(fm.name) + ".json");
+  const auto model_path = fm.model();
+  const auto json_path = testing::Fixture("llamacpp/" + fm.name() + ".json");
   std::ifstream in(json_path);
   ASSERT_TRUE(in.good()) << json_path;
   const nlohmann::json fx = nlohmann::json::parse(in);
@@ -61,6 +77,8 @@ TEST_P(LlamaCppFixtureTest, LogitsAndGreedyMatch) {
         max_diff = std::max(max_diff, std::fabs(static_cast<double>(logits[p * n_vocab + v]) - row[v]));
     }
     EXPECT_LE(max_diff, fm.tolerance) << "max abs logit difference";
+    std::printf("%s case %d: max abs logit difference %.3g (bound %.3g)\n", fm.name().c_str(), case_index - 1,
+                max_diff, fm.tolerance);
 
     // Greedy continuation, one token per decode step, up to the first near-tie.
     const auto greedy = c["greedy"].get<std::vector<int32_t>>();
@@ -78,17 +96,12 @@ TEST_P(LlamaCppFixtureTest, LogitsAndGreedyMatch) {
 
 INSTANTIATE_TEST_SUITE_P(
     AllModels, LlamaCppFixtureTest,
-    ::testing::Values(FixtureModel{"stories260K", 3e-2}, FixtureModel{"synth-llama-small-F32", 5e-3},
-                      FixtureModel{"synth-llama-small-F16", 1e-2}, FixtureModel{"synth-llama-small-BF16", 4e-2},
-                      FixtureModel{"synth-llama-small-Q8_0", 1.5e-1}, FixtureModel{"synth-llama-small-Q4_0", 1.5e-1},
-                      FixtureModel{"synth-llama-small-Q4_K_M", 2e-1}, FixtureModel{"synth-qwen2-small-F16", 1e-2},
-                      FixtureModel{"synth-qwen2-small-Q4_K_M", 2e-1}),
-    [](const auto& info) {
-      std::string n = info.param.name;
-      for (auto& ch : n)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+    ::testing::Values(FixtureModel{nullptr, "f32", 3e-2}, FixtureModel{"tiny", "f32", 5e-3},
+                      FixtureModel{"tiny", "f16", 1e-2}, FixtureModel{"tiny", "bf16", 4e-2},
+                      FixtureModel{"tiny", "q8_0", 1.5e-1}, FixtureModel{"tiny", "q4_0", 1.5e-1},
+                      FixtureModel{"tiny", "q4_k_m", 2e-1}, FixtureModel{"qwen2-tiny", "f16", 1e-2},
+                      FixtureModel{"qwen2-tiny", "q4_k_m", 2e-1}),
+    [](const auto& info) { return CaseName(info.param.name()); });
 
 }  // namespace
 }  // namespace tierlm
@@ -102,11 +115,12 @@ namespace {
 class LlamaCppMoeFixtureTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(LlamaCppMoeFixtureTest, TopOneAgreement) {
-  const std::string name = GetParam();
-  std::ifstream in(testing::FixturesDir() / "llamacpp" / (name + ".json"));
-  ASSERT_TRUE(in.good());
+  const std::string type = GetParam();
+  const std::string name = "moe-tiny-" + type;
+  std::ifstream in(testing::Fixture("llamacpp/" + name + ".json"));
+  ASSERT_TRUE(in.good()) << name;
   const nlohmann::json fx = nlohmann::json::parse(in);
-  auto file = gguf::GgufFile::Open((testing::ModelsDir() / (name + ".gguf")).string());
+  auto file = gguf::GgufFile::Open(testing::SynthModel("moe-tiny", type).string());
   ASSERT_TRUE(file.ok()) << file.status().ToString();
   auto store = InMemoryWeightStore::Open(*file);
   ASSERT_TRUE(store.ok());
@@ -135,14 +149,8 @@ TEST_P(LlamaCppMoeFixtureTest, TopOneAgreement) {
   EXPECT_GE(agree * 100, total * 85) << agree << " of " << total << " positions agree";
 }
 
-INSTANTIATE_TEST_SUITE_P(MoeModels, LlamaCppMoeFixtureTest,
-                         ::testing::Values("synth-moe-small-Q8_0", "synth-moe-small-Q4_0"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (auto& ch : n)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(MoeModels, LlamaCppMoeFixtureTest, ::testing::Values("q8_0", "q4_0"),
+                         [](const auto& info) { return CaseName("moe_tiny_" + std::string(info.param)); });
 
 }  // namespace
 }  // namespace tierlm

@@ -43,6 +43,8 @@ struct MoeFixture {
   double tolerance;  // max abs logit difference of a position without a routing flip
 };
 
+void PrintTo(const MoeFixture& f, std::ostream* os) { *os << f.preset << "-" << f.type; }
+
 class LlamaCppMoeArchTest : public ::testing::TestWithParam<MoeFixture> {};
 
 TEST_P(LlamaCppMoeArchTest, MatchesLlamaCpp) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "test_printers.h"
 #include "kernels/quant.h"
 
 namespace tierlm {

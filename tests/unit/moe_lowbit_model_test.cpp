@@ -108,6 +108,8 @@ struct Case {
   double tolerance;  // max |tierlm lowbit-all - reference lowbit| logit difference
 };
 
+void PrintTo(const Case& c, std::ostream* os) { *os << c.type << " seed " << c.seed; }
+
 class MoeLowbitModelTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {

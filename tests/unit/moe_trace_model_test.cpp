@@ -1,4 +1,4 @@
-// Routing traces from a real forward pass on the shared MoE model (8 experts, top-2,
+// Routing traces from a real forward pass on a synthetic MoE model (moe-tiny) (8 experts, top-2,
 // 4 layers), and the trace / moe-report commands end to end.
 #include <gtest/gtest.h>
 
@@ -25,7 +25,7 @@ namespace {
 using testing::Quote;
 using testing::RunShell;
 
-std::string MoeModel() { return (testing::ModelsDir() / "synth-moe-small-Q8_0.gguf").string(); }
+std::string MoeModel() { return testing::SynthModel("moe-tiny", "q8_0").string(); }
 
 TEST(MoeTraceModel, ForwardRecordsEveryLayerAndLeavesLogitsAlone) {
   auto file = gguf::GgufFile::Open(MoeModel());
@@ -199,7 +199,7 @@ TEST(MoeTraceModel, TraceAndReportCommands) {
   r = RunShell(bin + " moe-report --trace " + Quote((dir / "missing.trace").string()));
   EXPECT_EQ(r.exit_code, 2) << r.output;  // an I/O error: every error exits 2
   EXPECT_NE(r.output.find("missing.trace"), std::string::npos) << r.output;
-  r = RunShell(bin + " trace -m " + Quote((testing::ModelsDir() / "synth-llama-small-Q8_0.gguf").string()) +
+  r = RunShell(bin + " trace -m " + Quote(testing::SynthModel("tiny", "q8_0").string()) +
                " -p hi -n 2 -o " + Quote((dir / "x.trace").string()));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("no experts"), std::string::npos) << r.output;

@@ -29,6 +29,8 @@ struct RefCase {
   double tolerance;  // max abs logit difference allowed (activation rounding only)
 };
 
+void PrintTo(const RefCase& c, std::ostream* os) { *os << c.preset << "/" << c.arch << "/" << c.type; }
+
 class ReferenceForwardTest : public ::testing::TestWithParam<RefCase> {};
 
 TEST_P(ReferenceForwardTest, LogitsMatchTorch) {

@@ -26,7 +26,7 @@ const char kStory[] =
     "\"Don't worry, Lily. We can help you.\n";
 
 TEST(StoriesGoldenTest, GreedyStoryFromBosMatchesLlama2c) {
-  const auto model = testing::ModelsDir() / "stories260K.gguf";
+  const auto model = testing::StoriesModel();
   const auto r = RunShell(Quote(testing::TierlmBinary()) + " run -m " + Quote(model.string()) +
                           " -p '' -n 256 --temp 0", /*merge_stderr=*/false);
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -34,13 +34,13 @@ TEST(StoriesGoldenTest, GreedyStoryFromBosMatchesLlama2c) {
 }
 
 TEST(StoriesGoldenTest, TokenIdsMatchLlamaCpp) {
-  std::ifstream in(testing::FixturesDir() / "llamacpp" / "stories260K.json");
+  std::ifstream in(testing::Fixture("llamacpp/stories260K.json"));
   ASSERT_TRUE(in.good());
   const auto fx = nlohmann::json::parse(in);
   const auto& c = fx["cases"][0];
   ASSERT_EQ(c["prompt"].get<std::string>(), "Once upon a time");
   const auto greedy = c["greedy"].get<std::vector<int32_t>>();
-  const auto model = testing::ModelsDir() / "stories260K.gguf";
+  const auto model = testing::StoriesModel();
   const auto r = RunShell(Quote(testing::TierlmBinary()) + " run -m " + Quote(model.string()) +
                           " -p 'Once upon a time' --temp 0 --token-ids -n " + std::to_string(greedy.size()),
                           /*merge_stderr=*/false);

@@ -1,6 +1,13 @@
-// Where tests find the shared fixtures, their scratch space and the tierlm binary.
+// Where tests find their data, their scratch space and the tierlm binary.
+//
+// Everything a test reads is in the checkout or made by the build: the trained model in
+// tests/models/, llama.cpp's outputs and the tokenizer vectors in tests/fixtures/ (the large
+// ones xz-compressed, decompressed by the build into DataDir()), and synthetic models that
+// SynthModel() writes from a fixed seed. Nothing outside the checkout and the build tree is
+// read. A missing file fails the test that asked for it; nothing is skipped.
 #pragma once
 
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -9,15 +16,23 @@
 
 namespace tierlm::testing {
 
-// ../shared beside the checkout, or $TIERLM_SHARED_DIR.
-inline std::filesystem::path SharedDir() {
-  if (const char* env = std::getenv("TIERLM_SHARED_DIR")) return env;
-  return std::filesystem::path(TIERLM_SOURCE_DIR).parent_path() / "shared";
-}
-inline std::filesystem::path ModelsDir() { return SharedDir() / "models"; }
-inline std::filesystem::path FixturesDir() { return SharedDir() / "fixtures"; }
 inline std::filesystem::path SourceDir() { return TIERLM_SOURCE_DIR; }
+// The build's test-data folder: decompressed fixtures, generated models.
+inline std::filesystem::path DataDir() { return TIERLM_TEST_DATA_DIR; }
 inline std::string TierlmBinary() { return TIERLM_BINARY; }
+
+// stories260K (tests/models/README.md): the real trained model in the repository.
+inline std::filesystem::path StoriesModel() { return SourceDir() / "tests" / "models" / "stories260K.gguf"; }
+
+// A file of tests/fixtures (e.g. "llamacpp/tiny-f32.json"): the committed file, else the
+// build's decompressed copy of "<rel>.xz". Adds a test failure naming both when neither is
+// there.
+std::filesystem::path Fixture(const std::string& rel);
+
+// A synthetic model `tierlm synth --preset PRESET --type TYPE --seed SEED` (deterministic),
+// written once into DataDir()/models as "PRESET-TYPE.gguf" (seed 42) and reused. Adds a test
+// failure if it cannot be written.
+std::filesystem::path SynthModel(const std::string& preset, const std::string& type, uint64_t seed = 42);
 
 // A fresh scratch folder for one test, removed by the caller or left for inspection.
 inline std::filesystem::path ScratchDir(const std::string& name) {

@@ -35,7 +35,7 @@ bool IsValidUtf8(const std::string& s) {
 }
 
 TEST(TokenizerDetokenizer, HoldsBackPartialSequences) {
-  const Tokenizer tok = Load(testing::ModelsDir() / "stories260K.gguf");
+  const Tokenizer tok = Load(testing::StoriesModel());
   Detokenizer d(tok);
   EXPECT_EQ(d.PushBytes("\xE2"), "");  // € = E2 82 AC
   EXPECT_EQ(d.pending_bytes(), 1u);
@@ -47,7 +47,7 @@ TEST(TokenizerDetokenizer, HoldsBackPartialSequences) {
 }
 
 TEST(TokenizerDetokenizer, InvalidBytesBecomeReplacementCharacters) {
-  const Tokenizer tok = Load(testing::ModelsDir() / "stories260K.gguf");
+  const Tokenizer tok = Load(testing::StoriesModel());
   Detokenizer d(tok);
   EXPECT_EQ(d.PushBytes("\x80x"), kFffd + "x");              // stray continuation byte
   EXPECT_EQ(d.PushBytes("\xE2\x82" "A"), kFffd + "A");       // cut short: one U+FFFD
@@ -60,7 +60,7 @@ TEST(TokenizerDetokenizer, InvalidBytesBecomeReplacementCharacters) {
 }
 
 TEST(TokenizerDetokenizer, ByteFallbackTokensJoinIntoCharacters) {
-  const Tokenizer tok = Load(testing::ModelsDir() / "stories260K.gguf");
+  const Tokenizer tok = Load(testing::StoriesModel());
   const std::vector<int32_t> ids = tok.Encode("жé!", /*add_special=*/true, false);
   // BOS, ▁, <0xD0>, <0xB6>, é, ! ("ж" is not in the 512-token vocabulary)
   Detokenizer d(tok);
@@ -78,7 +78,7 @@ TEST(TokenizerDetokenizer, ByteFallbackTokensJoinIntoCharacters) {
 }
 
 TEST(TokenizerDetokenizer, BpeEmojiStreamsWholeCharacters) {
-  const Tokenizer tok = Load(testing::FixturesDir() / "tokenizer" / "ggml-vocab-gpt-2.gguf");
+  const Tokenizer tok = Load(testing::Fixture("tokenizer/ggml-vocab-gpt-2.gguf"));
   const std::string text = "llama \xF0\x9F\xA6\x99\xF0\x9F\xA6\x99 ok \xE2\x9C\x85 \xF0\x9F\x98\xB6\xE2\x80\x8D\xF0\x9F\x8C\xAB\xEF\xB8\x8F";
   const std::vector<int32_t> ids = tok.Encode(text, false, false);
   Detokenizer d(tok);
@@ -96,7 +96,7 @@ TEST(TokenizerDetokenizer, BpeEmojiStreamsWholeCharacters) {
 }
 
 TEST(TokenizerDetokenizer, LeadingSpaceAndSpecialTokens) {
-  const Tokenizer tok = Load(testing::ModelsDir() / "stories260K.gguf");
+  const Tokenizer tok = Load(testing::StoriesModel());
   {
     Detokenizer d(tok);
     EXPECT_EQ(d.Push(1), "");  // BOS renders as nothing by default

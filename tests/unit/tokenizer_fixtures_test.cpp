@@ -88,16 +88,18 @@ Tokenizer LoadTokenizer(const std::filesystem::path& path) {
 
 class TokenizerFixtureTest : public ::testing::TestWithParam<const char*> {
  protected:
-  std::filesystem::path Base() const {
-    return testing::FixturesDir() / "tokenizer" / ("ggml-vocab-" + std::string(GetParam()) + ".gguf");
-  }
+  // tokenizer/ggml-vocab-NAME.gguf (built from its .xz), with .inp/.out committed beside it.
+  std::string Rel() const { return "tokenizer/ggml-vocab-" + std::string(GetParam()) + ".gguf"; }
+  std::filesystem::path Base() const { return testing::Fixture(Rel()); }
+  std::string Inputs() const { return testing::Fixture(Rel() + ".inp").string(); }
+  std::string Outputs() const { return testing::Fixture(Rel() + ".out").string(); }
 };
 
 TEST_P(TokenizerFixtureTest, EncodeMatchesLlamaCpp) {
   const auto base = Base();
   ASSERT_TRUE(std::filesystem::exists(base)) << base;
-  const std::vector<std::string> inputs = ReadInputs(base.string() + ".inp");
-  const std::vector<std::vector<int32_t>> outputs = ReadOutputs(base.string() + ".out");
+  const std::vector<std::string> inputs = ReadInputs(Inputs());
+  const std::vector<std::vector<int32_t>> outputs = ReadOutputs(Outputs());
   ASSERT_GE(inputs.size(), 40u);
   ASSERT_EQ(inputs.size(), outputs.size());
   const Tokenizer tok = LoadTokenizer(base);
@@ -117,7 +119,7 @@ TEST_P(TokenizerFixtureTest, EncodeMatchesLlamaCpp) {
 TEST_P(TokenizerFixtureTest, DecodeRoundTrips) {
   const auto base = Base();
   ASSERT_TRUE(std::filesystem::exists(base)) << base;
-  const std::vector<std::string> inputs = ReadInputs(base.string() + ".inp");
+  const std::vector<std::string> inputs = ReadInputs(Inputs());
   ASSERT_GE(inputs.size(), 40u);
   const Tokenizer tok = LoadTokenizer(base);
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -164,7 +166,7 @@ INSTANTIATE_TEST_SUITE_P(Tokenizer, TokenizerFixtureTest,
                          });
 
 TEST(TokenizerFixtures, VocabMetadata) {
-  const Tokenizer spm = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-llama-spm.gguf");
+  const Tokenizer spm = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-llama-spm.gguf"));
   EXPECT_EQ(spm.vocab().type, VocabType::kSpm);
   EXPECT_EQ(spm.n_tokens(), 32000);
   EXPECT_TRUE(spm.vocab().add_bos);
@@ -174,7 +176,7 @@ TEST(TokenizerFixtures, VocabMetadata) {
   EXPECT_FALSE(spm.IsEog(1));
   EXPECT_EQ(spm.Encode("Hello world", true, false), (std::vector<int32_t>{1, 15043, 3186}));
 
-  const Tokenizer gpt2 = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-gpt-2.gguf");
+  const Tokenizer gpt2 = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-gpt-2.gguf"));
   EXPECT_EQ(gpt2.vocab().type, VocabType::kBpe);
   EXPECT_EQ(gpt2.vocab().pre_kind, PreTokenizerKind::kGpt2);
   EXPECT_FALSE(gpt2.vocab().add_bos);  // gpt-2: BPE adds no BOS unless the file says so
@@ -186,20 +188,20 @@ TEST(TokenizerFixtures, VocabMetadata) {
   EXPECT_EQ(gpt2.TokenToPiece(50256), "<|endoftext|>");
   EXPECT_EQ(gpt2.TokenToPiece(50256, /*render_special=*/false), "");
 
-  const Tokenizer phi3 = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-phi-3.gguf");
+  const Tokenizer phi3 = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-phi-3.gguf"));
   EXPECT_FALSE(phi3.vocab().chat_template.empty());
   const int32_t end = phi3.vocab().Find("<|end|>");
   ASSERT_NE(end, kNoToken);
   EXPECT_TRUE(phi3.IsEog(end));
   EXPECT_TRUE(phi3.IsEog(32000));  // eos_token_id = <|endoftext|>
 
-  const Tokenizer deepseek = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-deepseek-llm.gguf");
+  const Tokenizer deepseek = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-deepseek-llm.gguf"));
   EXPECT_TRUE(deepseek.vocab().add_bos);  // from tokenizer.ggml.add_bos_token
   EXPECT_EQ(deepseek.Encode("Hello", true, false).front(), 100000);
 }
 
 TEST(TokenizerFixtures, SpecialTokensParsedOnlyWhenAsked) {
-  const Tokenizer phi3 = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-phi-3.gguf");
+  const Tokenizer phi3 = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-phi-3.gguf"));
   const int32_t user = phi3.vocab().Find("<|user|>");
   const int32_t end = phi3.vocab().Find("<|end|>");
   ASSERT_NE(user, kNoToken);
@@ -214,7 +216,7 @@ TEST(TokenizerFixtures, SpecialTokensParsedOnlyWhenAsked) {
 }
 
 TEST(TokenizerFixtures, Stories260K) {
-  const Tokenizer tok = LoadTokenizer(testing::ModelsDir() / "stories260K.gguf");
+  const Tokenizer tok = LoadTokenizer(testing::StoriesModel());
   EXPECT_EQ(tok.n_tokens(), 512);
   EXPECT_EQ(tok.vocab().pad_id, kNoToken);  // 0xFFFFFFFF in the file means none
   EXPECT_EQ(tok.Encode("Once upon a time", /*add_special=*/true, /*parse_special=*/false),
@@ -231,8 +233,8 @@ TEST(TokenizerFixtures, Stories260K) {
 
 // Long prompts and very long words encode and decode back exactly.
 TEST(TokenizerFixtures, LongPromptRoundTrips) {
-  const Tokenizer spm = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-llama-spm.gguf");
-  const Tokenizer bpe = LoadTokenizer(testing::FixturesDir() / "tokenizer" / "ggml-vocab-deepseek-llm.gguf");
+  const Tokenizer spm = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-llama-spm.gguf"));
+  const Tokenizer bpe = LoadTokenizer(testing::Fixture("tokenizer/ggml-vocab-deepseek-llm.gguf"));
   std::string text;
   while (text.size() < 400000) text += "The quick brown fox jumps over the lazy dog 1234567. Ünïcödé ✓ 你好世界\n";
   std::string word(100000, 'a');  // one long word: a single merge queue

@@ -18,12 +18,21 @@ void AppendJsonString(std::string& out, const std::string& s, bool* lossy) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = static_cast<unsigned char>(s[i]);
-    // Length of a valid UTF-8 sequence starting here, or 0.
+    // Length of a valid UTF-8 sequence starting here, or 0. Overlong forms (C0, C1, E0 80-9F,
+    // F0 80-8F), surrogates (ED A0-BF) and code points past U+10FFFF (F4 90+, F5-FF) are
+    // invalid too: JSON parsers refuse them.
     size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (c == 0xC0 || c == 0xC1 || c > 0xF4) len = 0;
     if (len > 1) {
       if (i + len > s.size()) len = 0;
       for (size_t k = 1; len && k < len; ++k)
         if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) len = 0;
+    }
+    if (len > 2) {
+      const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
+          (c == 0xF4 && c1 >= 0x90))
+        len = 0;
     }
     if (len == 0) {
       out += "\\ufffd";
