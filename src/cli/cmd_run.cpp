@@ -33,10 +33,12 @@ struct RunOptions {
   std::string moe_miss = "exact";
   bool quiet = false;  // no progress lines
   bool seed_random = false;  // --seed -1: drawn at parse time, printed on stderr
+  bool synthetic = false;
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
-  ap.Add({"-m", "--model"}, &o.engine.model_path, "GGUF model file (default: a built-in synthetic model)");
+  ap.Add({"-m", "--model"}, &o.engine.model_path, "GGUF model file (default: the built-in stories260K)");
+  ap.Flag({"--synthetic"}, &o.synthetic, "without -m: a built-in random-weight model of a real shape instead");
   ap.Add({"-t", "--threads"}, &o.engine.n_threads, "compute threads, at most 1024 (default and <= 0: all cores)");
   ap.Add({"-c", "--ctx-size"}, &o.engine.n_ctx, "context size in tokens; 0: the model's, at most 4096 (default 0)");
   ap.Add({"-b", "--batch-size"}, &o.engine.n_batch, "prompt tokens per batch, at least 1, at most -c (default 512)");
@@ -101,7 +103,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
     if (o.engine.mem_budget_bytes == 0) return Status::InvalidArgument("--mem-budget must be positive");
   }
   if (o.engine.model_path.empty()) {
-    TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel());
+    TIERLM_ASSIGN_OR_RETURN(o.engine.model_path, EnsureDefaultModel(o.synthetic));
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
