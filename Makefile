@@ -3,10 +3,10 @@
 #   make test   installs Debian packages, builds, runs every test
 BUILD ?= build
 JOBS ?= $(shell nproc)
-DEPS := build-essential cmake ninja-build pkg-config git libgtest-dev libgmock-dev liburing-dev libxxhash-dev \
+DEPS := build-essential cmake ninja-build pkg-config git xz-utils libgtest-dev libgmock-dev liburing-dev libxxhash-dev \
         nlohmann-json3-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-RUN_ARGS ?= -p "Once upon a time" -n 64
+RUN_ARGS ?= -p "Once upon a time" -n 200
 
 .PHONY: all deps build run test fuzz clean
 

@@ -10,7 +10,7 @@
 // for P in qwen3moe-tiny, qwen2moe-tiny, olmoe-tiny and T in f32, q4_0, where gen_fixture
 // is tools/fixture_gen/gen_fixture.cpp built against llama.cpp/build (libllama.a, ggml).
 //
-// How to compare (shared/fixtures/README.md): llama.cpp rounds the KV cache to f16 and, for
+// How to compare (tests/fixtures/README.md): llama.cpp rounds the KV cache to f16 and, for
 // quantized weights, activations to 8 bits, so logits differ slightly; and in an MoE block
 // such a difference can flip the router's choice where two experts nearly tie, which moves
 // some logits much more. So: the logits of most positions (80%) must be within the bound,

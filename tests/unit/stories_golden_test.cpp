@@ -1,6 +1,7 @@
 // stories260K, a real trained model, tells the same story as llama2.c's run.c and
-// llama.cpp when decoded greedily from BOS (text from llama2.c doc/stories260K.md, quoted
-// in shared/models/SOURCES.md), and continues "Once upon a time" with llama.cpp's tokens.
+// llama.cpp when decoded greedily from BOS (the text of llama2.c's doc/stories260K.md;
+// provenance in tests/models/README.md), and continues "Once upon a time" with llama.cpp's
+// tokens.
 #include <gtest/gtest.h>
 
 #include <fstream>

@@ -1,5 +1,5 @@
 // Records what llama.cpp computes for a GGUF model, in the fixture format of
-// shared/fixtures/README.md: for each prompt, the prompt's token ids (BOS added as the
+// tests/fixtures/README.md: for each prompt, the prompt's token ids (BOS added as the
 // model says), the logits at every prompt position (one batch), then a greedy (argmax)
 // continuation, one token per decode, with the top-1 minus top-2 margin of each step.
 //
