@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "kernels/attention.h"
+#include "kernels/paged_attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kernels/quant.h"
@@ -146,22 +148,103 @@ Status LlamaModel::Forward(std::span<const int32_t> tokens, KvCache& kv, bool al
     return Status::OutOfRange("context is full: " + std::to_string(kv.n_past()) + " + " + std::to_string(n) +
                               " tokens exceed the context size " + std::to_string(kv.n_ctx()));
   logits->assign(static_cast<size_t>((all_logits ? n : 1) * hp_.n_vocab), 0.0f);
+  const AttentionShape shape = attention_shape();
+  const int64_t KV = hp_.kv_dim();
   for (int64_t start = 0; start < n; start += max_batch_) {
     const int64_t len = std::min(max_batch_, n - start);
     const bool last_chunk = start + len == n;
     float* out = nullptr;
     if (all_logits) out = logits->data() + start * hp_.n_vocab;
     else if (last_chunk) out = logits->data();
-    TIERLM_RETURN_IF_ERROR(ForwardChunk(tokens.data() + start, len, kv, all_logits, out, pool));
+    const int64_t pos0 = kv.n_past();
+    pos_.resize(static_cast<size_t>(len));
+    want_.assign(static_cast<size_t>(len), all_logits ? 1 : 0);
+    for (int64_t t = 0; t < len; ++t) pos_[static_cast<size_t>(t)] = pos0 + t;
+    if (!all_logits) want_.back() = last_chunk ? 1 : 0;
+    // Contiguous cache: keys and values at their positions, then causal attention.
+    auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
+      float* kc = kv.k(l);
+      float* vc = kv.v(l);
+      std::copy_n(k, len * KV, kc + pos0 * KV);
+      std::copy_n(v, len * KV, vc + pos0 * KV);
+      CausalAttention(shape, q, len, pos0, kc, vc, o, pool);
+      return Status::Ok();
+    };
+    TIERLM_RETURN_IF_ERROR(ForwardRows(tokens.data() + start, pos_.data(), len, attend, want_.data(), out, pool));
+    kv.set_n_past(pos0 + len);
   }
   return Status::Ok();
 }
 
-Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, bool all_logits, float* logits_out,
-                                ThreadPool* pool) {
+Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool) {
+  const int64_t n = batch.size();
+  if (n == 0) return Status::InvalidArgument("no tokens to evaluate");
+  if (static_cast<int64_t>(batch.pos.size()) != n || static_cast<int64_t>(batch.seq.size()) != n ||
+      static_cast<int64_t>(batch.logits.size()) != n)
+    return Status::InvalidArgument("batch: token, pos, seq and logits differ in length");
+  // Each sequence continues exactly where its computed positions end, in order, over
+  // tokens the cache has recorded.
+  std::unordered_map<kv::SeqId, int64_t> next;
+  const kv::KvBlockManager& blocks = cache.blocks();
+  for (int64_t i = 0; i < n; ++i) {
+    const kv::SeqId sq = batch.seq[static_cast<size_t>(i)];
+    const int64_t p = batch.pos[static_cast<size_t>(i)];
+    auto it = next.find(sq);
+    const int64_t want = it == next.end() ? cache.Computed(sq) : it->second;
+    if (p != want)
+      return Status::InvalidArgument("batch: sequence " + std::to_string(sq) + " token " + std::to_string(i) +
+                                     " is at position " + std::to_string(p) + ", expected " + std::to_string(want));
+    if (p >= blocks.Length(sq))
+      return Status::InvalidArgument("batch: sequence " + std::to_string(sq) + " position " + std::to_string(p) +
+                                     " was not added to the KV cache (it holds " +
+                                     std::to_string(blocks.Length(sq)) + ")");
+    const kv::KvSlot slot = blocks.Slot(sq, p);
+    if (blocks.BlockTokens(slot.block)[static_cast<size_t>(slot.offset)] != batch.token[static_cast<size_t>(i)])
+      return Status::InvalidArgument("batch: sequence " + std::to_string(sq) + " position " + std::to_string(p) +
+                                     ": token " + std::to_string(batch.token[static_cast<size_t>(i)]) +
+                                     " differs from the one the KV cache recorded");
+    next[sq] = p + 1;
+  }
+  const int64_t n_out = batch.n_logits();
+  logits->assign(static_cast<size_t>(n_out * hp_.n_vocab), 0.0f);
+  const AttentionShape shape = attention_shape();
+  const int64_t KV = hp_.kv_dim();
+  int64_t out_row = 0;
+  for (int64_t start = 0; start < n; start += max_batch_) {
+    const int64_t len = std::min(max_batch_, n - start);
+    const int32_t* tok = batch.token.data() + start;
+    const int64_t* pos = batch.pos.data() + start;
+    const kv::SeqId* seq = batch.seq.data() + start;
+    const uint8_t* want = batch.logits.data() + start;
+    queries_.resize(static_cast<size_t>(len));
+    for (int64_t t = 0; t < len; ++t)
+      queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1, nullptr};
+    // Paged cache: every row's keys and values into its sequence's block, then each row
+    // attends over its own sequence.
+    auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
+      for (int64_t t = 0; t < len; ++t)
+        cache.store().Write(l, blocks.Slot(seq[t], pos[t]), k + t * KV, v + t * KV);
+      PagedAttention(shape, cache.store().Layer(l), queries_, q, o, pool);
+      return Status::Ok();
+    };
+    float* out = logits->data() + out_row * hp_.n_vocab;
+    TIERLM_RETURN_IF_ERROR(ForwardRows(tok, pos, len, attend, want, out, pool));
+    for (int64_t t = 0; t < len; ++t) {
+      out_row += want[t] != 0;
+      cache.SetComputed(seq[t], pos[t] + 1);
+    }
+  }
+  return Status::Ok();
+}
+
+AttentionShape LlamaModel::attention_shape() const {
+  return {hp_.n_head, hp_.n_head_kv, hp_.head_dim, 1.0f / std::sqrt(static_cast<float>(hp_.head_dim))};
+}
+
+Status LlamaModel::ForwardRows(const int32_t* tokens, const int64_t* pos, int64_t n, const AttendFn& attend,
+                               const uint8_t* want_logits, float* logits_out, ThreadPool* pool) {
   const ModelHParams& hp = hp_;
   const int64_t E = hp.n_embd, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.n_ff, HD = hp.head_dim;
-  const int64_t pos0 = kv.n_past();
   auto grow = [](std::vector<float>& v, int64_t size) {
     if (static_cast<int64_t>(v.size()) < size) v.resize(static_cast<size_t>(size));
   };
@@ -207,7 +290,6 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
     return Status::Ok();
   };
 
-  const AttentionShape shape{hp.n_head, hp.n_head_kv, HD, 1.0f / std::sqrt(static_cast<float>(HD))};
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const LayerTensors& L = layers_[static_cast<size_t>(l)];
     TIERLM_RETURN_IF_ERROR(rms_norm_rows(L.attn_norm));
@@ -221,19 +303,13 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
       TIERLM_RETURN_IF_ERROR(norm_in_place(L.q_norm, q_.data(), Q));
       TIERLM_RETURN_IF_ERROR(norm_in_place(L.k_norm, k_.data(), KV));
     }
-
-    float* kc = kv.k(l);
-    float* vc = kv.v(l);
     for (int64_t t = 0; t < n; ++t) {
-      const int64_t pos = pos0 + t;
-      Rope(q_.data() + t * Q, hp.n_head, HD, hp.n_rot, pos, hp.rope_freq_scale, rope_inv_freq_.data(),
+      Rope(q_.data() + t * Q, hp.n_head, HD, hp.n_rot, pos[t], hp.rope_freq_scale, rope_inv_freq_.data(),
            hp.rope_style == RopeStyle::kNeox);
-      Rope(k_.data() + t * KV, hp.n_head_kv, HD, hp.n_rot, pos, hp.rope_freq_scale, rope_inv_freq_.data(),
+      Rope(k_.data() + t * KV, hp.n_head_kv, HD, hp.n_rot, pos[t], hp.rope_freq_scale, rope_inv_freq_.data(),
            hp.rope_style == RopeStyle::kNeox);
-      std::copy_n(k_.data() + t * KV, KV, kc + pos * KV);
-      std::copy_n(v_.data() + t * KV, KV, vc + pos * KV);
     }
-    CausalAttention(shape, q_.data(), n, pos0, kc, vc, attn_.data(), pool);
+    TIERLM_RETURN_IF_ERROR(attend(l, q_.data(), k_.data(), v_.data(), attn_.data()));
     TIERLM_RETURN_IF_ERROR(matmul(L.wo, attn_.data(), xn_.data()));
     for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
 
@@ -249,14 +325,15 @@ Status LlamaModel::ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, b
     }
     for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
   }
-  kv.set_n_past(pos0 + n);
 
   if (!logits_out) return Status::Ok();
-  // Final norm and classifier: every row, or only the last.
-  const int64_t first = all_logits ? 0 : n - 1;
-  const int64_t rows = n - first;
+  // Final norm and classifier for the rows that want logits, in order.
+  int64_t rows = 0;
+  for (int64_t t = 0; t < n; ++t) rows += want_logits[t] != 0;
+  if (rows == 0) return Status::Ok();
   TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(output_norm_));
-  for (int64_t t = first; t < n; ++t) RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + (t - first) * E);
+  for (int64_t t = 0, r = 0; t < n; ++t)
+    if (want_logits[t]) RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + (r++) * E);
   TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*output_));
   Matmul(AsMatrix(*output_, pin), xn_.data(), E, rows, logits_out, hp.n_vocab, pool);
   return Status::Ok();

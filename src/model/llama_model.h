@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -14,7 +15,11 @@
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
+#include "kernels/attention.h"
+#include "kernels/paged_attention.h"
 #include "kv/kv_cache.h"
+#include "kv/paged_kv_cache.h"
+#include "model/batch.h"
 #include "model/hparams.h"
 #include "model/moe_ffn.h"
 #include "tiers/weight_store.h"
@@ -55,6 +60,14 @@ class LlamaModel {
   Status Forward(std::span<const int32_t> tokens, KvCache& kv, bool all_logits, std::vector<float>* logits,
                  ThreadPool* pool);
 
+  // Runs a batch of tokens of any number of sequences over a paged KV cache (batch.h,
+  // kv/paged_kv_cache.h). Each token must have been added to the cache (AddTokens) and each
+  // sequence's tokens must continue where its computed positions end, in order; their keys
+  // and values are written to the cache and each token attends to its own sequence.
+  // `logits` gets [n][n_vocab] for the tokens whose logits are wanted, in batch order.
+  // Each weight matrix is acquired once per max_batch tokens and multiplies all of them.
+  Status Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool);
+
   int64_t max_batch() const { return max_batch_; }
   void set_max_batch(int64_t n) { max_batch_ = n > 0 ? n : 1; }
 
@@ -63,8 +76,13 @@ class LlamaModel {
 
  private:
   LlamaModel() = default;
-  Status ForwardChunk(const int32_t* tokens, int64_t n, KvCache& kv, bool all_logits, float* logits_out,
-                      ThreadPool* pool);
+  // Writes one layer's keys and values (RoPE applied) and its attention output.
+  using AttendFn = std::function<Status(int64_t layer, const float* q, const float* k, const float* v, float* out)>;
+  // The layers over n token rows at positions pos; logits of the rows with want_logits set,
+  // in order, into logits_out (may be null: none).
+  Status ForwardRows(const int32_t* tokens, const int64_t* pos, int64_t n, const AttendFn& attend,
+                     const uint8_t* want_logits, float* logits_out, ThreadPool* pool);
+  AttentionShape attention_shape() const;
   Status Embed(const int32_t* tokens, int64_t n, float* x);
 
   const gguf::GgufFile* file_ = nullptr;
@@ -80,6 +98,9 @@ class LlamaModel {
 
   // Scratch, sized for max_batch tokens on first use.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
+  std::vector<int64_t> pos_;
+  std::vector<uint8_t> want_;
+  std::vector<PagedQuery> queries_;
 };
 
 }  // namespace tierlm

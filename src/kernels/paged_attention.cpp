@@ -1,0 +1,140 @@
+#include "kernels/paged_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kernels/quant.h"
+
+namespace tierlm {
+namespace {
+
+// Running state of one head over one span of keys.
+struct Partial {
+  float m;  // maximum score so far (-inf: no key yet)
+  float l;  // sum of exp(score - m)
+};
+
+// Rows of head `g` for positions [lo, hi) of one block, as f32: a pointer into the block
+// when the type is f32, else decoded into `buf`. Returns the row stride in floats.
+const float* HeadRows(const uint8_t* rows, int64_t row_bytes, int64_t head_bytes, GgmlType type, int64_t g,
+                      int64_t lo, int64_t hi, int64_t hd, std::vector<float>& buf, int64_t* stride) {
+  if (type == GgmlType::kF32) {
+    *stride = row_bytes / static_cast<int64_t>(sizeof(float));
+    return reinterpret_cast<const float*>(rows + lo * row_bytes + g * head_bytes);
+  }
+  if (static_cast<int64_t>(buf.size()) < (hi - lo) * hd) buf.resize(static_cast<size_t>((hi - lo) * hd));
+  for (int64_t p = lo; p < hi; ++p) DequantizeRow(type, rows + p * row_bytes + g * head_bytes, buf.data() + (p - lo) * hd, hd);
+  *stride = hd;
+  return buf.data();
+}
+
+}  // namespace
+
+void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
+                    const float* q, float* out, ThreadPool* pool) {
+  const int64_t hd = s.head_dim;
+  const int64_t G = s.n_head / s.n_head_kv;
+  const int64_t q_stride = s.n_head * hd;
+  const int64_t B = kv.block_size;
+  const int64_t S = kPagedSplitKeys;
+  const int64_t n_rows = static_cast<int64_t>(rows.size());
+
+  // Units: (row, KV head, span), numbered row-major; spans per row vary.
+  std::vector<int64_t> first_unit(static_cast<size_t>(n_rows) + 1, 0);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const int64_t spans = std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S);
+    first_unit[static_cast<size_t>(r) + 1] = first_unit[static_cast<size_t>(r)] + spans * s.n_head_kv;
+  }
+  const int64_t n_units = first_unit.back();
+  // Per unit and head of its group: m, l, then hd accumulated values.
+  const int64_t part = 2 + hd;
+  std::vector<float> partials(static_cast<size_t>(n_units * G * part));
+
+  auto unit = [&](int64_t u, std::vector<float>& kbuf, std::vector<float>& vbuf, std::vector<float>& scores) {
+    const int64_t r = std::upper_bound(first_unit.begin(), first_unit.end(), u) - first_unit.begin() - 1;
+    const PagedQuery& row = rows[static_cast<size_t>(r)];
+    const int64_t local = u - first_unit[static_cast<size_t>(r)];
+    const int64_t g = local % s.n_head_kv;
+    const int64_t span = local / s.n_head_kv;
+    const int64_t k0 = span * S, k1 = std::min(row.n_keys, k0 + S);
+    float* P = partials.data() + u * G * part;
+    for (int64_t h = 0; h < G; ++h) {
+      P[h * part] = -INFINITY;
+      P[h * part + 1] = 0;
+      std::fill_n(P + h * part + 2, hd, 0.0f);
+    }
+    if (static_cast<int64_t>(scores.size()) < B) scores.resize(static_cast<size_t>(B));
+    for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
+      if (row.skip && row.skip[bi]) continue;
+      const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
+      const uint8_t* block = kv.base + static_cast<int64_t>(row.blocks[bi]) * kv.block_bytes;
+      int64_t ks = 0, vs = 0;
+      const float* K = HeadRows(block, kv.k_row_bytes, kv.k_head_bytes, kv.k_type, g, lo, hi, hd, kbuf, &ks);
+      const float* V = HeadRows(block + kv.v_offset, kv.v_row_bytes, kv.v_head_bytes, kv.v_type, g, lo, hi, hd, vbuf, &vs);
+      for (int64_t h = 0; h < G; ++h) {
+        const float* qh = q + r * q_stride + (g * G + h) * hd;
+        float* st = P + h * part;
+        float* acc = st + 2;
+        float bmax = -INFINITY;
+        for (int64_t p = 0; p < hi - lo; ++p) {
+          const float* kp = K + p * ks;
+          float dot = 0;
+          for (int64_t i = 0; i < hd; ++i) dot += qh[i] * kp[i];
+          scores[static_cast<size_t>(p)] = dot * s.scale;
+          bmax = std::max(bmax, scores[static_cast<size_t>(p)]);
+        }
+        const float m_new = std::max(st[0], bmax);
+        if (m_new > st[0]) {  // rescale what was accumulated under the old maximum
+          const float c = std::exp(st[0] - m_new);
+          st[1] *= c;
+          for (int64_t i = 0; i < hd; ++i) acc[i] *= c;
+          st[0] = m_new;
+        }
+        for (int64_t p = 0; p < hi - lo; ++p) {
+          const float w = std::exp(scores[static_cast<size_t>(p)] - m_new);
+          st[1] += w;
+          const float* vp = V + p * vs;
+          for (int64_t i = 0; i < hd; ++i) acc[i] += w * vp[i];
+        }
+      }
+    }
+  };
+  auto run_units = [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<float> kbuf, vbuf, scores;
+    for (int64_t u = begin; u < end; ++u) unit(u, kbuf, vbuf, scores);
+  };
+  if (pool) pool->ParallelForDynamic(n_units, 1, run_units);
+  else run_units(0, n_units);
+
+  // Merge the spans of each (row, head) in span order.
+  auto merge = [&](int64_t begin, int64_t end) {
+    for (int64_t rh = begin; rh < end; ++rh) {
+      const int64_t r = rh / s.n_head, head = rh % s.n_head;
+      const int64_t g = head / G, h = head % G;
+      const int64_t spans = (first_unit[static_cast<size_t>(r) + 1] - first_unit[static_cast<size_t>(r)]) / s.n_head_kv;
+      float* o = out + r * q_stride + head * hd;
+      auto at = [&](int64_t span) {
+        return partials.data() + ((first_unit[static_cast<size_t>(r)] + span * s.n_head_kv + g) * G + h) * part;
+      };
+      float M = -INFINITY;
+      for (int64_t j = 0; j < spans; ++j) M = std::max(M, at(j)[0]);
+      std::fill_n(o, hd, 0.0f);
+      if (M == -INFINITY) continue;  // every key skipped
+      float L = 0;
+      for (int64_t j = 0; j < spans; ++j) {
+        const float* st = at(j);
+        if (st[0] == -INFINITY) continue;
+        const float c = std::exp(st[0] - M);
+        L += st[1] * c;
+        for (int64_t i = 0; i < hd; ++i) o[i] += st[2 + i] * c;
+      }
+      const float inv = 1.0f / L;
+      for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+    }
+  };
+  if (pool) pool->ParallelForDynamic(n_rows * s.n_head, 1, merge);
+  else merge(0, n_rows * s.n_head);
+}
+
+}  // namespace tierlm

@@ -1,0 +1,41 @@
+// Causal attention over a paged KV cache: each query row reads its own sequence's blocks.
+//
+// Online softmax (flash-decoding): keys are taken one cache block at a time, keeping a
+// running maximum, sum and weighted value accumulator, so no score row is ever longer than
+// a block and a block may be in any KV type (f32, f16, bf16, q8_0, q4_0: decoded one head
+// at a time). A row's keys are cut into fixed spans of kPagedSplitKeys positions, each
+// computed on its own and merged in order; work units are (row, KV head, span), so one long
+// sequence still uses every thread.
+//
+// Batch invariance: a row's result depends only on its query, its keys and values and its
+// key count: never on the other rows, the thread count or how the prompt was chunked (the
+// spans and the merge order are fixed by the position alone).
+//
+// The seam for sparse attention: a row may name blocks to skip (`skip`), which then count
+// as if they held no keys.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/thread_pool.h"
+#include "kernels/attention.h"
+#include "kv/paged_kv_store.h"
+
+namespace tierlm {
+
+// Positions per independently computed span (a multiple of every block size used).
+inline constexpr int64_t kPagedSplitKeys = 256;
+
+struct PagedQuery {
+  const int32_t* blocks = nullptr;  // the sequence's block table
+  int64_t n_keys = 0;               // attends to positions [0, n_keys)
+  const uint8_t* skip = nullptr;    // per block of the table: nonzero = skip; may be null
+};
+
+// q, out: one row per query, [n_head * head_dim] each (row r at r * n_head * head_dim).
+// Every query needs n_keys >= 1 unskipped keys; a row whose keys are all skipped gets zeros.
+void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
+                    const float* q, float* out, ThreadPool* pool);
+
+}  // namespace tierlm

@@ -1,0 +1,189 @@
+#include "kv/kv_block_manager.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace tierlm::kv {
+namespace {
+
+void PutLe64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+void PutLe32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+KvBlockManager::KvBlockManager(int32_t block_size, int32_t n_blocks, uint64_t identity)
+    : block_size_(std::max(1, block_size)), identity_(identity) {
+  n_blocks = std::max(0, n_blocks);
+  ref_.assign(static_cast<size_t>(n_blocks), 0);
+  hash_.assign(static_cast<size_t>(n_blocks), 0);
+  tokens_.assign(static_cast<size_t>(n_blocks) * block_size_, -1);
+  free_.reserve(static_cast<size_t>(n_blocks));
+  for (BlockId b = n_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+uint64_t KvBlockManager::ChainHash(uint64_t prev, uint64_t identity, std::span<const int32_t> tokens) {
+  std::vector<uint8_t> bytes(20 + 4 * tokens.size());
+  PutLe64(bytes.data(), prev);
+  PutLe64(bytes.data() + 8, identity);
+  PutLe32(bytes.data() + 16, static_cast<uint32_t>(tokens.size()));
+  for (size_t i = 0; i < tokens.size(); ++i) PutLe32(bytes.data() + 20 + 4 * i, static_cast<uint32_t>(tokens[i]));
+  const uint64_t h = XXH3_64bits(bytes.data(), bytes.size());
+  return h != 0 ? h : 1;  // 0 means "not full"
+}
+
+int64_t KvBlockManager::Length(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  return it == seqs_.end() ? 0 : it->second.length;
+}
+
+int64_t KvBlockManager::Capacity(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  return it == seqs_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size()) * block_size_;
+}
+
+std::span<const BlockId> KvBlockManager::BlockTable(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return {};
+  return it->second.blocks;
+}
+
+int64_t KvBlockManager::BlocksNeeded(SeqId seq, int64_t n_new) const {
+  auto it = seqs_.find(seq);
+  const int64_t length = it == seqs_.end() ? 0 : it->second.length;
+  const int64_t have = it == seqs_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size());
+  int64_t need = std::max<int64_t>(0, CeilDiv(length + n_new, block_size_) - have);
+  // Appending into a partly filled block someone else holds: it is copied first.
+  if (n_new > 0 && length % block_size_ != 0) {
+    const BlockId last = it->second.blocks[static_cast<size_t>(length / block_size_)];
+    if (ref_[static_cast<size_t>(last)] > 1) ++need;
+  }
+  return need;
+}
+
+BlockId KvBlockManager::Pop() {
+  const BlockId b = free_.back();
+  free_.pop_back();
+  ref_[static_cast<size_t>(b)] = 1;
+  return b;
+}
+
+void KvBlockManager::Release(BlockId b) {
+  int32_t& r = ref_[static_cast<size_t>(b)];
+  if (--r > 0) return;
+  hash_[static_cast<size_t>(b)] = 0;
+  std::fill_n(tokens_.begin() + static_cast<ptrdiff_t>(b) * block_size_, block_size_, -1);
+  free_.push_back(b);
+}
+
+Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* copies) {
+  if (n_new < 0) return Admit::kImpossible;
+  const int64_t length = Length(seq);
+  if (CeilDiv(length + n_new, block_size_) > n_blocks()) return Admit::kImpossible;
+  const int64_t need = BlocksNeeded(seq, n_new);
+  if (need > n_free()) return Admit::kLater;
+  Sequence& s = seqs_[seq];
+  if (n_new > 0 && length % block_size_ != 0) {
+    BlockId& last = s.blocks[static_cast<size_t>(length / block_size_)];
+    if (ref_[static_cast<size_t>(last)] > 1) {
+      const BlockId copy = Pop();
+      std::copy_n(tokens_.begin() + static_cast<ptrdiff_t>(last) * block_size_, length % block_size_,
+                  tokens_.begin() + static_cast<ptrdiff_t>(copy) * block_size_);
+      copies->push_back({last, copy, static_cast<int32_t>(length % block_size_)});
+      Release(last);
+      last = copy;
+    }
+  }
+  while (static_cast<int64_t>(s.blocks.size()) * block_size_ < length + n_new) s.blocks.push_back(Pop());
+  return Admit::kOk;
+}
+
+void KvBlockManager::HashIfFull(const Sequence& s, size_t index) {
+  const BlockId b = s.blocks[index];
+  if (static_cast<int64_t>(index + 1) * block_size_ > s.length) return;
+  const uint64_t prev = index == 0 ? 0 : hash_[static_cast<size_t>(s.blocks[index - 1])];
+  hash_[static_cast<size_t>(b)] = ChainHash(prev, identity_, BlockTokens(b));
+}
+
+Status KvBlockManager::Append(SeqId seq, std::span<const int32_t> tokens) {
+  auto it = seqs_.find(seq);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return Status::Ok();
+  if (it == seqs_.end() || it->second.length + n > Capacity(seq))
+    return Status::Internal("kv: sequence " + std::to_string(seq) + ": " + std::to_string(n) +
+                            " tokens appended past its reserved capacity " + std::to_string(Capacity(seq)));
+  Sequence& s = it->second;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t pos = s.length;
+    const size_t index = static_cast<size_t>(pos / block_size_);
+    const BlockId b = s.blocks[index];
+    if (ref_[static_cast<size_t>(b)] > 1)
+      return Status::Internal("kv: sequence " + std::to_string(seq) + " appends into shared block " +
+                              std::to_string(b) + " (Reserve copies it first)");
+    tokens_[static_cast<size_t>(b) * block_size_ + pos % block_size_] = tokens[static_cast<size_t>(i)];
+    s.length = pos + 1;
+    if (s.length % block_size_ == 0) HashIfFull(s, index);
+  }
+  return Status::Ok();
+}
+
+Status KvBlockManager::Truncate(SeqId seq, int64_t length) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return Status::NotFound("kv: no sequence " + std::to_string(seq));
+  Sequence& s = it->second;
+  if (length < 0 || length > s.length)
+    return Status::OutOfRange("kv: sequence " + std::to_string(seq) + " has " + std::to_string(s.length) +
+                              " positions, cannot truncate to " + std::to_string(length));
+  const size_t keep = static_cast<size_t>(CeilDiv(length, block_size_));
+  while (s.blocks.size() > keep) {
+    Release(s.blocks.back());
+    s.blocks.pop_back();
+  }
+  if (length % block_size_ != 0) {
+    const BlockId last = s.blocks.back();
+    if (ref_[static_cast<size_t>(last)] == 1) {  // sole owner: forget the dropped tokens
+      hash_[static_cast<size_t>(last)] = 0;
+      std::fill(tokens_.begin() + static_cast<ptrdiff_t>(last) * block_size_ + length % block_size_,
+                tokens_.begin() + static_cast<ptrdiff_t>(last + 1) * block_size_, -1);
+    }
+  }
+  s.length = length;
+  return Status::Ok();
+}
+
+Status KvBlockManager::Fork(SeqId parent, SeqId child) {
+  auto it = seqs_.find(parent);
+  if (it == seqs_.end()) return Status::NotFound("kv: fork of unknown sequence " + std::to_string(parent));
+  if (seqs_.count(child)) return Status::InvalidArgument("kv: fork into existing sequence " + std::to_string(child));
+  Sequence copy;
+  copy.length = it->second.length;
+  // Shares the filled blocks only; reserved blocks past the parent's length stay its own.
+  const size_t used = static_cast<size_t>(CeilDiv(copy.length, block_size_));
+  copy.blocks.assign(it->second.blocks.begin(), it->second.blocks.begin() + static_cast<ptrdiff_t>(used));
+  for (BlockId b : copy.blocks) ++ref_[static_cast<size_t>(b)];
+  seqs_.emplace(child, std::move(copy));
+  return Status::Ok();
+}
+
+void KvBlockManager::Free(SeqId seq) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return;
+  // Last block first, so that the stack hands the first block back first next time.
+  for (auto b = it->second.blocks.rbegin(); b != it->second.blocks.rend(); ++b) Release(*b);
+  seqs_.erase(it);
+}
+
+KvSlot KvBlockManager::Slot(SeqId seq, int64_t pos) const {
+  const auto& blocks = seqs_.at(seq).blocks;
+  return {blocks[static_cast<size_t>(pos / block_size_)], static_cast<int32_t>(pos % block_size_)};
+}
+
+}  // namespace tierlm::kv

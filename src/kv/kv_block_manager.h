@@ -1,0 +1,125 @@
+// KvBlockManager: the bookkeeping of a paged KV cache, apart from its bytes (vLLM's block
+// pool and block tables, llama.cpp's KV cells).
+//
+// The cache is n_blocks blocks of block_size token positions each. Every sequence has a
+// block table: its logical block i holds its positions [i * block_size, (i + 1) * block_size).
+// Blocks are reference counted, so sequences can share a prefix (Fork) and copy on write:
+// before a sequence appends into a partly filled block that another sequence also holds, it
+// gets a private copy, and the caller copies the bytes (Reserve's `copies`). Free blocks are
+// kept on a free list (a stack: the most recently freed block is reused first, and block 0
+// is handed out first from a new manager).
+//
+// A block that is full gets a chained content hash: XXH3-64 of (the previous block's hash,
+// or 0 for a sequence's first block; the identity of the model and KV format; the block
+// size; the block's token ids), all little-endian (BlockHash). Only token ids and the
+// identity go in: no pointer, seed or address, so the hash is the same in every process,
+// and equal prefixes have equal hashes. The prefix cache keys on it.
+//
+// Admission speaks the residency manager's vocabulary (tiers/admit.h): Reserve answers Ok
+// (the blocks are now the sequence's), Later (not enough free blocks now; they free as other
+// sequences finish) or Impossible (the sequence would need more blocks than the cache has),
+// so a scheduler can wait or preempt instead of failing.
+//
+// Plain data: not thread-safe; one scheduler owns it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+#include "tiers/admit.h"
+
+namespace tierlm::kv {
+
+using SeqId = int32_t;
+using BlockId = int32_t;
+
+// A copy the caller must make before writing: every layer's keys and values of block
+// `from` into block `to` (positions [0, n_used)).
+struct BlockCopy {
+  BlockId from;
+  BlockId to;
+  int32_t n_used;
+};
+
+// Where position `pos` of a sequence lives.
+struct KvSlot {
+  BlockId block;
+  int32_t offset;  // position within the block
+};
+
+class KvBlockManager {
+ public:
+  // identity: a hash of the model and the KV format (types, block size), folded into every
+  // block hash so that caches of different models or formats never match.
+  KvBlockManager(int32_t block_size, int32_t n_blocks, uint64_t identity);
+
+  int32_t block_size() const { return block_size_; }
+  int32_t n_blocks() const { return static_cast<int32_t>(ref_.size()); }
+  int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
+  uint64_t identity() const { return identity_; }
+
+  bool HasSequence(SeqId seq) const { return seqs_.count(seq) != 0; }
+  // Positions the sequence holds (appended tokens).
+  int64_t Length(SeqId seq) const;
+  // Positions the sequence can take before it needs more blocks (reserved capacity).
+  int64_t Capacity(SeqId seq) const;
+  // The blocks of the sequence, in order (empty for an unknown sequence).
+  std::span<const BlockId> BlockTable(SeqId seq) const;
+
+  // Makes room for n_new more positions of `seq` (a new sequence is created on kOk):
+  // allocates the blocks it lacks and, when its last block is partly filled and shared,
+  // replaces it by a private copy, appending to `copies` what to copy. Nothing changes
+  // unless the answer is kOk.
+  Admit Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* copies);
+  // Blocks Reserve would need now (new blocks, plus one for a copy on write).
+  int64_t BlocksNeeded(SeqId seq, int64_t n_new) const;
+
+  // Records the token ids of the next positions of `seq` (they must have been reserved),
+  // and hashes each block that becomes full.
+  Status Append(SeqId seq, std::span<const int32_t> tokens);
+
+  // Drops the last positions of `seq` down to `length` (an undone draft, a rejected
+  // sample): blocks past the end return to the free list when no one else holds them, and a
+  // block that is no longer full loses its hash. Reserved capacity past length is released.
+  Status Truncate(SeqId seq, int64_t length);
+
+  // `child` (new) shares every block of `parent`: the same positions, no bytes copied.
+  Status Fork(SeqId parent, SeqId child);
+
+  // Releases the sequence's blocks (those no one else holds return to the free list).
+  void Free(SeqId seq);
+
+  KvSlot Slot(SeqId seq, int64_t pos) const;
+  int32_t RefCount(BlockId b) const { return ref_[static_cast<size_t>(b)]; }
+  // The chained hash of a full block; 0 while it is not full.
+  uint64_t BlockHash(BlockId b) const { return hash_[static_cast<size_t>(b)]; }
+  // Token ids held by a block (block_size entries; unfilled ones are -1).
+  std::span<const int32_t> BlockTokens(BlockId b) const {
+    return {tokens_.data() + static_cast<size_t>(b) * block_size_, static_cast<size_t>(block_size_)};
+  }
+
+  // The chain step, exposed for tests and the prefix cache.
+  static uint64_t ChainHash(uint64_t prev, uint64_t identity, std::span<const int32_t> tokens);
+
+ private:
+  struct Sequence {
+    std::vector<BlockId> blocks;
+    int64_t length = 0;
+  };
+  BlockId Pop();
+  void Release(BlockId b);
+  void HashIfFull(const Sequence& s, size_t index);
+
+  int32_t block_size_;
+  uint64_t identity_;
+  std::vector<int32_t> ref_;      // per block
+  std::vector<uint64_t> hash_;    // per block, 0 unless full
+  std::vector<int32_t> tokens_;   // per block, block_size ids
+  std::vector<BlockId> free_;     // stack: back() is handed out next
+  std::unordered_map<SeqId, Sequence> seqs_;
+};
+
+}  // namespace tierlm::kv

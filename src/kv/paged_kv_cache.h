@@ -1,0 +1,62 @@
+// PagedKvCache: a paged KV cache whole: the block bookkeeping (KvBlockManager), the bytes
+// (PagedKvStore), and how far each sequence's keys and values have been computed.
+//
+// A scheduler reserves room and records a sequence's tokens (Reserve, Append), then
+// LlamaModel::Forward(Batch, ...) computes their keys and values at those positions. The
+// computed watermark makes the protocol checkable: a batch must continue each sequence
+// exactly where its computed positions end.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "core/status.h"
+#include "kv/kv_block_manager.h"
+#include "kv/paged_kv_store.h"
+
+namespace tierlm::kv {
+
+struct PagedKvOptions {
+  int64_t n_layer = 0, n_head_kv = 0, head_dim = 0;
+  KvFormat format;
+  int32_t n_blocks = 0;
+  uint64_t identity = 0;  // the model's identity (hashed with the format into block hashes)
+};
+
+class PagedKvCache {
+ public:
+  static Result<std::unique_ptr<PagedKvCache>> Create(const PagedKvOptions& options);
+
+  KvBlockManager& blocks() { return blocks_; }
+  const KvBlockManager& blocks() const { return blocks_; }
+  PagedKvStore& store() { return store_; }
+  const KvFormat& format() const { return store_.format(); }
+
+  // Room for n_new more positions of seq (copy-on-write copies are made here).
+  Admit Reserve(SeqId seq, int64_t n_new);
+  // Reserve, then Append; ResourceExhausted naming the sequence unless admitted.
+  Status AddTokens(SeqId seq, std::span<const int32_t> tokens);
+  Status Append(SeqId seq, std::span<const int32_t> tokens) { return blocks_.Append(seq, tokens); }
+  Status Fork(SeqId parent, SeqId child);
+  Status Truncate(SeqId seq, int64_t length);
+  void Free(SeqId seq);
+
+  // Positions of seq whose keys and values are in the store.
+  int64_t Computed(SeqId seq) const;
+  void SetComputed(SeqId seq, int64_t n) { computed_[seq] = n; }
+
+ private:
+  PagedKvCache(KvBlockManager blocks, PagedKvStore store) : blocks_(std::move(blocks)), store_(std::move(store)) {}
+  KvBlockManager blocks_;
+  PagedKvStore store_;
+  std::unordered_map<SeqId, int64_t> computed_;
+};
+
+// Identity of a KV format, for block hashes: the model's identity mixed with the types and
+// the block size.
+uint64_t KvIdentity(uint64_t model_identity, const KvFormat& format);
+
+}  // namespace tierlm::kv
