@@ -20,6 +20,17 @@ struct WeightMatrix {
   int64_t n_out;
 };
 
+// Batch invariance (process-wide; default off, TIERLM_BATCH_INVARIANT=1 turns it on):
+// when on, every token's row is computed by the decode kernels whatever n_tok is; they
+// compute each (row, token) dot product the same way in any batch, so a token's output never
+// depends on the other tokens. When off, batches of at least a kernel's prefill_min_tok
+// tokens use the prefill panel kernels (BF16, Q8_0, Q4_0, Q4_K, Q6_K weights), whose
+// rounding differs slightly from the decode kernels'. F32 and F16 weights have no panel
+// kernel and are batch-invariant either way. Measured cost of turning it on (TinyLlama
+// shape Q4_0, 2 threads): prefill 2.5x slower, decode unchanged (docs/BENCHMARKS.md).
+void SetMatmulBatchInvariant(bool on);
+bool MatmulBatchInvariant();
+
 // y[t][o] = sum_i w[o][i] * x[t][i]  for t < n_tok, o < w.n_out.
 //   x: [n_tok][w.n_in] f32, row stride x_stride floats (>= n_in)
 //   y: [n_tok][w.n_out] f32, row stride y_stride floats (>= n_out)
