@@ -14,6 +14,8 @@
 #include "core/thread_pool.h"
 #include "format/gguf_file.h"
 #include "kv/kv_cache.h"
+#include "kv/paged_kv_cache.h"
+#include "model/batch.h"
 #include "model/llama_model.h"
 #include "synth/synth_model.h"
 #include "test_paths.h"
@@ -65,13 +67,32 @@ TEST_P(ReferenceForwardTest, LogitsMatchTorch) {
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   const int64_t n_vocab = (*model)->hparams().n_vocab;
 
-  // Prefill in one batch, and the same tokens again one decode step at a time.
-  for (bool one_by_one : {false, true}) {
-    SCOPED_TRACE(one_by_one ? "token by token" : "one batch");
+  // Prefill in one batch, the same tokens again one decode step at a time, and through the
+  // paged KV cache with f32 keys and values (half the prompt in one batch, then decode).
+  for (int mode : {0, 1, 2}) {
+    const bool one_by_one = mode == 1;
+    SCOPED_TRACE(mode == 0 ? "one batch" : mode == 1 ? "token by token" : "paged f32 KV");
     auto kv = KvCache::Create((*model)->hparams().n_layer, 64, (*model)->hparams().kv_dim());
     ASSERT_TRUE(kv.ok());
     std::vector<float> logits;
-    if (one_by_one) {
+    if (mode == 2) {
+      const ModelHParams& hp = (*model)->hparams();
+      kv::PagedKvOptions o{hp.n_layer, hp.n_head_kv, hp.head_dim, kv::KvFormat{GgmlType::kF32, GgmlType::kF32, 4}, 8, 1};
+      auto cache = kv::PagedKvCache::Create(o);
+      ASSERT_TRUE(cache.ok()) << cache.status().ToString();
+      const size_t half = tokens.size() / 2;
+      for (size_t begin = 0; begin < tokens.size(); begin = begin == 0 ? half : begin + 1) {
+        const size_t end = begin == 0 ? half : begin + 1;
+        const std::vector<int32_t> chunk(tokens.begin() + begin, tokens.begin() + end);
+        ASSERT_TRUE((*cache)->AddTokens(3, chunk).ok());
+        Batch b;
+        for (size_t i = begin; i < end; ++i) b.Add(tokens[i], static_cast<int64_t>(i), 3, true);
+        std::vector<float> part;
+        const Status st = (*model)->Forward(b, **cache, &part, &pool);
+        ASSERT_TRUE(st.ok()) << st.ToString();
+        logits.insert(logits.end(), part.begin(), part.end());
+      }
+    } else if (one_by_one) {
       std::vector<float> step;
       for (int32_t t : tokens) {
         const int32_t one[1] = {t};

@@ -1,0 +1,198 @@
+// Paged attention against a double-precision softmax over the same (decoded) keys and
+// values, for every KV type; rows independent of the batch, the thread count and the block
+// layout; skipped blocks count as absent.
+#include "kernels/paged_attention.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/quant.h"
+#include "kv/paged_kv_store.h"
+
+namespace tierlm {
+namespace {
+
+struct Shape {
+  int64_t n_head = 8, n_head_kv = 2, hd = 64;
+  int32_t block = 16;
+};
+
+// A store with one layer, sequences laid out on the given (shuffled) blocks, random keys
+// and values; `decoded` keeps what the store holds after rounding to its types.
+struct Fixture {
+  kv::PagedKvStore store;
+  std::vector<float> k_dec, v_dec;  // [position][n_head_kv * hd] as stored
+};
+
+Fixture Build(const Shape& s, GgmlType kt, GgmlType vt, const std::vector<int32_t>& blocks, int64_t n_pos,
+              std::mt19937& rng) {
+  auto st = kv::PagedKvStore::Create(1, s.n_head_kv, s.hd, kv::KvFormat{kt, vt, s.block}, 64);
+  EXPECT_TRUE(st.ok()) << st.status().ToString();
+  Fixture f{std::move(*st), {}, {}};
+  const int64_t KV = s.n_head_kv * s.hd;
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  f.k_dec.resize(static_cast<size_t>(n_pos * KV));
+  f.v_dec.resize(static_cast<size_t>(n_pos * KV));
+  std::vector<float> k(static_cast<size_t>(KV)), v(static_cast<size_t>(KV));
+  std::vector<uint8_t> tmp(static_cast<size_t>(KV * 4 + 64));
+  for (int64_t p = 0; p < n_pos; ++p) {
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    f.store.Write(0, {blocks[static_cast<size_t>(p / s.block)], static_cast<int32_t>(p % s.block)}, k.data(), v.data());
+    for (int64_t h = 0; h < s.n_head_kv; ++h) {
+      QuantizeRow(kt, k.data() + h * s.hd, tmp.data(), s.hd);
+      DequantizeRow(kt, tmp.data(), f.k_dec.data() + p * KV + h * s.hd, s.hd);
+      QuantizeRow(vt, v.data() + h * s.hd, tmp.data(), s.hd);
+      DequantizeRow(vt, tmp.data(), f.v_dec.data() + p * KV + h * s.hd, s.hd);
+    }
+  }
+  return f;
+}
+
+// Double-precision attention of one query row over positions [0, n_keys), skipping blocks.
+std::vector<double> Reference(const Shape& s, const Fixture& f, const float* q, int64_t n_keys,
+                              const std::vector<uint8_t>* skip) {
+  const int64_t KV = s.n_head_kv * s.hd, G = s.n_head / s.n_head_kv;
+  std::vector<double> out(static_cast<size_t>(s.n_head * s.hd), 0.0);
+  for (int64_t h = 0; h < s.n_head; ++h) {
+    const int64_t g = h / G;
+    std::vector<double> sc;
+    std::vector<int64_t> ps;
+    for (int64_t p = 0; p < n_keys; ++p) {
+      if (skip && (*skip)[static_cast<size_t>(p / s.block)]) continue;
+      double d = 0;
+      for (int64_t i = 0; i < s.hd; ++i) d += double(q[h * s.hd + i]) * f.k_dec[p * KV + g * s.hd + i];
+      sc.push_back(d / std::sqrt(double(s.hd)));
+      ps.push_back(p);
+    }
+    if (sc.empty()) continue;
+    double m = sc[0];
+    for (double x : sc) m = std::max(m, x);
+    double z = 0;
+    for (double& x : sc) z += (x = std::exp(x - m));
+    for (size_t j = 0; j < sc.size(); ++j)
+      for (int64_t i = 0; i < s.hd; ++i) out[h * s.hd + i] += sc[j] / z * f.v_dec[ps[j] * KV + g * s.hd + i];
+  }
+  return out;
+}
+
+struct TypeCase {
+  const char* k;
+  const char* v;
+};
+void PrintTo(const TypeCase& c, std::ostream* os) { *os << "k " << c.k << " v " << c.v; }
+class PagedAttentionTypeTest : public ::testing::TestWithParam<TypeCase> {};
+
+TEST_P(PagedAttentionTypeTest, MatchesDoubleReferenceOnDecodedValues) {
+  const Shape s;
+  auto kt = kv::ParseKvType(GetParam().k);
+  auto vt = kv::ParseKvType(GetParam().v);
+  ASSERT_TRUE(kt.ok() && vt.ok());
+  std::mt19937 rng(3);
+  std::vector<int32_t> blocks(40);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::shuffle(blocks.begin(), blocks.end(), rng);  // a sequence's blocks are anywhere
+  const int64_t n_pos = 600;                         // three 256-key spans
+  Fixture f = Build(s, *kt, *vt, blocks, n_pos, rng);
+  const auto layer = f.store.Layer(0);
+  const AttentionShape shape{s.n_head, s.n_head_kv, s.hd, 1.0f / std::sqrt(float(s.hd))};
+  // Rows of different lengths: a first key, inside a block, a block edge, past a span.
+  const std::vector<int64_t> lens = {1, 7, 16, 255, 256, 257, 600};
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> q(lens.size() * s.n_head * s.hd);
+  for (auto& x : q) x = nd(rng);
+  std::vector<PagedQuery> rows;
+  for (int64_t n : lens) rows.push_back({blocks.data(), n, nullptr});
+  std::vector<float> out(q.size());
+  ThreadPool pool(2);
+  PagedAttention(shape, layer, rows, q.data(), out.data(), &pool);
+  double worst = 0;
+  for (size_t r = 0; r < lens.size(); ++r) {
+    const auto want = Reference(s, f, q.data() + r * s.n_head * s.hd, lens[r], nullptr);
+    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(want[i] - out[r * want.size() + i]));
+  }
+  EXPECT_LT(worst, 2e-5) << "max abs difference from the double reference";
+
+  // The same rows one at a time, in another order, single-threaded: bit-identical.
+  for (size_t r = 0; r < lens.size(); ++r) {
+    std::vector<float> one(static_cast<size_t>(s.n_head * s.hd));
+    PagedAttention(shape, layer, std::span<const PagedQuery>(&rows[r], 1), q.data() + r * one.size(), one.data(),
+                   nullptr);
+    for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(one[i], out[r * one.size() + i]) << "row " << r << " [" << i << "]";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, PagedAttentionTypeTest,
+                         ::testing::Values(TypeCase{"f32", "f32"}, TypeCase{"f16", "f16"}, TypeCase{"bf16", "bf16"},
+                                           TypeCase{"q8_0", "q8_0"}, TypeCase{"q4_0", "q4_0"},
+                                           TypeCase{"q8_0", "f16"}, TypeCase{"f16", "q4_0"}),
+                         [](const auto& info) { return std::string("k_") + info.param.k + "_v_" + info.param.v; });
+
+TEST(PagedAttentionTest, SkippedBlocksCountAsAbsent) {
+  const Shape s;
+  std::mt19937 rng(5);
+  std::vector<int32_t> blocks(10);
+  std::iota(blocks.begin(), blocks.end(), 20);
+  Fixture f = Build(s, GgmlType::kF32, GgmlType::kF32, blocks, 150, rng);
+  std::vector<uint8_t> skip(10, 0);
+  skip[1] = skip[4] = skip[9] = 1;
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(s.n_head * s.hd));
+  for (auto& x : q) x = nd(rng);
+  const AttentionShape shape{s.n_head, s.n_head_kv, s.hd, 1.0f / std::sqrt(float(s.hd))};
+  PagedQuery row{blocks.data(), 150, skip.data()};
+  std::vector<float> out(q.size());
+  PagedAttention(shape, f.store.Layer(0), std::span<const PagedQuery>(&row, 1), q.data(), out.data(), nullptr);
+  const auto want = Reference(s, f, q.data(), 150, &skip);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(out[i], want[i], 2e-5) << i;
+  // Everything skipped: zeros, not NaN.
+  std::fill(skip.begin(), skip.end(), 1);
+  PagedAttention(shape, f.store.Layer(0), std::span<const PagedQuery>(&row, 1), q.data(), out.data(), nullptr);
+  for (float x : out) EXPECT_EQ(x, 0.0f);
+}
+
+TEST(PagedKvStoreTest, TypesAndShapesAreChecked) {
+  EXPECT_FALSE(kv::ParseKvType("q5_1").ok());
+  EXPECT_TRUE(kv::ParseKvType("bf16").ok());
+  // q8_0 needs head sizes that are multiples of 32.
+  auto st = kv::PagedKvStore::Create(1, 4, 8, kv::KvFormat{GgmlType::kQ8_0, GgmlType::kF16, 16}, 4);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.status().message().find("-ctk q8_0"), std::string::npos) << st.status().ToString();
+  EXPECT_NE(st.status().message().find("head size 8"), std::string::npos) << st.status().ToString();
+  EXPECT_FALSE(kv::PagedKvStore::Create(1, 4, 64, kv::KvFormat{GgmlType::kF16, GgmlType::kQ4_K, 16}, 4).ok());
+  EXPECT_FALSE(kv::PagedKvStore::Create(1, 4, 64, kv::KvFormat{GgmlType::kF16, GgmlType::kF16, 16}, 0).ok());
+  // Bytes: f16 keys and q8_0 values, 2 layers, 4 heads of 64, 16 positions per block.
+  EXPECT_EQ(kv::PagedKvStore::BlockBytes(2, 4, 64, kv::KvFormat{GgmlType::kF16, GgmlType::kQ8_0, 16}),
+            2u * 16 * 4 * (64 * 2 + 2 * 34));
+}
+
+TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayer) {
+  auto st = kv::PagedKvStore::Create(2, 1, 32, kv::KvFormat{GgmlType::kF32, GgmlType::kF32, 4}, 3);
+  ASSERT_TRUE(st.ok());
+  std::vector<float> k(32), v(32);
+  for (int l = 0; l < 2; ++l)
+    for (int p = 0; p < 4; ++p) {
+      std::fill(k.begin(), k.end(), float(100 * l + p));
+      std::fill(v.begin(), v.end(), float(-100 * l - p));
+      st->Write(l, {1, p}, k.data(), v.data());
+    }
+  st->CopyBlock(1, 2, 3);
+  for (int l = 0; l < 2; ++l) {
+    const auto L = st->Layer(l);
+    const float* kb = reinterpret_cast<const float*>(L.base + 2 * L.block_bytes);
+    const float* vb = reinterpret_cast<const float*>(L.base + 2 * L.block_bytes + L.v_offset);
+    for (int p = 0; p < 3; ++p) {
+      EXPECT_EQ(kb[p * 32 + 5], float(100 * l + p));
+      EXPECT_EQ(vb[p * 32 + 5], float(-100 * l - p));
+    }
+    EXPECT_EQ(kb[3 * 32], 0.0f);  // the unused position is not copied
+  }
+}
+
+}  // namespace
+}  // namespace tierlm
