@@ -206,9 +206,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       std::string n = std::string(info.param.preset) + "_" + info.param.type + "_kv_" + info.param.kv_type +
                       (info.param.invariant_matmul ? "_invariant_" : "_") + std::string(KernelPathName(info.param.path));
-      for (auto& ch : n)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
+      return testing::CaseName(n);
     });
 
 // Without the switch, quantized weights take the prefill kernels for a long prompt and the

@@ -15,6 +15,7 @@
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
 #include "test_paths.h"
+#include "test_printers.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
@@ -113,9 +114,7 @@ INSTANTIATE_TEST_SUITE_P(Types, KvTypeAccuracyTest,
                                            AccCase{"tiny-f16", "q8_0", 1e-4}, AccCase{"tiny-f16", "q4_0", 1e-2}),
                          [](const auto& info) {
                            std::string n = std::string(info.param.model) + "_" + info.param.kv;
-                           for (auto& ch : n)
-                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return n;
+                           return testing::CaseName(n);
                          });
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "model/llama_model.h"
 #include "runtime/sampler.h"
 #include "test_paths.h"
+#include "test_printers.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
@@ -33,11 +34,7 @@ struct FixtureModel {
 };
 void PrintTo(const FixtureModel& m, std::ostream* os) { *os << m.name(); }
 
-std::string CaseName(std::string n) {
-  for (auto& ch : n)
-    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return n;
-}
+using testing::CaseName;
 
 class LlamaCppFixtureTest : public ::testing::TestWithParam<FixtureModel> {};
 

@@ -32,6 +32,7 @@
 #include "runtime/sampler.h"
 #include "synth/synth_model.h"
 #include "test_paths.h"
+#include "test_printers.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
@@ -133,9 +134,7 @@ INSTANTIATE_TEST_SUITE_P(
                       MoeFixture{"olmoe-tiny", "f32", 2e-3}, MoeFixture{"olmoe-tiny", "q4_0", 5e-2}),
     [](const auto& info) {
       std::string n = std::string(info.param.preset) + "_" + info.param.type;
-      for (auto& ch : n)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
+      return testing::CaseName(n);
     });
 
 }  // namespace

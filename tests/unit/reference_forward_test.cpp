@@ -19,6 +19,7 @@
 #include "model/llama_model.h"
 #include "synth/synth_model.h"
 #include "test_paths.h"
+#include "test_printers.h"
 #include "tiers/weight_store.h"
 
 namespace tierlm {
@@ -136,9 +137,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RefCase{"olmoe-tiny", "olmoe", "q4_k_m", 1.5e-1}),
     [](const auto& info) {
       std::string n = std::string(info.param.preset) + "_" + info.param.type;
-      for (auto& ch : n)
-        if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
+      return testing::CaseName(n);
     });
 
 }  // namespace
