@@ -240,5 +240,44 @@ TEST(BatchInvarianceDefaultTest, QuantizedPrefillKernelsRoundDifferently) {
   std::printf("prefill vs decode kernels, Q4_0 weights: max abs logit difference %.3g\n", max_diff);
 }
 
+// A batch that does not continue its sequences where the cache says fails with the
+// sequence and position named, and leaves the cache usable.
+TEST(PagedForwardTest, BatchesOutOfStepWithTheCacheAreRefused) {
+  auto l = Load(testing::SynthModel("tiny", "q8_0"));
+  LlamaModel& m = *l->model;
+  ThreadPool pool(2);
+  auto cache = MakeCache(m, {GgmlType::kF16, GgmlType::kF16, 16}, 8);
+  const std::vector<int32_t> toks = {1, 300, 301, 302};
+  ASSERT_TRUE(cache->AddTokens(4, toks).ok());
+  std::vector<float> logits;
+  auto expect_error = [&](const Batch& b, const std::string& want) {
+    const Status st = m.Forward(b, *cache, &logits, &pool);
+    EXPECT_FALSE(st.ok());
+    EXPECT_NE(st.message().find(want), std::string::npos) << st.ToString();
+  };
+  Batch b;
+  b.Add(300, 1, 4, true);  // skips position 0
+  expect_error(b, "sequence 4 token 0 is at position 1, expected 0");
+  b.Clear();
+  b.Add(9, 0, 4, true);  // not the recorded token
+  expect_error(b, "differs from the one the KV cache recorded");
+  b.Clear();
+  b.Add(1, 0, 5, true);  // a sequence the cache does not hold
+  expect_error(b, "sequence 5 position 0 was not added");
+  b.Clear();
+  expect_error(b, "no tokens");
+  // The cache is still usable: the whole prompt, only the last logits wanted.
+  for (int64_t i = 0; i < 4; ++i) b.Add(toks[static_cast<size_t>(i)], i, 4, i == 3);
+  ASSERT_TRUE(m.Forward(b, *cache, &logits, &pool).ok());
+  EXPECT_EQ(static_cast<int64_t>(logits.size()), m.hparams().n_vocab);
+  EXPECT_EQ(cache->Computed(4), 4);
+  // The context is bounded by the cache's blocks: Later while others hold them, Impossible past them all.
+  EXPECT_EQ(cache->Reserve(6, 8 * 16), Admit::kLater);
+  EXPECT_EQ(cache->Reserve(6, 8 * 16 + 1), Admit::kImpossible);
+  const Status st = cache->AddTokens(6, std::vector<int32_t>(8 * 16, 5));
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("sequence 6"), std::string::npos) << st.ToString();
+}
+
 }  // namespace
 }  // namespace tierlm
