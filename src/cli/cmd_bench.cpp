@@ -13,6 +13,9 @@
 #include <sstream>
 
 #include "cli/args.h"
+#include "cli/kv_options.h"
+#include "kv/paged_kv_cache.h"
+#include "model/batch.h"
 #include "cli/commands.h"
 #include "cli/load_progress.h"
 #include "core/format_bytes.h"
@@ -49,6 +52,8 @@ Result<std::vector<int64_t>> ParseList(const std::string& flag, const std::strin
 struct Row {
   std::string test;
   int64_t n_prompt = 0, n_gen = 0;
+  int64_t n_depth = 0;  // -d: the context already holds this many tokens
+  int64_t n_seqs = 1;   // --batch-seqs: sequences decoding together (t/s counts them all)
   std::vector<double> samples_ns, samples_ts;
   double avg_ts = 0, stddev_ts = 0, min_ts = 0, median_ts = 0, max_ts = 0;
   double bw_limit_ts = 0;  // decode only: triad bandwidth / weight bytes per token
@@ -268,6 +273,14 @@ int BenchCommand(int argc, char** argv) {
   ap.Flag({"--no-gate-ahead"}, &no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
   ap.Add({"--moe-miss"}, &moe_miss, "an expert not in memory: exact, lowbit, auto, lowbit-all (see tierlm run --help)");
   ap.Add({"--lowbit-cache"}, &lowbit_cache, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
+  std::string depths = "0";
+  int64_t batch_seqs = 0;
+  KvTypeFlags kv_types;
+  ap.Add({"-d", "--n-depth"}, &depths,
+         "context depths, comma-separated: each test runs after this many tokens are in the KV cache (default 0)");
+  ap.Add({"--batch-seqs"}, &batch_seqs,
+         "also a decode test of S sequences (each at the depth) decoding together in one batch: aggregate t/s");
+  AddKvTypeOptions(ap, &kv_types);
   ap.Flag({"--moe-report"}, &moe_report,
           "MoE: record the routing of the decode tests and report the live expert cache, gate-ahead prefetch, "
           "routing statistics and every policy's simulated hit rate (Belady included)");
@@ -288,6 +301,10 @@ int BenchCommand(int argc, char** argv) {
   auto tg = ParseList("-n", gens);
   if (!tg.ok()) return ReportError(tg.status());
   if (batch <= 0) return ReportError(Status::InvalidArgument("batch size (-b) must be positive"));
+  auto dd = ParseList("-d", depths);
+  if (!dd.ok()) return ReportError(dd.status());
+  if (batch_seqs < 0 || batch_seqs > 256)
+    return ReportError(Status::InvalidArgument("bench: --batch-seqs must be in [0, 256]"));
   auto resolved_threads = ResolveThreadCount(threads);
   if (!resolved_threads.ok()) return ReportError(resolved_threads.status());
   NoteThreads(threads);
@@ -310,10 +327,13 @@ int BenchCommand(int argc, char** argv) {
     if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
     eo.mem_budget_bytes = *b;
   }
-  int64_t max_ctx = 16;
+  st = ApplyKvTypes(kv_types, &eo.kv_format);
+  if (!st.ok()) return ReportError(st);
+  int64_t max_ctx = 16, max_depth = 0;
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
-  eo.n_ctx = max_ctx;
+  for (int64_t d : *dd) max_depth = std::max(max_depth, d);
+  eo.n_ctx = max_ctx + max_depth;
   // Bandwidths first, before the engine holds its memory: under a budget the probes'
   // buffers must not add to the engine's peak.
   double triad = 0, disk = 0, disk_first = 0;
@@ -376,14 +396,27 @@ int BenchCommand(int argc, char** argv) {
   // One progress line over every run (warm-ups included), labelled with the current test.
   int64_t n_tests = 0;
   for (int64_t p : *pp) n_tests += p > 0;
-  for (int64_t n : *tg) n_tests += n > 0;
+  for (int64_t n : *tg) n_tests += (n > 0) * (batch_seqs > 0 ? 2 : 1);
+  n_tests *= static_cast<int64_t>(dd->size());
   Progress runs(ProgressOptions::FromEnvironment(quiet));
   runs.Start("bench", static_cast<uint64_t>(n_tests * (reps + 1)), Progress::Unit::kItems, "runs");
-  auto run_test = [&](int64_t n_prompt, int64_t n_gen) -> Status {
+  // The context at depth d: random tokens prefilled once per test (not timed); each
+  // repetition then drops what the previous one appended.
+  auto fill_depth = [&](int64_t depth) -> Status {
+    e.kv().set_n_past(0);
+    if (depth == 0) return Status::Ok();
+    std::vector<int32_t> toks(static_cast<size_t>(depth));
+    for (auto& t : toks) t = tok_dist(rng);
+    return e.model().Forward(toks, e.kv(), false, &logits, &e.pool());
+  };
+  auto run_test = [&](int64_t n_prompt, int64_t n_gen, int64_t depth) -> Status {
     Row r;
     r.n_prompt = n_prompt;
     r.n_gen = n_gen;
+    r.n_depth = depth;
     r.test = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    if (depth > 0) r.test += " @ d" + std::to_string(depth);
+    TIERLM_RETURN_IF_ERROR(fill_depth(depth));
     runs.SetLabel("bench " + r.test);
     ResidencyStats before;
     int64_t acquire_ns_before = 0;
@@ -402,7 +435,7 @@ int BenchCommand(int argc, char** argv) {
         copies_before = e.model().moe_ffn().copy_stats();
       }
       if (rep == 0 && record) e.model().moe_ffn().set_trace(&test_trace);
-      e.kv().set_n_past(0);
+      e.kv().set_n_past(depth);
       std::vector<int32_t> toks(static_cast<size_t>(std::max<int64_t>(n_prompt, 1)));
       for (auto& t : toks) t = tok_dist(rng);
       const auto t0 = std::chrono::steady_clock::now();
@@ -481,22 +514,68 @@ int BenchCommand(int argc, char** argv) {
     rows.push_back(std::move(r));
     return Status::Ok();
   };
-  for (int64_t p : *pp)
-    if (p > 0) {
-      st = run_test(p, 0);
-      if (!st.ok()) {
-        runs.Stop();
-        return ReportError(st);
+  // S sequences, each prefilled to the depth with its own random tokens, then decoding
+  // one token each per forward pass: every weight is read once for all S rows.
+  auto run_batch_test = [&](int64_t n_gen, int64_t depth, int64_t S) -> Status {
+    Row r;
+    r.n_gen = n_gen;
+    r.n_depth = depth;
+    r.n_seqs = S;
+    r.test = "tg" + std::to_string(n_gen) + " x" + std::to_string(S) + (depth > 0 ? " @ d" + std::to_string(depth) : "");
+    runs.SetLabel("bench " + r.test);
+    kv::PagedKvOptions o;
+    o.n_layer = hp.n_layer;
+    o.n_head_kv = hp.n_head_kv;
+    o.head_dim = hp.head_dim;
+    o.format = eo.kv_format;
+    const int64_t per_seq = (depth + n_gen + o.format.block_size - 1) / o.format.block_size + 1;
+    o.n_blocks = static_cast<int32_t>(per_seq * S);
+    TIERLM_ASSIGN_OR_RETURN(auto cache, kv::PagedKvCache::Create(o));
+    for (kv::SeqId sq = 0; sq < S; ++sq)
+      if (depth > 0) {
+        std::vector<int32_t> toks(static_cast<size_t>(depth));
+        for (auto& t : toks) t = tok_dist(rng);
+        TIERLM_RETURN_IF_ERROR(cache->AddTokens(sq, toks));
+        Batch b;
+        for (int64_t i = 0; i < depth; ++i) b.Add(toks[static_cast<size_t>(i)], i, sq, i == depth - 1);
+        TIERLM_RETURN_IF_ERROR(e.model().Forward(b, *cache, &logits, &e.pool()));
       }
-    }
-  for (int64_t n : *tg)
-    if (n > 0) {
-      st = run_test(0, n);
-      if (!st.ok()) {
-        runs.Stop();
-        return ReportError(st);
+    for (int rep = -1; rep < reps; ++rep) {
+      for (kv::SeqId sq = 0; sq < S; ++sq)
+        if (cache->blocks().HasSequence(sq)) TIERLM_RETURN_IF_ERROR(cache->Truncate(sq, depth));
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int64_t i = 0; i < n_gen; ++i) {
+        Batch b;
+        for (kv::SeqId sq = 0; sq < S; ++sq) {
+          const int32_t tok = tok_dist(rng);
+          TIERLM_RETURN_IF_ERROR(cache->AddTokens(sq, {&tok, 1}));
+          b.Add(tok, depth + i, sq, true);
+        }
+        TIERLM_RETURN_IF_ERROR(e.model().Forward(b, *cache, &logits, &e.pool()));
       }
+      const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+      runs.Advance();
+      if (rep < 0) continue;
+      r.samples_ns.push_back(ns);
+      r.samples_ts.push_back(static_cast<double>(n_gen * S) * 1e9 / ns);
     }
+    Summarize(r);
+    rows.push_back(std::move(r));
+    return Status::Ok();
+  };
+  for (int64_t d : *dd) {
+    for (int64_t p : *pp)
+      if (p > 0 && st.ok()) st = run_test(p, 0, d);
+    for (int64_t n : *tg)
+      if (n > 0 && st.ok()) {
+        st = run_test(0, n, d);
+        if (st.ok() && batch_seqs > 0) st = run_batch_test(n, d, batch_seqs);
+      }
+    if (!st.ok()) {
+      runs.Stop();
+      return ReportError(st);
+    }
+  }
   runs.Finish();
 
   KlResult kl;
@@ -520,13 +599,15 @@ int BenchCommand(int argc, char** argv) {
       std::printf(
           "  {\"build_commit\": \"tierlm\", \"model_filename\": \"%s\", \"model_type\": \"%s\", \"model_size\": %llu, "
           "\"model_n_params\": %llu, \"n_threads\": %d, \"n_batch\": %lld, \"n_prompt\": %lld, \"n_gen\": %lld, "
+          "\"n_depth\": %lld, \"n_seqs\": %lld, \"type_k\": \"%s\", \"type_v\": \"%s\", "
           "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": %s, "
           "\"samples_ts\": %s, \"min_ts\": %.6f, \"median_ts\": %.6f, \"max_ts\": %.6f, \"triad_bytes_per_s\": %.0f, "
           "\"weight_bytes_per_token\": %llu, \"bw_limit_ts\": %.6f, \"bw_fraction\": %.4f, \"mem_budget\": %llu, "
           "\"read_bytes_per_pass\": %.0f, \"stall_fraction\": %.4f, \"hit_rate\": %.4f, \"disk_bytes_per_s\": %.0f%s}%s\n",
           fname.c_str(), type_desc.c_str(), static_cast<unsigned long long>(model_bytes),
           static_cast<unsigned long long>(n_params), e.pool().size(), static_cast<long long>(batch),
-          static_cast<long long>(r.n_prompt), static_cast<long long>(r.n_gen), avg_ns, sd_ns, r.avg_ts, r.stddev_ts,
+          static_cast<long long>(r.n_prompt), static_cast<long long>(r.n_gen), static_cast<long long>(r.n_depth),
+          static_cast<long long>(r.n_seqs), kv_types.k.c_str(), kv_types.v.c_str(), avg_ns, sd_ns, r.avg_ts, r.stddev_ts,
           JsonList(r.samples_ns, true).c_str(), JsonList(r.samples_ts, false).c_str(), r.min_ts, r.median_ts, r.max_ts,
           triad, static_cast<unsigned long long>(weights_per_token), r.bw_limit_ts,
           r.bw_limit_ts > 0 ? r.avg_ts / r.bw_limit_ts : 0.0, static_cast<unsigned long long>(eo.mem_budget_bytes),

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "cli/args.h"
+#include "cli/kv_options.h"
 #include "model/hparams.h"
 #include "cli/commands.h"
 #include "core/memory_bandwidth.h"
@@ -22,6 +23,8 @@ int PlanCommand(int argc, char** argv) {
   bool all = false, no_measure = false;
   ap.Add({"-m", "--model"}, &model, "GGUF model file");
   ap.Add({"--mem-budget"}, &budget_text, "bound on all engine memory, e.g. 6G (default: unlimited)");
+  KvTypeFlags kv_types;
+  AddKvTypeOptions(ap, &kv_types);
   ap.Add({"-c", "--ctx-size"}, &n_ctx, "context size; 0: the model's, at most 4096 (default 0)");
   ap.Add({"-b", "--batch-size"}, &n_batch, "prompt tokens per batch, at least 1, at most -c (default 512)");
   ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
@@ -55,7 +58,12 @@ int PlanCommand(int argc, char** argv) {
   if (!hp.ok()) return ReportError(hp.status());
   if (n_ctx == 0) n_ctx = std::min<int64_t>(hp->n_ctx_train, 4096);
   n_batch = std::min(n_batch, n_ctx);
-  auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget);
+  kv::KvFormat kv_format;
+  st = ApplyKvTypes(kv_types, &kv_format);
+  if (st.ok()) st = kv::CheckKvType(kv_format.k_type, hp->head_dim, "-ctk");
+  if (st.ok()) st = kv::CheckKvType(kv_format.v_type, hp->head_dim, "-ctv");
+  if (!st.ok()) return ReportError(st);
+  auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget, kv_format);
   if (!plan.ok()) return ReportError(plan.status());
   const WeightPlacement& p = plan->placement;
 

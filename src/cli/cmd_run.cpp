@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cli/args.h"
+#include "cli/kv_options.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
 #include "cli/load_progress.h"
@@ -34,6 +35,7 @@ struct RunOptions {
   bool quiet = false;  // no progress lines
   bool seed_random = false;  // --seed -1: drawn at parse time, printed on stderr
   bool synthetic = false;
+  KvTypeFlags kv_types;
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
@@ -54,6 +56,7 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.AddSeed({"-s", "--seed"}, &o.sampling.seed, &o.seed_random,
              "random seed; -1 draws one and prints it (default 4294967295)");
   ap.Add({"--mem-budget"}, &o.mem_budget, "bound on all engine memory, e.g. 6G; weights beyond it stream from disk");
+  AddKvTypeOptions(ap, &o.kv_types);
   ap.Add({"--prefetch"}, &o.engine.prefetch_depth, "tensors read ahead under a budget; 0 none (default 4)");
   ap.Add({"--moe-policy"}, &o.engine.moe_policy, "expert cache eviction under a budget: lru, lfu-decay, score (default lfu-decay)");
   ap.Flag({"--no-gate-ahead"}, &o.no_gate_ahead, "do not prefetch the experts the next layer's router predicts");
@@ -107,6 +110,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
+  TIERLM_RETURN_IF_ERROR(ApplyKvTypes(o.kv_types, &o.engine.kv_format));
   TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, LoadEngineWithProgress(o.engine, o.quiet));
   if (o.sampling.repeat_last_n == -1) o.sampling.repeat_last_n = static_cast<int32_t>(e->kv().n_ctx());
   return e;

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu_features.h"
+#include "kernels/paged_attention_internal.h"
 #include "kernels/quant.h"
 
 namespace tierlm {
@@ -50,6 +52,10 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   // Per unit and head of its group: m, l, then hd accumulated values.
   const int64_t part = 2 + hd;
   std::vector<float> partials(static_cast<size_t>(n_units * G * part));
+  // The AVX-512 path takes keys 16 at a time (any block size); head sizes it has no kernel
+  // for stay on the portable loops.
+  const bool avx512 = ActiveKernelPath() == KernelPath::kAvx512 &&
+                      PagedChunkAvx512Supports(hd);
 
   auto unit = [&](int64_t u, std::vector<float>& kbuf, std::vector<float>& vbuf, std::vector<float>& scores) {
     const int64_t r = std::upper_bound(first_unit.begin(), first_unit.end(), u) - first_unit.begin() - 1;
@@ -69,6 +75,22 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       if (row.skip && row.skip[bi]) continue;
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
       const uint8_t* block = kv.base + static_cast<int64_t>(row.blocks[bi]) * kv.block_bytes;
+      if (avx512) {
+        const int64_t n = hi - lo;
+        if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
+        if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
+        const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
+        const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
+        if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
+          for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
+        if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
+          for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+        const float* qg = q + r * q_stride + g * G * hd;
+        for (int64_t c = 0; c < n; c += 16)
+          PagedChunkAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd, std::min<int64_t>(16, n - c),
+                           P, part);
+        continue;
+      }
       int64_t ks = 0, vs = 0;
       const float* K = HeadRows(block, kv.k_row_bytes, kv.k_head_bytes, kv.k_type, g, lo, hi, hd, kbuf, &ks);
       const float* V = HeadRows(block + kv.v_offset, kv.v_row_bytes, kv.v_head_bytes, kv.v_type, g, lo, hi, hd, vbuf, &vs);

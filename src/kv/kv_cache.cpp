@@ -1,11 +1,18 @@
 #include "kv/kv_cache.h"
 
-#include <new>
+#include <algorithm>
+#include <cmath>
+#include <string>
 
 namespace tierlm {
 
-Status KvCache::CheckSize(int64_t n_layer, int64_t n_ctx, int64_t kv_dim) {
-  const double bytes = Bytes(n_layer, n_ctx, kv_dim);
+double KvCache::Bytes(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f) {
+  const double blocks = std::ceil(static_cast<double>(std::max<int64_t>(n_ctx, 1)) / f.block_size);
+  return blocks * static_cast<double>(kv::PagedKvStore::BlockBytes(s.n_layer, s.n_head_kv, s.head_dim, f));
+}
+
+Status KvCache::CheckSize(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f) {
+  const double bytes = Bytes(s, n_ctx, f);
   if (bytes > static_cast<double>(kMaxBytes))
     return Status::ResourceExhausted("KV cache of " + std::to_string(static_cast<uint64_t>(bytes / (1 << 20))) +
                                      " MiB for a context of " + std::to_string(n_ctx) + " tokens is too large (at most " +
@@ -13,21 +20,25 @@ Status KvCache::CheckSize(int64_t n_layer, int64_t n_ctx, int64_t kv_dim) {
   return Status::Ok();
 }
 
-Result<KvCache> KvCache::Create(int64_t n_layer, int64_t n_ctx, int64_t kv_dim) {
-  if (n_layer <= 0 || n_ctx <= 0 || kv_dim <= 0) return Status::InvalidArgument("KV cache dimensions must be positive");
-  TIERLM_RETURN_IF_ERROR(CheckSize(n_layer, n_ctx, kv_dim));
-  const double bytes = Bytes(n_layer, n_ctx, kv_dim);
+Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f) {
+  if (s.n_layer <= 0 || s.n_head_kv <= 0 || s.head_dim <= 0 || n_ctx <= 0 || f.block_size <= 0)
+    return Status::InvalidArgument("KV cache dimensions must be positive");
+  TIERLM_RETURN_IF_ERROR(CheckSize(s, n_ctx, f));
+  kv::PagedKvOptions o;
+  o.n_layer = s.n_layer;
+  o.n_head_kv = s.n_head_kv;
+  o.head_dim = s.head_dim;
+  o.format = f;
+  o.n_blocks = static_cast<int32_t>((n_ctx + f.block_size - 1) / f.block_size);
   KvCache kv;
-  kv.n_layer_ = n_layer;
   kv.n_ctx_ = n_ctx;
-  kv.kv_dim_ = kv_dim;
-  try {
-    kv.data_.assign(static_cast<size_t>(2 * n_layer * n_ctx * kv_dim), 0.0f);
-  } catch (const std::bad_alloc&) {
-    return Status::ResourceExhausted("cannot allocate the KV cache (" + std::to_string(static_cast<uint64_t>(bytes / (1 << 20))) +
-                                     " MiB): lower the context size (-c)");
-  }
+  TIERLM_ASSIGN_OR_RETURN(kv.paged_, kv::PagedKvCache::Create(o));
   return kv;
+}
+
+void KvCache::set_n_past(int64_t n) {
+  const int64_t length = paged_->blocks().Length(kSeq);
+  if (n < length) (void)paged_->Truncate(kSeq, std::max<int64_t>(n, 0));
 }
 
 }  // namespace tierlm

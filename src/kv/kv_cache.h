@@ -1,44 +1,51 @@
-// KvCache: the keys and values of every past position, per layer.
+// KvCache: one sequence's keys and values: the single-sequence view of a paged KV cache
+// (paged_kv_cache.h), what run, chat, trace and bench use.
 //
-// This first cache is one contiguous f32 block per layer, sized for n_ctx positions up
-// front: k(layer) is [n_ctx][kv_dim], v(layer) likewise. Paged and tiered caches come
-// later behind the same accessors.
+// It holds n_ctx positions (rounded up to whole blocks) of sequence 0 in the KV types of
+// its format (-ctk / -ctv). LlamaModel::Forward(tokens, kv) appends positions; set_n_past
+// drops the ones past n (a new prompt, a rewritten chat history).
 #pragma once
 
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #include "core/status.h"
+#include "kv/paged_kv_cache.h"
 
 namespace tierlm {
+
+struct KvShape {
+  int64_t n_layer = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+};
 
 class KvCache {
  public:
   // The largest cache Create allocates; a context that needs more is refused up front.
   static constexpr uint64_t kMaxBytes = 64ull << 30;
-  // Keys and values of n_ctx positions, n_layer layers, kv_dim floats each, in bytes
+  static constexpr kv::SeqId kSeq = 0;
+  // Keys and values of n_ctx positions in bytes, in the format's types and whole blocks
   // (a double: huge -c values do not overflow).
-  static double Bytes(int64_t n_layer, int64_t n_ctx, int64_t kv_dim) {
-    return 2.0 * static_cast<double>(n_layer) * static_cast<double>(n_ctx) * static_cast<double>(kv_dim) * sizeof(float);
-  }
+  static double Bytes(const KvShape& shape, int64_t n_ctx, const kv::KvFormat& format);
   // ResourceExhausted naming the size and the context when Bytes() is above kMaxBytes.
-  static Status CheckSize(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
-  // n_ctx positions of kv_dim floats for keys and for values in each of n_layer layers.
-  static Result<KvCache> Create(int64_t n_layer, int64_t n_ctx, int64_t kv_dim);
+  static Status CheckSize(const KvShape& shape, int64_t n_ctx, const kv::KvFormat& format);
+  // Default format: f32 keys and values (exact; the engine's default is f16, as llama.cpp).
+  static Result<KvCache> Create(const KvShape& shape, int64_t n_ctx,
+                                const kv::KvFormat& format = {GgmlType::kF32, GgmlType::kF32, 16});
 
   int64_t n_ctx() const { return n_ctx_; }
-  int64_t kv_dim() const { return kv_dim_; }
   // Positions filled so far; the next token goes at position n_past().
-  int64_t n_past() const { return n_past_; }
-  void set_n_past(int64_t n) { n_past_ = n; }
-  uint64_t bytes() const { return static_cast<uint64_t>(data_.size()) * sizeof(float); }
-
-  float* k(int64_t layer) { return data_.data() + (2 * layer) * n_ctx_ * kv_dim_; }
-  float* v(int64_t layer) { return data_.data() + (2 * layer + 1) * n_ctx_ * kv_dim_; }
+  int64_t n_past() const { return paged_->Computed(kSeq); }
+  // Keeps positions [0, n) (n <= n_past()).
+  void set_n_past(int64_t n);
+  uint64_t bytes() const { return paged_->store().bytes(); }
+  const kv::KvFormat& format() const { return paged_->format(); }
+  kv::PagedKvCache& paged() { return *paged_; }
 
  private:
-  int64_t n_layer_ = 0, n_ctx_ = 0, kv_dim_ = 0, n_past_ = 0;
-  std::vector<float> data_;
+  int64_t n_ctx_ = 0;
+  std::unique_ptr<kv::PagedKvCache> paged_;
 };
 
 }  // namespace tierlm

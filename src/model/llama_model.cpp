@@ -144,36 +144,19 @@ Status LlamaModel::Forward(std::span<const int32_t> tokens, KvCache& kv, bool al
                            ThreadPool* pool) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return Status::InvalidArgument("no tokens to evaluate");
-  if (kv.n_past() + n > kv.n_ctx())
-    return Status::OutOfRange("context is full: " + std::to_string(kv.n_past()) + " + " + std::to_string(n) +
+  const int64_t past = kv.n_past();
+  if (past + n > kv.n_ctx())
+    return Status::OutOfRange("context is full: " + std::to_string(past) + " + " + std::to_string(n) +
                               " tokens exceed the context size " + std::to_string(kv.n_ctx()));
-  logits->assign(static_cast<size_t>((all_logits ? n : 1) * hp_.n_vocab), 0.0f);
-  const AttentionShape shape = attention_shape();
-  const int64_t KV = hp_.kv_dim();
-  for (int64_t start = 0; start < n; start += max_batch_) {
-    const int64_t len = std::min(max_batch_, n - start);
-    const bool last_chunk = start + len == n;
-    float* out = nullptr;
-    if (all_logits) out = logits->data() + start * hp_.n_vocab;
-    else if (last_chunk) out = logits->data();
-    const int64_t pos0 = kv.n_past();
-    pos_.resize(static_cast<size_t>(len));
-    want_.assign(static_cast<size_t>(len), all_logits ? 1 : 0);
-    for (int64_t t = 0; t < len; ++t) pos_[static_cast<size_t>(t)] = pos0 + t;
-    if (!all_logits) want_.back() = last_chunk ? 1 : 0;
-    // Contiguous cache: keys and values at their positions, then causal attention.
-    auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
-      float* kc = kv.k(l);
-      float* vc = kv.v(l);
-      std::copy_n(k, len * KV, kc + pos0 * KV);
-      std::copy_n(v, len * KV, vc + pos0 * KV);
-      CausalAttention(shape, q, len, pos0, kc, vc, o, pool);
-      return Status::Ok();
-    };
-    TIERLM_RETURN_IF_ERROR(ForwardRows(tokens.data() + start, pos_.data(), len, attend, want_.data(), out, pool));
-    kv.set_n_past(pos0 + len);
-  }
-  return Status::Ok();
+  kv::PagedKvCache& cache = kv.paged();
+  // Positions recorded by a forward pass that failed are dropped first.
+  if (cache.blocks().Length(KvCache::kSeq) > past) TIERLM_RETURN_IF_ERROR(cache.Truncate(KvCache::kSeq, past));
+  TIERLM_RETURN_IF_ERROR(cache.AddTokens(KvCache::kSeq, tokens));
+  single_.Clear();
+  for (int64_t t = 0; t < n; ++t) single_.Add(tokens[static_cast<size_t>(t)], past + t, KvCache::kSeq, all_logits || t == n - 1);
+  const Status st = Forward(single_, cache, logits, pool);
+  if (!st.ok()) (void)cache.Truncate(KvCache::kSeq, cache.Computed(KvCache::kSeq));
+  return st;
 }
 
 Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool) {

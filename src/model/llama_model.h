@@ -52,6 +52,7 @@ class LlamaModel {
   static Result<std::unique_ptr<LlamaModel>> Create(const gguf::GgufFile& file, WeightStore* store);
 
   const ModelHParams& hparams() const { return hp_; }
+  KvShape kv_shape() const { return {hp_.n_layer, hp_.n_head_kv, hp_.head_dim}; }
 
   // Runs tokens at positions [kv.n_past(), kv.n_past() + n) and appends their keys and
   // values to kv. On success `logits` holds [n][n_vocab] floats when all_logits, else the
@@ -101,6 +102,7 @@ class LlamaModel {
   std::vector<int64_t> pos_;
   std::vector<uint8_t> want_;
   std::vector<PagedQuery> queries_;
+  Batch single_;  // Forward(tokens, kv)'s batch
 };
 
 }  // namespace tierlm

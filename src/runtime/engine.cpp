@@ -36,7 +36,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
   // A batch never holds more tokens than the context (llama.cpp clamps the same way).
   const int64_t n_batch = std::min(o.n_batch, n_ctx);
-  TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes));
+  TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
+                                                     o.kv_format));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
   // lowbit-all computes every expert from its copy, which only the tiered store holds.
@@ -89,7 +90,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
     return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
                               " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));
-  TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(hp.n_layer, n_ctx, hp.kv_dim()));
+  TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, n_ctx, o.kv_format));
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

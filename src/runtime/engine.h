@@ -25,6 +25,9 @@ struct EngineOptions {
   int32_t n_threads = 0;
   // Context size in tokens. Default 0: the model's training context, at most 4096.
   int64_t n_ctx = 0;
+  // Types of the KV cache's keys and values (-ctk / -ctv) and its block size. Default f16
+  // both, as llama.cpp; f32 is exact, q8_0 / q4_0 are lossy (their cost: KvTypeAccuracyTest).
+  kv::KvFormat kv_format;
   // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
   int64_t n_batch = 512;
   // Bound on all of the engine's memory (weights, KV cache, scratch, overhead), bytes.

@@ -45,14 +45,15 @@ std::string MemoryPlan::ToString() const {
 }
 
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
-                              int n_threads, uint64_t budget_bytes) {
+                              int n_threads, uint64_t budget_bytes, const kv::KvFormat& kv_format) {
   if (n_ctx <= 0) return Status::InvalidArgument("context size (-c) must be positive");
   if (n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
   // Before any product of n_ctx: a huge -c must not overflow the sizes below.
-  TIERLM_RETURN_IF_ERROR(KvCache::CheckSize(hp.n_layer, n_ctx, hp.kv_dim()));
+  const KvShape shape{hp.n_layer, hp.n_head_kv, hp.head_dim};
+  TIERLM_RETURN_IF_ERROR(KvCache::CheckSize(shape, n_ctx, kv_format));
   MemoryPlan mp;
   mp.budget_bytes = budget_bytes;
-  mp.kv_bytes = 2ull * static_cast<uint64_t>(hp.n_layer * n_ctx * hp.kv_dim()) * sizeof(float);
+  mp.kv_bytes = static_cast<uint64_t>(KvCache::Bytes(shape, n_ctx, kv_format));
   mp.scratch_bytes = ScratchBytes(hp, n_ctx, std::min(n_batch, n_ctx), n_threads);
   // Parsed metadata and the tokenizer take a few times the header's bytes; code and
   // thread stacks a few MiB.

@@ -7,6 +7,7 @@
 
 #include "core/format_bytes.h"
 #include "core/status.h"
+#include "kv/paged_kv_store.h"
 #include "format/gguf_file.h"
 #include "model/hparams.h"
 #include "tiers/weight_placement.h"
@@ -35,6 +36,7 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 // Splits `budget_bytes` (0: unlimited). kOutOfRange, naming the smallest workable budget
 // and what it consists of, when the budget cannot run the model.
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
-                              int n_threads, uint64_t budget_bytes);
+                              int n_threads, uint64_t budget_bytes,
+                              const kv::KvFormat& kv_format = {});
 
 }  // namespace tierlm

@@ -101,3 +101,53 @@ TEST(CliCommandsTest, DefaultModelRunsWithoutArguments) {
 
 }  // namespace
 }  // namespace tierlm
+
+namespace tierlm {
+namespace {
+
+using testing::Quote;
+using testing::RunShell;
+
+// -ctk / -ctv choose the KV cache's types; a type the model's head size cannot take is a
+// clear error; f32 and f16 KV give the same greedy tokens on stories260K here.
+TEST(CliKvTypesTest, RunTakesKvTypesAndRefusesImpossibleOnes) {
+  const std::string bin = Quote(testing::TierlmBinary());
+  const std::string stories = Quote(testing::StoriesModel().string());
+  auto f32 = RunShell(bin + " run -m " + stories + " -p 'Once upon a time' -n 24 --temp 0 --token-ids -q -ctk f32 -ctv f32", false);
+  auto f16 = RunShell(bin + " run -m " + stories + " -p 'Once upon a time' -n 24 --temp 0 --token-ids -q", false);
+  ASSERT_EQ(f32.exit_code, 0);
+  ASSERT_EQ(f16.exit_code, 0);
+  EXPECT_EQ(f32.output, f16.output);
+  auto bad = RunShell(bin + " run -m " + stories + " -p hi -n 2 -ctk q8_0");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("-ctk q8_0"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("head size 8"), std::string::npos) << bad.output;
+  bad = RunShell(bin + " run -m " + stories + " -p hi -n 2 -ctv q5_1");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  EXPECT_NE(bad.output.find("-ctv"), std::string::npos) << bad.output;
+  const std::string tiny = Quote(testing::SynthModel("tiny", "q8_0").string());
+  auto q = RunShell(bin + " run -m " + tiny + " -p 'Once upon a time' -n 8 --temp 0 --token-ids -q -ctk q8_0 -ctv q4_0", false);
+  EXPECT_EQ(q.exit_code, 0);
+  auto plan = RunShell(bin + " plan -m " + tiny + " --no-measure -c 1024 -ctk q8_0 -ctv q8_0");
+  ASSERT_EQ(plan.exit_code, 0) << plan.output;
+  auto plan16 = RunShell(bin + " plan -m " + tiny + " --no-measure -c 1024");
+  ASSERT_EQ(plan16.exit_code, 0) << plan16.output;
+  // KV bytes: tiny has 4 layers x 4 heads of 32 at 1024 positions: f16 1 MiB x 2, q8_0 34/64 of it.
+  EXPECT_NE(plan16.output.find("KV cache 2.0 MiB"), std::string::npos) << plan16.output;
+  EXPECT_NE(plan.output.find("KV cache 1.1 MiB"), std::string::npos) << plan.output;
+}
+
+TEST(CliKvTypesTest, BenchRunsAtDepthAndWithSequencesTogether) {
+  const std::string bin = Quote(testing::TierlmBinary());
+  const std::string tiny = Quote(testing::SynthModel("tiny", "q8_0").string());
+  auto r = RunShell(bin + " bench -m " + tiny + " -p 8 -n 4 -r 1 -t 2 -d 0,40 --batch-seqs 3 --no-bandwidth -q");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* want : {"| pp8 |", "| tg4 |", "| tg4 x3 |", "| pp8 @ d40 |", "| tg4 @ d40 |", "| tg4 x3 @ d40 |"})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  r = RunShell(bin + " bench -m " + tiny + " -p 0 -n 2 -r 1 -t 2 -d 16 --batch-seqs 2 --no-bandwidth -q -o json -ctk q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"n_depth\": 16, \"n_seqs\": 2, \"type_k\": \"q8_0\""), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace tierlm

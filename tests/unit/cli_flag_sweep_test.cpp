@@ -155,6 +155,8 @@ std::vector<FlagCase> Cases() {
   add("run", run, "--mem-budget", kSize);
   for (const char* flag : {"-m", "--moe-policy", "--moe-miss", "-f", "--lowbit-cache"}) add("run", run, flag, kString);
   add("run", run, "-p", kString);
+  const Values kKvType = {{"empty", ""}, {"garbage", "no-such-thing"}, {"weighttype", "q4_k"}, {"q8", "q8_0"}};
+  for (const char* flag : {"-ctk", "-ctv"}) add("run", run, flag, kKvType);
   // run under a budget that streams experts (the 2-layer moe-tiny needs 9.6M): --prefetch
   // and the MoE flags reach the tiered store.
   const std::string run_budget = "run -m " + MOE + " -p hi -n 2 -c 32 -t 2 --temp 0 --mem-budget 12M";
@@ -177,11 +179,15 @@ std::vector<FlagCase> Cases() {
   add("bench", bench, "-b", kInt);
   add("bench", bench, "--mem-budget", kSize);
   for (const char* flag : {"-o", "--moe-policy", "--moe-miss", "-m"}) add("bench", bench, flag, kString);
+  add("bench", bench, "-d", kList);
+  add("bench", bench, "--batch-seqs", Without(kInt, {"zero"}));
+  add("bench", bench, "-ctk", kString);
   // plan
   const std::string plan = "plan -m " + M + " --no-measure";
   for (const char* flag : {"-c", "-b", "-t"}) add("plan", plan, flag, kInt);
   add("plan", plan, "--mem-budget", kSize);
   add("plan", plan, "-m", kString);
+  add("plan", plan, "-ctv", kString);
   // synth: one layer of the tiny preset, so the zero and default cases write quickly.
   const std::string synth = "synth --preset tiny --layers 1 -t 2 -o " + Quote(D + "/synth.gguf");
   add("synth", synth, "--layers", kInt);

@@ -31,7 +31,7 @@ class GeneratorTest : public ::testing::Test {
 TEST_F(GeneratorTest, KvHoldsTheWholeReplyOnlyWithEvalLast) {
   const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
   for (bool eval_last : {false, true}) {
-    auto kv = KvCache::Create(model_->hparams().n_layer, 64, model_->hparams().kv_dim());
+    auto kv = KvCache::Create(model_->kv_shape(), 64);
     ASSERT_TRUE(kv.ok());
     GenerateRequest req;
     req.prompt = prompt;
@@ -52,7 +52,7 @@ TEST_F(GeneratorTest, KvHoldsTheWholeReplyOnlyWithEvalLast) {
 }
 
 TEST_F(GeneratorTest, PromptLongerThanContextIsRefusedBeforeEvaluating) {
-  auto kv = KvCache::Create(model_->hparams().n_layer, 4, model_->hparams().kv_dim());
+  auto kv = KvCache::Create(model_->kv_shape(), 4);
   ASSERT_TRUE(kv.ok());
   const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
   GenerateRequest req;

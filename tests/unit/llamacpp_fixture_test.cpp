@@ -60,7 +60,7 @@ TEST_P(LlamaCppFixtureTest, LogitsAndGreedyMatch) {
   for (const auto& c : fx["cases"]) {
     SCOPED_TRACE("case " + std::to_string(case_index++) + ": " + c["prompt"].get<std::string>());
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
-    auto kv = KvCache::Create((*model)->hparams().n_layer, 512, (*model)->hparams().kv_dim());
+    auto kv = KvCache::Create((*model)->kv_shape(), 512);
     ASSERT_TRUE(kv.ok());
     std::vector<float> logits;
     ASSERT_TRUE((*model)->Forward(tokens, *kv, /*all_logits=*/true, &logits, &pool).ok());
@@ -128,7 +128,7 @@ TEST_P(LlamaCppMoeFixtureTest, TopOneAgreement) {
   int agree = 0, total = 0;
   for (const auto& c : fx["cases"]) {
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
-    auto kv = KvCache::Create((*model)->hparams().n_layer, 512, (*model)->hparams().kv_dim());
+    auto kv = KvCache::Create((*model)->kv_shape(), 512);
     ASSERT_TRUE(kv.ok());
     std::vector<float> logits;
     ASSERT_TRUE((*model)->Forward(tokens, *kv, true, &logits, &pool).ok());

@@ -76,7 +76,7 @@ TEST_P(LlamaCppMoeArchTest, MatchesLlamaCpp) {
   for (const auto& c : fx["cases"]) {
     SCOPED_TRACE(c["prompt"].get<std::string>());
     const auto tokens = c["tokens"].get<std::vector<int32_t>>();
-    auto kv = KvCache::Create((*model)->hparams().n_layer, 512, (*model)->hparams().kv_dim());
+    auto kv = KvCache::Create((*model)->kv_shape(), 512);
     ASSERT_TRUE(kv.ok());
     std::vector<float> logits;
     ASSERT_TRUE((*model)->Forward(tokens, *kv, /*all_logits=*/true, &logits, &pool).ok());

@@ -241,7 +241,7 @@ TEST(MoeArch, TraceAndGateAheadOnEveryArch) {
     auto run = [&](bool gate_ahead, RoutingTrace* trace, std::vector<float>* logits) -> Status {
       (*model)->moe_ffn().set_gate_ahead(gate_ahead);
       (*model)->moe_ffn().set_trace(trace);
-      TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(hp.n_layer, 16, hp.kv_dim()));
+      TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, 16));
       TIERLM_RETURN_IF_ERROR((*model)->Forward(tokens, kv, true, logits, &pool));
       (*model)->moe_ffn().set_trace(nullptr);
       (*model)->moe_ffn().set_gate_ahead(false);
@@ -306,7 +306,7 @@ RoutingStats MeasureRouting(const std::string& path) {
   RoutingTrace trace(static_cast<int32_t>(hp.n_layer), static_cast<int32_t>(hp.n_expert),
                      static_cast<int32_t>(hp.n_expert_used));
   (*model)->moe_ffn().set_trace(&trace);
-  auto kv = KvCache::Create(hp.n_layer, static_cast<int64_t>(tokens.size()), hp.kv_dim());
+  auto kv = KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, static_cast<int64_t>(tokens.size()));
   EXPECT_TRUE(kv.ok());
   std::vector<float> logits;
   ThreadPool pool(2);

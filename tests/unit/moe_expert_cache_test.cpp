@@ -85,7 +85,7 @@ class ExpertCacheStoreTest : public ::testing::Test {
   Status Run(WeightStore* store, bool gate_ahead, std::vector<float>* out) {
     TIERLM_ASSIGN_OR_RETURN(auto model, LlamaModel::Create(file_, store));
     model->moe_ffn().set_gate_ahead(gate_ahead);
-    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->hparams().n_layer, 64, model->hparams().kv_dim()));
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->kv_shape(), 64));
     uint32_t x = 7;
     for (int i = 0; i < 24; ++i) {
       x = x * 1103515245u + 12345u;

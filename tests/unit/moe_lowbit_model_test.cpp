@@ -57,7 +57,7 @@ std::string TokenArg() {
 // All-position logits of kTokens: one batch, or one decode step (n == 1) per token.
 Status Logits(LlamaModel& model, bool one_by_one, ThreadPool* pool, std::vector<float>* out) {
   out->clear();
-  TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model.hparams().n_layer, 64, model.hparams().kv_dim()));
+  TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model.kv_shape(), 64));
   if (!one_by_one) return model.Forward(kTokens, kv, true, out, pool);
   std::vector<float> step;
   for (int32_t t : kTokens) {

@@ -43,7 +43,7 @@ TEST(MoeTraceModel, ForwardRecordsEveryLayerAndLeavesLogitsAlone) {
 
   auto run = [&](RoutingTrace* trace, std::vector<float>* last) -> Status {
     (*model)->moe_ffn().set_trace(trace);
-    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(hp.n_layer, 16, hp.kv_dim()));
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, 16));
     std::vector<float> logits;
     TIERLM_RETURN_IF_ERROR((*model)->Forward(prompt, kv, false, &logits, &pool));
     for (int32_t tok : next) TIERLM_RETURN_IF_ERROR((*model)->Forward({&tok, 1}, kv, false, &logits, &pool));
@@ -99,7 +99,7 @@ TEST(MoeTraceModel, GateAheadPrefetchesTheNextLayersPredictedExperts) {
   const std::vector<int32_t> tokens = {1, 30, 31, 32};
   auto logits = [&](bool gate_ahead, std::vector<float>* out) -> Status {
     (*model)->moe_ffn().set_gate_ahead(gate_ahead);
-    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(hp.n_layer, 8, hp.kv_dim()));
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, 8));
     TIERLM_RETURN_IF_ERROR((*model)->Forward(tokens, kv, true, out, &pool));
     const int32_t next = 33;
     std::vector<float> one;
@@ -156,7 +156,7 @@ TEST(MoeTraceModel, GateAheadOnATieredStoreKeepsLogitsExact) {
   auto run = [&](WeightStore* store, bool gate_ahead, std::vector<float>* out) -> Status {
     TIERLM_ASSIGN_OR_RETURN(auto model, LlamaModel::Create(*file, store));
     model->moe_ffn().set_gate_ahead(gate_ahead);
-    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->hparams().n_layer, 8, model->hparams().kv_dim()));
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->kv_shape(), 8));
     for (int32_t tok : tokens) {  // decode-style, one token per step
       std::vector<float> one;
       TIERLM_RETURN_IF_ERROR(model->Forward({&tok, 1}, kv, false, &one, &pool));

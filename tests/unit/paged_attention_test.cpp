@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "kernels/quant.h"
 #include "kv/paged_kv_store.h"
 
@@ -108,23 +109,30 @@ TEST_P(PagedAttentionTypeTest, MatchesDoubleReferenceOnDecodedValues) {
   for (auto& x : q) x = nd(rng);
   std::vector<PagedQuery> rows;
   for (int64_t n : lens) rows.push_back({blocks.data(), n, nullptr});
-  std::vector<float> out(q.size());
   ThreadPool pool(2);
-  PagedAttention(shape, layer, rows, q.data(), out.data(), &pool);
-  double worst = 0;
-  for (size_t r = 0; r < lens.size(); ++r) {
-    const auto want = Reference(s, f, q.data() + r * s.n_head * s.hd, lens[r], nullptr);
-    for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(want[i] - out[r * want.size() + i]));
-  }
-  EXPECT_LT(worst, 2e-5) << "max abs difference from the double reference";
+  for (KernelPath path : {KernelPath::kScalar, KernelPath::kAvx2, KernelPath::kAvx512}) {
+    if (!KernelPathSupported(path)) continue;
+    SCOPED_TRACE(std::string(KernelPathName(path)));
+    ForceKernelPath(path);
+    std::vector<float> out(q.size());
+    PagedAttention(shape, layer, rows, q.data(), out.data(), &pool);
+    double worst = 0;
+    for (size_t r = 0; r < lens.size(); ++r) {
+      const auto want = Reference(s, f, q.data() + r * s.n_head * s.hd, lens[r], nullptr);
+      for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(want[i] - out[r * want.size() + i]));
+    }
+    EXPECT_LT(worst, 2e-5) << "max abs difference from the double reference";
 
-  // The same rows one at a time, in another order, single-threaded: bit-identical.
-  for (size_t r = 0; r < lens.size(); ++r) {
-    std::vector<float> one(static_cast<size_t>(s.n_head * s.hd));
-    PagedAttention(shape, layer, std::span<const PagedQuery>(&rows[r], 1), q.data() + r * one.size(), one.data(),
-                   nullptr);
-    for (size_t i = 0; i < one.size(); ++i) ASSERT_EQ(one[i], out[r * one.size() + i]) << "row " << r << " [" << i << "]";
+    // The same rows one at a time, in another order, single-threaded: bit-identical.
+    for (size_t r = lens.size(); r-- > 0;) {
+      std::vector<float> one(static_cast<size_t>(s.n_head * s.hd));
+      PagedAttention(shape, layer, std::span<const PagedQuery>(&rows[r], 1), q.data() + r * one.size(), one.data(),
+                     nullptr);
+      for (size_t i = 0; i < one.size(); ++i)
+        ASSERT_EQ(one[i], out[r * one.size() + i]) << "row " << r << " [" << i << "]";
+    }
   }
+  ForceKernelPath(std::nullopt);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, PagedAttentionTypeTest,

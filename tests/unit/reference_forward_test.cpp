@@ -73,7 +73,7 @@ TEST_P(ReferenceForwardTest, LogitsMatchTorch) {
   for (int mode : {0, 1, 2}) {
     const bool one_by_one = mode == 1;
     SCOPED_TRACE(mode == 0 ? "one batch" : mode == 1 ? "token by token" : "paged f32 KV");
-    auto kv = KvCache::Create((*model)->hparams().n_layer, 64, (*model)->hparams().kv_dim());
+    auto kv = KvCache::Create((*model)->kv_shape(), 64);
     ASSERT_TRUE(kv.ok());
     std::vector<float> logits;
     if (mode == 2) {

@@ -30,7 +30,7 @@ TEST(TieredModelTest, ExactUnderBudgetAndRecoversFromIoFault) {
 
   auto logits_with = [&](WeightStore* store, std::vector<float>* out) -> Status {
     TIERLM_ASSIGN_OR_RETURN(auto model, LlamaModel::Create(*file, store));
-    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->hparams().n_layer, 32, model->hparams().kv_dim()));
+    TIERLM_ASSIGN_OR_RETURN(auto kv, KvCache::Create(model->kv_shape(), 32));
     return model->Forward(tokens, kv, /*all_logits=*/true, out, &pool);
   };
 

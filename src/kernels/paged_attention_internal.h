@@ -1,0 +1,25 @@
+// Per-path pieces of PagedAttention (paged_attention.cpp dispatches).
+#pragma once
+
+#include <cstdint>
+
+#include "format/ggml_type.h"
+
+namespace tierlm {
+
+// Rows p < n of one head (row p at rows + p * row_bytes) as f32 into dst[n][hd]. False
+// (nothing done) for types or sizes it has no code for. Only callable with AVX-512.
+bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t n, int64_t hd, float* dst);
+
+// Folds keys K[0..n) and values V[0..n) (f32, [n][hd]), n <= 16, into the running softmax
+// states of G heads: state h at states + h * state_stride is {max, sum, hd accumulated
+// values}; q holds the G heads' query rows. False (nothing done) for unsupported head sizes.
+// Only callable with AVX-512.
+bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
+                      float* states, int64_t state_stride);
+
+inline bool PagedChunkAvx512Supports(int64_t hd) {
+  return hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 256;
+}
+
+}  // namespace tierlm
