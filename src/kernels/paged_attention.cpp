@@ -41,30 +41,18 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   const int64_t B = kv.block_size;
   const int64_t S = kPagedSplitKeys;
   const int64_t n_rows = static_cast<int64_t>(rows.size());
-
-  // Units: (row, KV head, span), numbered row-major; spans per row vary.
-  std::vector<int64_t> first_unit(static_cast<size_t>(n_rows) + 1, 0);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const int64_t spans = std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S);
-    first_unit[static_cast<size_t>(r) + 1] = first_unit[static_cast<size_t>(r)] + spans * s.n_head_kv;
-  }
-  const int64_t n_units = first_unit.back();
-  // Per unit and head of its group: m, l, then hd accumulated values.
+  // Per head of a group: m, l, then hd accumulated values.
   const int64_t part = 2 + hd;
-  std::vector<float> partials(static_cast<size_t>(n_units * G * part));
   // The AVX-512 path takes keys 16 at a time (any block size); head sizes it has no kernel
   // for stay on the portable loops.
-  const bool avx512 = ActiveKernelPath() == KernelPath::kAvx512 &&
-                      PagedChunkAvx512Supports(hd);
+  const bool avx512 = ActiveKernelPath() == KernelPath::kAvx512 && PagedChunkAvx512Supports(hd);
+  auto n_spans = [&](int64_t r) { return std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S); };
 
-  auto unit = [&](int64_t u, std::vector<float>& kbuf, std::vector<float>& vbuf, std::vector<float>& scores) {
-    const int64_t r = std::upper_bound(first_unit.begin(), first_unit.end(), u) - first_unit.begin() - 1;
+  // The running states of KV head g's G query heads of row r over one span of keys, from zero.
+  auto span_state = [&](int64_t r, int64_t g, int64_t span, float* P, std::vector<float>& kbuf,
+                        std::vector<float>& vbuf, std::vector<float>& scores) {
     const PagedQuery& row = rows[static_cast<size_t>(r)];
-    const int64_t local = u - first_unit[static_cast<size_t>(r)];
-    const int64_t g = local % s.n_head_kv;
-    const int64_t span = local / s.n_head_kv;
     const int64_t k0 = span * S, k1 = std::min(row.n_keys, k0 + S);
-    float* P = partials.data() + u * G * part;
     for (int64_t h = 0; h < G; ++h) {
       P[h * part] = -INFINITY;
       P[h * part + 1] = 0;
@@ -122,41 +110,67 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       }
     }
   };
-  auto run_units = [&](int64_t begin, int64_t end) {
-    static thread_local std::vector<float> kbuf, vbuf, scores;
-    for (int64_t u = begin; u < end; ++u) unit(u, kbuf, vbuf, scores);
-  };
-  if (pool) pool->ParallelForDynamic(n_units, 1, run_units);
-  else run_units(0, n_units);
 
-  // Merge the spans of each (row, head) in span order.
-  auto merge = [&](int64_t begin, int64_t end) {
-    for (int64_t rh = begin; rh < end; ++rh) {
-      const int64_t r = rh / s.n_head, head = rh % s.n_head;
-      const int64_t g = head / G, h = head % G;
-      const int64_t spans = (first_unit[static_cast<size_t>(r) + 1] - first_unit[static_cast<size_t>(r)]) / s.n_head_kv;
-      float* o = out + r * q_stride + head * hd;
-      auto at = [&](int64_t span) {
-        return partials.data() + ((first_unit[static_cast<size_t>(r)] + span * s.n_head_kv + g) * G + h) * part;
-      };
-      float M = -INFINITY;
-      for (int64_t j = 0; j < spans; ++j) M = std::max(M, at(j)[0]);
-      std::fill_n(o, hd, 0.0f);
-      if (M == -INFINITY) continue;  // every key skipped
-      float L = 0;
-      for (int64_t j = 0; j < spans; ++j) {
-        const float* st = at(j);
-        if (st[0] == -INFINITY) continue;
-        const float c = std::exp(st[0] - M);
-        L += st[1] * c;
-        for (int64_t i = 0; i < hd; ++i) o[i] += st[2 + i] * c;
+  // Head h of group g of row r from its spans' states, merged in span order. Both ways of
+  // sharing the work below call this with the same states, so they give the same bits.
+  auto merge = [&](int64_t r, int64_t g, int64_t h, int64_t spans, const float* states, int64_t span_stride) {
+    float* o = out + r * q_stride + (g * G + h) * hd;
+    float M = -INFINITY;
+    for (int64_t j = 0; j < spans; ++j) M = std::max(M, states[j * span_stride + h * part]);
+    std::fill_n(o, hd, 0.0f);
+    if (M == -INFINITY) return;  // every key skipped
+    float L = 0;
+    for (int64_t j = 0; j < spans; ++j) {
+      const float* st = states + j * span_stride + h * part;
+      if (st[0] == -INFINITY) continue;
+      const float c = std::exp(st[0] - M);
+      L += st[1] * c;
+      for (int64_t i = 0; i < hd; ++i) o[i] += st[2 + i] * c;
+    }
+    const float inv = 1.0f / L;
+    for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+  };
+
+  const int n_threads = pool ? pool->size() : 1;
+  if (n_rows * s.n_head_kv >= 4 * n_threads) {
+    // Many rows (prefill, big batches): a unit is a (row, KV head), all of its spans in a
+    // buffer of the thread's own; no shared scratch grows with the batch.
+    auto units = [&](int64_t begin, int64_t end) {
+      static thread_local std::vector<float> kbuf, vbuf, scores, states;
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t r = u / s.n_head_kv, g = u % s.n_head_kv, spans = n_spans(r);
+        if (static_cast<int64_t>(states.size()) < spans * G * part) states.resize(static_cast<size_t>(spans * G * part));
+        for (int64_t j = 0; j < spans; ++j) span_state(r, g, j, states.data() + j * G * part, kbuf, vbuf, scores);
+        for (int64_t h = 0; h < G; ++h) merge(r, g, h, spans, states.data(), G * part);
       }
-      const float inv = 1.0f / L;
-      for (int64_t i = 0; i < hd; ++i) o[i] *= inv;
+    };
+    if (pool) pool->ParallelForDynamic(n_rows * s.n_head_kv, 1, units);
+    else units(0, n_rows * s.n_head_kv);
+    return;
+  }
+  // Few rows (decode): a unit is a (row, KV head, span), so one long row still uses every
+  // thread; the spans' states meet in a shared buffer and are merged after.
+  std::vector<int64_t> first_unit(static_cast<size_t>(n_rows) + 1, 0);
+  for (int64_t r = 0; r < n_rows; ++r)
+    first_unit[static_cast<size_t>(r) + 1] = first_unit[static_cast<size_t>(r)] + n_spans(r) * s.n_head_kv;
+  const int64_t n_units = first_unit.back();
+  // Unit (r, g, span) at first_unit[r] + g * spans + span: a row's KV head's spans adjacent.
+  std::vector<float> partials(static_cast<size_t>(n_units * G * part));
+  auto units = [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<float> kbuf, vbuf, scores;
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t r = std::upper_bound(first_unit.begin(), first_unit.end(), u) - first_unit.begin() - 1;
+      const int64_t local = u - first_unit[static_cast<size_t>(r)], spans = n_spans(r);
+      span_state(r, local / spans, local % spans, partials.data() + u * G * part, kbuf, vbuf, scores);
     }
   };
-  if (pool) pool->ParallelForDynamic(n_rows * s.n_head, 1, merge);
-  else merge(0, n_rows * s.n_head);
+  if (pool) pool->ParallelForDynamic(n_units, 1, units);
+  else units(0, n_units);
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t g = 0; g < s.n_head_kv; ++g)
+      for (int64_t h = 0; h < G; ++h)
+        merge(r, g, h, n_spans(r), partials.data() + (first_unit[static_cast<size_t>(r)] + g * n_spans(r)) * G * part,
+              G * part);
 }
 
 }  // namespace tierlm
