@@ -128,6 +128,11 @@ int PlanCommand(int argc, char** argv) {
   }
   std::printf("\nper generated token: %s of weights read, %s of them from disk\n", FormatBytes(per_token).c_str(),
               FormatBytes(streamed).c_str());
+  // At the full context, each token also reads every position's keys and values.
+  const uint64_t kv_per_token = plan->kv_bytes;
+  std::printf("KV cache: -ctk %s -ctv %s, %s for -c %lld, all in memory; a token at depth %lld reads all of it\n",
+              kv_types.k.c_str(), kv_types.v.c_str(), FormatBytes(kv_per_token).c_str(), static_cast<long long>(n_ctx),
+              static_cast<long long>(n_ctx));
   if (no_measure) return 0;
 
   auto pool = ThreadPool::Create(n_threads);
@@ -141,11 +146,12 @@ int PlanCommand(int argc, char** argv) {
     if (bw.ok()) disk = bw->bytes_per_second;
     else std::printf("note: could not measure disk bandwidth: %s\n", bw.status().message().c_str());
   }
-  const double compute_s = per_token / dram;
+  const double compute_s = (per_token + kv_per_token) / dram;
   const double io_s = disk > 0 ? streamed / disk : 0;
   std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s)\n", dram / 1e9, n_threads, disk / 1e9,
               f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable");
-  std::printf("predicted decode: %.2f tokens/s (bound by %s: %.1f ms memory, %.1f ms disk per token)\n",
+  std::printf("predicted decode at depth %lld: %.2f tokens/s (bound by %s: %.1f ms memory, %.1f ms disk per token)\n",
+              static_cast<long long>(n_ctx),
               1.0 / std::max(compute_s, io_s), io_s > compute_s ? "disk" : "memory bandwidth", compute_s * 1e3,
               io_s * 1e3);
   return 0;
