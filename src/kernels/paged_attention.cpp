@@ -132,6 +132,79 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   };
 
   const int n_threads = pool ? pool->size() : 1;
+  if (avx512 && n_rows * s.n_head_kv >= 4 * n_threads) {
+    // Many rows on AVX-512: consecutive rows of one sequence (prefill) form tiles of up to
+    // kTile rows that decode each block's keys and values once for all of them. Each row
+    // still folds in the same chunks of the same keys in the same order as alone.
+    constexpr int64_t kTile = 8;
+    std::vector<int64_t> tile_start;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const PagedQuery& a = rows[static_cast<size_t>(r)];
+      const bool same = !tile_start.empty() && r - tile_start.back() < kTile &&
+                        rows[static_cast<size_t>(tile_start.back())].blocks == a.blocks &&
+                        rows[static_cast<size_t>(tile_start.back())].skip == a.skip;
+      if (!same) tile_start.push_back(r);
+    }
+    const int64_t n_tiles = static_cast<int64_t>(tile_start.size());
+    tile_start.push_back(n_rows);
+    auto units = [&](int64_t begin, int64_t end) {
+      static thread_local std::vector<float> kbuf, vbuf, states;
+      for (int64_t u = begin; u < end; ++u) {
+        const int64_t tile = u / s.n_head_kv, g = u % s.n_head_kv;
+        const int64_t r0 = tile_start[static_cast<size_t>(tile)], r1 = tile_start[static_cast<size_t>(tile) + 1];
+        int64_t max_keys = 0, max_spans = 0;
+        for (int64_t r = r0; r < r1; ++r) {
+          max_keys = std::max(max_keys, rows[static_cast<size_t>(r)].n_keys);
+          max_spans = std::max(max_spans, n_spans(r));
+        }
+        const int64_t row_stride = max_spans * G * part;
+        if (static_cast<int64_t>(states.size()) < (r1 - r0) * row_stride)
+          states.resize(static_cast<size_t>((r1 - r0) * row_stride));
+        const PagedQuery& first = rows[static_cast<size_t>(r0)];
+        for (int64_t j = 0; j < max_spans; ++j) {
+          for (int64_t r = r0; r < r1; ++r) {
+            if (j >= n_spans(r)) continue;
+            float* P = states.data() + (r - r0) * row_stride + j * G * part;
+            for (int64_t h = 0; h < G; ++h) {
+              P[h * part] = -INFINITY;
+              P[h * part + 1] = 0;
+              std::fill_n(P + h * part + 2, hd, 0.0f);
+            }
+          }
+          const int64_t k0 = j * S, k1 = std::min(max_keys, k0 + S);
+          for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
+            if (first.skip && first.skip[bi]) continue;
+            const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
+            const int64_t n = hi - lo;
+            const uint8_t* block = kv.base + static_cast<int64_t>(first.blocks[bi]) * kv.block_bytes;
+            if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
+            if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
+            const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
+            const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
+            if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
+              for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
+            if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
+              for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+            for (int64_t r = r0; r < r1; ++r) {
+              const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);
+              const int64_t nr = std::min(kr, (bi + 1) * B) - bi * B - lo;  // this row's keys in the block
+              if (j >= n_spans(r) || nr <= 0) continue;
+              float* P = states.data() + (r - r0) * row_stride + j * G * part;
+              const float* qg = q + r * q_stride + g * G * hd;
+              for (int64_t c = 0; c < nr; c += 16)
+                PagedChunkAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd,
+                                 std::min<int64_t>(16, nr - c), P, part);
+            }
+          }
+        }
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t h = 0; h < G; ++h) merge(r, g, h, n_spans(r), states.data() + (r - r0) * row_stride, G * part);
+      }
+    };
+    if (pool) pool->ParallelForDynamic(n_tiles * s.n_head_kv, 1, units);
+    else units(0, n_tiles * s.n_head_kv);
+    return;
+  }
   if (n_rows * s.n_head_kv >= 4 * n_threads) {
     // Many rows (prefill, big batches): a unit is a (row, KV head), all of its spans in a
     // buffer of the thread's own; no shared scratch grows with the batch.
