@@ -151,3 +151,26 @@ TEST(CliKvTypesTest, BenchRunsAtDepthAndWithSequencesTogether) {
 
 }  // namespace
 }  // namespace tierlm
+
+namespace tierlm {
+namespace {
+
+// Through the binary: greedy tokens do not depend on how the prompt is cut into batches
+// (-b), for weights whose matmuls are batch-invariant (F16), with the default f16 KV.
+TEST(CliBatchInvarianceTest, PromptBatchSizeDoesNotChangeTokens) {
+  const std::string bin = testing::Quote(testing::TierlmBinary());
+  const std::string m = testing::Quote(testing::SynthModel("tiny", "f16").string());
+  const std::string prompt =
+      " -p 'One day, a girl named Mia found a shiny stone in the garden and she ran to show it to her mother' ";
+  std::string first;
+  for (const char* b : {"512", "7", "1"}) {
+    auto r = testing::RunShell(bin + " run -m " + m + prompt + "-n 16 --temp 0 --token-ids -q -b " + b, false);
+    ASSERT_EQ(r.exit_code, 0) << "-b " << b;
+    ASSERT_FALSE(r.output.empty());
+    if (first.empty()) first = r.output;
+    EXPECT_EQ(r.output, first) << "-b " << b;
+  }
+}
+
+}  // namespace
+}  // namespace tierlm
