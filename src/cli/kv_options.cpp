@@ -5,6 +5,7 @@ namespace tierlm::cli {
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
   ap.Add({"-ctk", "--cache-type-k"}, &flags->k, "KV cache key type: f32, f16, bf16, q8_0, q4_0 (default f16)");
   ap.Add({"-ctv", "--cache-type-v"}, &flags->v, "KV cache value type: f32, f16, bf16, q8_0, q4_0 (default f16)");
+  ap.Add({"--kv-block"}, &flags->block, "positions per KV cache block, 1 to 1024 (default 16)");
 }
 
 Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format) {
@@ -12,8 +13,11 @@ Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format) {
   if (!k.ok()) return Status::InvalidArgument("-ctk: " + k.status().message());
   auto v = kv::ParseKvType(flags.v);
   if (!v.ok()) return Status::InvalidArgument("-ctv: " + v.status().message());
+  if (flags.block < 1 || flags.block > 1024)
+    return Status::InvalidArgument("--kv-block " + std::to_string(flags.block) + ": must be in [1, 1024]");
   format->k_type = *k;
   format->v_type = *v;
+  format->block_size = flags.block;
   return Status::Ok();
 }
 

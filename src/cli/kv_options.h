@@ -2,6 +2,7 @@
 // types, for every command that runs or plans a model.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "cli/args.h"
@@ -13,6 +14,7 @@ namespace tierlm::cli {
 struct KvTypeFlags {
   std::string k = "f16";
   std::string v = "f16";
+  int32_t block = 16;  // --kv-block: positions per KV cache block
 };
 
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);

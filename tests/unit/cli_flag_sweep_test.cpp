@@ -157,6 +157,7 @@ std::vector<FlagCase> Cases() {
   add("run", run, "-p", kString);
   const Values kKvType = {{"empty", ""}, {"garbage", "no-such-thing"}, {"weighttype", "q4_k"}, {"q8", "q8_0"}};
   for (const char* flag : {"-ctk", "-ctv"}) add("run", run, flag, kKvType);
+  add("run", run, "--kv-block", kInt);
   // run under a budget that streams experts (the 2-layer moe-tiny needs 9.6M): --prefetch
   // and the MoE flags reach the tiered store.
   const std::string run_budget = "run -m " + MOE + " -p hi -n 2 -c 32 -t 2 --temp 0 --mem-budget 12M";
