@@ -34,6 +34,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   e->tokenizer_ = std::make_unique<tokenizer::Tokenizer>(std::move(tok));
   TIERLM_ASSIGN_OR_RETURN(ModelHParams hp, ModelHParams::FromGguf(e->file_));
   const int64_t n_ctx = o.n_ctx > 0 ? o.n_ctx : std::min<int64_t>(hp.n_ctx_train, 4096);
+  // KV types the head size cannot take are refused before any weight is read.
+  TIERLM_RETURN_IF_ERROR(kv::CheckKvType(o.kv_format.k_type, hp.head_dim, "-ctk"));
+  TIERLM_RETURN_IF_ERROR(kv::CheckKvType(o.kv_format.v_type, hp.head_dim, "-ctv"));
   // A batch never holds more tokens than the context (llama.cpp clamps the same way).
   const int64_t n_batch = std::min(o.n_batch, n_ctx);
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
