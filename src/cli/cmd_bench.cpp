@@ -231,6 +231,58 @@ Result<KlResult> MeasureMissKl(Engine& e, MoeMiss mode, int64_t n, uint64_t seed
   return r;
 }
 
+// Mean KL(f32 KV || the engine's KV types) of the next-token distributions over a random
+// prompt of n tokens (one batch) and n more decoded one at a time, and the share of
+// positions whose argmax agrees: the accuracy cost of -ctk / -ctv.
+Result<KlResult> MeasureKvKl(Engine& e, int64_t n, uint64_t seed) {
+  const ModelHParams& hp = e.model().hparams();
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_int_distribution<int32_t> dist(0, static_cast<int32_t>(hp.n_vocab - 1));
+  std::vector<int32_t> toks(static_cast<size_t>(2 * n));
+  for (auto& t : toks) t = dist(rng);
+  auto run = [&](KvCache& kv, std::vector<std::vector<float>>* out) -> Status {
+    std::vector<float> logits;
+    TIERLM_RETURN_IF_ERROR(e.model().Forward(std::span<const int32_t>(toks.data(), static_cast<size_t>(n)), kv, true,
+                                             &logits, &e.pool()));
+    for (int64_t i = 0; i < n; ++i)
+      out->emplace_back(logits.begin() + i * hp.n_vocab, logits.begin() + (i + 1) * hp.n_vocab);
+    for (int64_t i = n; i < 2 * n; ++i) {
+      TIERLM_RETURN_IF_ERROR(e.model().Forward(std::span<const int32_t>(&toks[static_cast<size_t>(i)], 1), kv, false,
+                                               &logits, &e.pool()));
+      out->push_back(logits);
+    }
+    return Status::Ok();
+  };
+  kv::KvFormat f32 = e.kv().format();
+  f32.k_type = f32.v_type = GgmlType::kF32;
+  TIERLM_ASSIGN_OR_RETURN(KvCache ref_kv, KvCache::Create(e.model().kv_shape(), 2 * n, f32));
+  std::vector<std::vector<float>> exact, approx;
+  TIERLM_RETURN_IF_ERROR(run(ref_kv, &exact));
+  e.kv().set_n_past(0);
+  TIERLM_RETURN_IF_ERROR(run(e.kv(), &approx));
+  e.kv().set_n_past(0);
+  KlResult r;
+  r.tokens = 2 * n;
+  for (size_t i = 0; i < exact.size(); ++i) {
+    const auto& p = exact[i];
+    const auto& q = approx[i];
+    const double mp = *std::max_element(p.begin(), p.end()), mq = *std::max_element(q.begin(), q.end());
+    double zp = 0, zq = 0;
+    for (size_t j = 0; j < p.size(); ++j) zp += std::exp(p[j] - mp), zq += std::exp(q[j] - mq);
+    double kl = 0;
+    for (size_t j = 0; j < p.size(); ++j) {
+      const double lp = p[j] - mp - std::log(zp), lq = q[j] - mq - std::log(zq);
+      kl += std::exp(lp) * (lp - lq);
+    }
+    r.mean_kl += kl / static_cast<double>(exact.size());
+    r.max_kl = std::max(r.max_kl, kl);
+    r.top1_agree += (std::max_element(p.begin(), p.end()) - p.begin() == std::max_element(q.begin(), q.end()) - q.begin())
+                        ? 1.0 / static_cast<double>(exact.size())
+                        : 0.0;
+  }
+  return r;
+}
+
 std::string MoeJson(const Row& r, const std::string& miss, const KlResult* kl) {
   if (!r.moe) return "";
   char buf[512];
@@ -586,6 +638,14 @@ int BenchCommand(int argc, char** argv) {
     kl = *k;
     have_kl = true;
   }
+  KlResult kv_kl;
+  const bool lossy_kv = eo.kv_format.k_type != GgmlType::kF32 || eo.kv_format.v_type != GgmlType::kF32;
+  if (lossy_kv) {
+    const int64_t n = std::min<int64_t>(32, std::max<int64_t>(1, e.kv().n_ctx() / 2));
+    auto k = MeasureKvKl(e, n, 77);
+    if (!k.ok()) return ReportError(k.status());
+    kv_kl = *k;
+  }
   const std::string fname = std::filesystem::path(model).filename().string();
   const std::string type_desc = hp.arch_name + " " + std::to_string(hp.n_layer) + "L";
   if (output == "json") {
@@ -656,6 +716,11 @@ int BenchCommand(int argc, char** argv) {
   if (have_kl)
     std::printf("--moe-miss %s vs exact over %lld random tokens: mean KL %.4g nats (max %.4g), top-1 agreement %.1f%%\n",
                 moe_miss.c_str(), static_cast<long long>(kl.tokens), kl.mean_kl, kl.max_kl, 100 * kl.top1_agree);
+  if (lossy_kv)
+    std::printf("KV cache -ctk %s -ctv %s vs f32 over %lld positions (a random prompt, then decode): mean KL %.4g nats "
+                "(max %.4g), top-1 agreement %.1f%%\n",
+                kv_types.k.c_str(), kv_types.v.c_str(), static_cast<long long>(kv_kl.tokens), kv_kl.mean_kl,
+                kv_kl.max_kl, 100 * kv_kl.top1_agree);
   if (!e.lowbit_note().empty()) std::printf("%s\n", e.lowbit_note().c_str());
   if (moe_report) {
     if (hp.n_expert == 0) {

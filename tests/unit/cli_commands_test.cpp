@@ -147,6 +147,11 @@ TEST(CliKvTypesTest, BenchRunsAtDepthAndWithSequencesTogether) {
   r = RunShell(bin + " bench -m " + tiny + " -p 0 -n 2 -r 1 -t 2 -d 16 --batch-seqs 2 --no-bandwidth -q -o json -ctk q8_0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("\"n_depth\": 16, \"n_seqs\": 2, \"type_k\": \"q8_0\""), std::string::npos) << r.output;
+  // A lossy KV type reports its cost against f32 KV.
+  r = RunShell(bin + " bench -m " + tiny + " -p 8 -n 2 -r 1 -t 2 --no-bandwidth -q -ctk q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("KV cache -ctk q8_0 -ctv f16 vs f32 over"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("mean KL"), std::string::npos) << r.output;
 }
 
 }  // namespace
