@@ -184,6 +184,33 @@ struct KlResult {
   int64_t tokens = 0;
 };
 
+// Mean and max KL(p || q) of next-token distributions given as logits, one pair per
+// position, and the share of positions whose argmax agrees.
+KlResult CompareDistributions(const std::vector<std::vector<float>>& p_logits,
+                              const std::vector<std::vector<float>>& q_logits) {
+  KlResult r;
+  r.tokens = static_cast<int64_t>(p_logits.size());
+  const double n = static_cast<double>(p_logits.size());
+  for (size_t i = 0; i < p_logits.size(); ++i) {
+    const auto& p = p_logits[i];
+    const auto& q = q_logits[i];
+    const double mp = *std::max_element(p.begin(), p.end()), mq = *std::max_element(q.begin(), q.end());
+    double zp = 0, zq = 0;
+    for (size_t j = 0; j < p.size(); ++j) zp += std::exp(p[j] - mp), zq += std::exp(q[j] - mq);
+    double kl = 0;
+    for (size_t j = 0; j < p.size(); ++j) {
+      const double lp = p[j] - mp - std::log(zp), lq = q[j] - mq - std::log(zq);
+      kl += std::exp(lp) * (lp - lq);
+    }
+    r.mean_kl += kl / n;
+    r.max_kl = std::max(r.max_kl, kl);
+    const auto ap = std::max_element(p.begin(), p.end()) - p.begin();
+    const auto aq = std::max_element(q.begin(), q.end()) - q.begin();
+    r.top1_agree += (ap == aq) ? 1.0 / n : 0.0;
+  }
+  return r;
+}
+
 Result<KlResult> MeasureMissKl(Engine& e, MoeMiss mode, int64_t n, uint64_t seed) {
   const ModelHParams& hp = e.model().hparams();
   std::mt19937 rng(static_cast<uint32_t>(seed));
@@ -206,29 +233,7 @@ Result<KlResult> MeasureMissKl(Engine& e, MoeMiss mode, int64_t n, uint64_t seed
   e.model().moe_ffn().set_miss_mode(mode);
   e.kv().set_n_past(0);
   TIERLM_RETURN_IF_ERROR(st);
-  KlResult r;
-  r.tokens = n;
-  for (int64_t i = 0; i < n; ++i) {
-    const auto& p = exact[static_cast<size_t>(i)];
-    const auto& q = approx[static_cast<size_t>(i)];
-    auto log_softmax = [](const std::vector<float>& l) {
-      const double mx = *std::max_element(l.begin(), l.end());
-      double sum = 0;
-      for (float v : l) sum += std::exp(v - mx);
-      std::vector<double> out(l.size());
-      for (size_t j = 0; j < l.size(); ++j) out[j] = l[j] - mx - std::log(sum);
-      return out;
-    };
-    const auto lp = log_softmax(p), lq = log_softmax(q);
-    double kl = 0;
-    for (size_t j = 0; j < lp.size(); ++j) kl += std::exp(lp[j]) * (lp[j] - lq[j]);
-    r.mean_kl += kl / n;
-    r.max_kl = std::max(r.max_kl, kl);
-    const auto ap = std::max_element(p.begin(), p.end()) - p.begin();
-    const auto aq = std::max_element(q.begin(), q.end()) - q.begin();
-    r.top1_agree += (ap == aq) ? 1.0 / n : 0.0;
-  }
-  return r;
+  return CompareDistributions(exact, approx);
 }
 
 // Mean KL(f32 KV || the engine's KV types) of the next-token distributions over a random
@@ -261,26 +266,7 @@ Result<KlResult> MeasureKvKl(Engine& e, int64_t n, uint64_t seed) {
   e.kv().set_n_past(0);
   TIERLM_RETURN_IF_ERROR(run(e.kv(), &approx));
   e.kv().set_n_past(0);
-  KlResult r;
-  r.tokens = 2 * n;
-  for (size_t i = 0; i < exact.size(); ++i) {
-    const auto& p = exact[i];
-    const auto& q = approx[i];
-    const double mp = *std::max_element(p.begin(), p.end()), mq = *std::max_element(q.begin(), q.end());
-    double zp = 0, zq = 0;
-    for (size_t j = 0; j < p.size(); ++j) zp += std::exp(p[j] - mp), zq += std::exp(q[j] - mq);
-    double kl = 0;
-    for (size_t j = 0; j < p.size(); ++j) {
-      const double lp = p[j] - mp - std::log(zp), lq = q[j] - mq - std::log(zq);
-      kl += std::exp(lp) * (lp - lq);
-    }
-    r.mean_kl += kl / static_cast<double>(exact.size());
-    r.max_kl = std::max(r.max_kl, kl);
-    r.top1_agree += (std::max_element(p.begin(), p.end()) - p.begin() == std::max_element(q.begin(), q.end()) - q.begin())
-                        ? 1.0 / static_cast<double>(exact.size())
-                        : 0.0;
-  }
-  return r;
+  return CompareDistributions(exact, approx);
 }
 
 std::string MoeJson(const Row& r, const std::string& miss, const KlResult* kl) {

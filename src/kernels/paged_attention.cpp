@@ -31,6 +31,30 @@ const float* HeadRows(const uint8_t* rows, int64_t row_bytes, int64_t head_bytes
   return buf.data();
 }
 
+// Empty running states (no key yet) of G heads: {max -inf, sum 0, hd zeros} each.
+void ResetStates(float* P, int64_t G, int64_t hd) {
+  for (int64_t h = 0; h < G; ++h) {
+    float* st = P + h * (2 + hd);
+    st[0] = -INFINITY;
+    st[1] = 0;
+    std::fill_n(st + 2, hd, 0.0f);
+  }
+}
+
+// KV head g's keys and values at positions [lo, lo + n) of one block, as f32 rows of hd
+// into kbuf and vbuf (AVX-512 conversion where it has one, else the reference decoder).
+void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t lo, int64_t n, int64_t g, int64_t hd,
+                     std::vector<float>& kbuf, std::vector<float>& vbuf) {
+  if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
+  if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
+  const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
+  const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
+  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
+  if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+}
+
 }  // namespace
 
 void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
@@ -53,11 +77,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
                         std::vector<float>& vbuf, std::vector<float>& scores) {
     const PagedQuery& row = rows[static_cast<size_t>(r)];
     const int64_t k0 = span * S, k1 = std::min(row.n_keys, k0 + S);
-    for (int64_t h = 0; h < G; ++h) {
-      P[h * part] = -INFINITY;
-      P[h * part + 1] = 0;
-      std::fill_n(P + h * part + 2, hd, 0.0f);
-    }
+    ResetStates(P, G, hd);
     if (static_cast<int64_t>(scores.size()) < B) scores.resize(static_cast<size_t>(B));
     for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
       if (row.skip && row.skip[bi]) continue;
@@ -65,14 +85,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       const uint8_t* block = kv.base + static_cast<int64_t>(row.blocks[bi]) * kv.block_bytes;
       if (avx512) {
         const int64_t n = hi - lo;
-        if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
-        if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
-        const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
-        const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
-        if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
-          for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
-        if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
-          for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+        DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
         const float* qg = q + r * q_stride + g * G * hd;
         for (int64_t c = 0; c < n; c += 16)
           PagedChunkAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd, std::min<int64_t>(16, n - c),
@@ -164,12 +177,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         for (int64_t j = 0; j < max_spans; ++j) {
           for (int64_t r = r0; r < r1; ++r) {
             if (j >= n_spans(r)) continue;
-            float* P = states.data() + (r - r0) * row_stride + j * G * part;
-            for (int64_t h = 0; h < G; ++h) {
-              P[h * part] = -INFINITY;
-              P[h * part + 1] = 0;
-              std::fill_n(P + h * part + 2, hd, 0.0f);
-            }
+            ResetStates(states.data() + (r - r0) * row_stride + j * G * part, G, hd);
           }
           const int64_t k0 = j * S, k1 = std::min(max_keys, k0 + S);
           for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
@@ -177,14 +185,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
             const uint8_t* block = kv.base + static_cast<int64_t>(first.blocks[bi]) * kv.block_bytes;
-            if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
-            if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
-            const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
-            const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
-            if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
-              for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
-            if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
-              for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+            DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
             for (int64_t r = r0; r < r1; ++r) {
               const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);
               const int64_t nr = std::min(kr, (bi + 1) * B) - bi * B - lo;  // this row's keys in the block

@@ -99,8 +99,6 @@ class LlamaModel {
 
   // Scratch, sized for max_batch tokens on first use.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
-  std::vector<int64_t> pos_;
-  std::vector<uint8_t> want_;
   std::vector<PagedQuery> queries_;
   Batch single_;  // Forward(tokens, kv)'s batch
 };
