@@ -173,6 +173,62 @@ class FaultFile : public RandomAccessFile {
   std::map<ReadId, ReadId> by_base_;  // base id -> our id
 };
 
+class FaultSpillFile : public SpillFile {
+ public:
+  FaultSpillFile(FaultInjectionEnv* env, std::unique_ptr<SpillFile> base) : env_(env), base_(std::move(base)) {}
+
+  const std::string& name() const override { return base_->name(); }
+  const FileIdentity& identity() const override { return base_->identity(); }
+  Status CheckIdentity() override { return base_->CheckIdentity(); }
+  FileStats stats() const override { return base_->stats(); }
+
+  Status ReadAt(uint64_t offset, uint64_t len, uint8_t* dst, const IoOptions& options) override {
+    const FaultInjectionEnv::Decision d = env_->Decide(offset, len);
+    Sleep(d);
+    TIERLM_RETURN_IF_ERROR(CheckReadRange(name(), size(), offset, len));
+    switch (d.fault) {
+      case FaultInjectionEnv::Fault::kError:
+        return Status::IoError(Where(name(), offset, len) + ": injected fault");
+      case FaultInjectionEnv::Fault::kShortRead:
+      case FaultInjectionEnv::Fault::kTruncated: {
+        const uint64_t have = d.fault == FaultInjectionEnv::Fault::kShortRead
+                                  ? len / 2
+                                  : (d.truncate_at > offset ? std::min(len, d.truncate_at - offset) : 0);
+        TIERLM_RETURN_IF_ERROR(base_->ReadAt(offset, have, dst, options));
+        return Status::IoError(Where(name(), offset, len) + ": short read (" + std::to_string(have) + " bytes)");
+      }
+      default:
+        return base_->ReadAt(offset, len, dst, options);
+    }
+  }
+
+  Status WriteAt(uint64_t offset, uint64_t len, const uint8_t* src, const IoOptions& options) override {
+    const FaultInjectionEnv::Decision d = env_->DecideWrite(this, offset, len);
+    Sleep(d);
+    TIERLM_RETURN_IF_ERROR(CheckWriteRange(name(), size(), offset, len));
+    const std::string where = name() + ": writing " + std::to_string(len) + " bytes at offset " + std::to_string(offset);
+    switch (d.fault) {
+      case FaultInjectionEnv::Fault::kError:
+        return Status::IoError(where + ": injected write fault");
+      case FaultInjectionEnv::Fault::kDiskFull:
+        return Status::IoError(where + ": No space left on device");
+      case FaultInjectionEnv::Fault::kShortRead:
+        TIERLM_RETURN_IF_ERROR(base_->WriteAt(offset, len / 2, src, options));
+        return Status::IoError(where + ": short write (" + std::to_string(len / 2) + " bytes)");
+      default:
+        return base_->WriteAt(offset, len, src, options);
+    }
+  }
+
+ private:
+  void Sleep(const FaultInjectionEnv::Decision& d) {
+    Clock* clock = env_->clock();
+    if (d.latency_nanos) clock->SleepUntil(clock->NowNanos() + d.latency_nanos);
+  }
+  FaultInjectionEnv* env_;
+  std::unique_ptr<SpillFile> base_;
+};
+
 }  // namespace
 
 FaultInjectionEnv::FaultInjectionEnv(StorageEnv* base, Clock* clock)
@@ -210,6 +266,44 @@ FaultInjectionEnv::Decision FaultInjectionEnv::Decide(uint64_t offset, uint64_t 
     ++counters_.short_reads;
   }
   return d;
+}
+
+FaultInjectionEnv::Decision FaultInjectionEnv::DecideWrite(const void* file, uint64_t offset, uint64_t len) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++counters_.writes;
+  Decision d;
+  d.latency_nanos = spec_.latency_nanos;
+  const bool one_in_error = spec_.write_error_one_in && rng_() % spec_.write_error_one_in == 0;
+  const bool one_in_short = spec_.short_write_one_in && rng_() % spec_.short_write_one_in == 0;
+  const bool in_range = spec_.write_fail_begin < spec_.write_fail_end && offset < spec_.write_fail_end &&
+                        offset + len > spec_.write_fail_begin;
+  if (one_in_error || in_range) {
+    d.fault = Fault::kError;
+    ++counters_.injected_write_errors;
+    return d;
+  }
+  if (spec_.disk_space_bytes != UINT64_MAX && len > 0) {
+    std::vector<uint64_t> fresh;
+    for (uint64_t p = offset / kDirectIoAlignment; p <= (offset + len - 1) / kDirectIoAlignment; ++p)
+      if (!pages_.count({file, p})) fresh.push_back(p);
+    if ((pages_.size() + fresh.size()) * kDirectIoAlignment > spec_.disk_space_bytes) {
+      d.fault = Fault::kDiskFull;
+      ++counters_.disk_full_writes;
+      return d;
+    }
+    if (!one_in_short)
+      for (uint64_t p : fresh) pages_.insert({file, p});
+  }
+  if (one_in_short && len >= 2) {
+    d.fault = Fault::kShortRead;
+    ++counters_.short_writes;
+  }
+  return d;
+}
+
+Result<std::unique_ptr<SpillFile>> FaultInjectionEnv::CreateSpillFile(const std::string& dir, uint64_t capacity) {
+  TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<SpillFile> base, target()->CreateSpillFile(dir, capacity));
+  return std::unique_ptr<SpillFile>(new FaultSpillFile(this, std::move(base)));
 }
 
 Result<std::unique_ptr<RandomAccessFile>> FaultInjectionEnv::OpenForRandomRead(const std::string& path,

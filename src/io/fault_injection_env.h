@@ -1,5 +1,6 @@
 // FaultInjectionEnv: wraps another StorageEnv and makes its reads fail, come up short,
-// hit a truncated end, or take longer, deterministically (RocksDB FaultInjectionTestFS).
+// hit a truncated end, or take longer, and its spill files' writes fail, come up short or
+// find the disk full, deterministically (RocksDB FaultInjectionTestFS).
 //
 // Faults are decided per read, in submission order, from a seeded generator, so a test
 // that submits the same reads sees the same faults. Latency is charged on the env's Clock:
@@ -13,6 +14,8 @@
 #include <cstdint>
 #include <mutex>
 #include <random>
+#include <set>
+#include <utility>
 
 #include "io/clock.h"
 #include "io/storage_env.h"
@@ -35,6 +38,19 @@ struct FaultSpec {
   // Added to every read (sync: the caller sleeps on the clock; async: the result becomes
   // visible to Poll/Wait this long after Submit). Default: 0.
   int64_t latency_nanos = 0;
+
+  // Spill files (their reads take the read faults above; these are for writes).
+  // Each write fails (kIoError "injected write fault") with probability 1/n. 0: never.
+  uint32_t write_error_one_in = 0;
+  // Writes overlapping file bytes [write_fail_begin, write_fail_end) fail.
+  uint64_t write_fail_begin = 0;
+  uint64_t write_fail_end = 0;
+  // Each write stores only half its bytes, reported as kIoError "short write". 0: never.
+  uint32_t short_write_one_in = 0;
+  // The disk holds this many bytes of spill data (counted in 4 KiB pages first written,
+  // over all spill files): a write that needs a new page beyond it fails with "No space
+  // left on device" and writes nothing. UINT64_MAX: unlimited.
+  uint64_t disk_space_bytes = UINT64_MAX;
 };
 
 struct FaultCounters {
@@ -42,6 +58,10 @@ struct FaultCounters {
   uint64_t injected_errors = 0;  // one_in and range faults
   uint64_t short_reads = 0;
   uint64_t truncated_reads = 0;
+  uint64_t writes = 0;
+  uint64_t injected_write_errors = 0;
+  uint64_t short_writes = 0;
+  uint64_t disk_full_writes = 0;
 };
 
 class FaultInjectionEnv : public StorageEnvWrapper {
@@ -56,8 +76,11 @@ class FaultInjectionEnv : public StorageEnvWrapper {
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
                                                               const FileOptions& options = {}) override;
+  // The base env's spill file, its reads and writes subject to the faults (performed
+  // synchronously; Submit/SubmitWrite complete at once).
+  Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity) override;
 
-  enum class Fault : uint8_t { kNone, kError, kShortRead, kTruncated };
+  enum class Fault : uint8_t { kNone, kError, kShortRead, kTruncated, kDiskFull };
   struct Decision {
     Fault fault = Fault::kNone;
     int64_t latency_nanos = 0;
@@ -65,6 +88,8 @@ class FaultInjectionEnv : public StorageEnvWrapper {
   };
   // Decides the fate of one read of [offset, offset+len); counts it.
   Decision Decide(uint64_t offset, uint64_t len);
+  // The same for one write of a spill file (`file` tells files apart for disk space).
+  Decision DecideWrite(const void* file, uint64_t offset, uint64_t len);
 
  private:
   Clock* clock_;
@@ -72,6 +97,7 @@ class FaultInjectionEnv : public StorageEnvWrapper {
   FaultSpec spec_;
   std::mt19937_64 rng_;
   FaultCounters counters_;
+  std::set<std::pair<const void*, uint64_t>> pages_;  // spill pages written (disk space)
 };
 
 }  // namespace tierlm::io

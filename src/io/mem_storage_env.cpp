@@ -62,7 +62,51 @@ class MemFile : public RandomAccessFile {
   std::atomic<uint64_t> reads_{0}, bytes_{0};
 };
 
+class MemSpillFile : public SpillFile {
+ public:
+  MemSpillFile(std::string name, uint64_t capacity) : name_(std::move(name)), bytes_(capacity, 0) {
+    identity_.size = capacity;
+  }
+  const std::string& name() const override { return name_; }
+  const FileIdentity& identity() const override { return identity_; }
+  Status CheckIdentity() override { return Status::Ok(); }
+
+  Status ReadAt(uint64_t offset, uint64_t len, uint8_t* dst, const IoOptions&) override {
+    TIERLM_RETURN_IF_ERROR(CheckReadRange(name_, identity_.size, offset, len));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (len) std::memcpy(dst, bytes_.data() + offset, len);
+    ++stats_.reads;
+    stats_.bytes_read += len;
+    return Status::Ok();
+  }
+  Status WriteAt(uint64_t offset, uint64_t len, const uint8_t* src, const IoOptions&) override {
+    TIERLM_RETURN_IF_ERROR(CheckWriteRange(name_, identity_.size, offset, len));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (len) std::memcpy(bytes_.data() + offset, src, len);
+    ++stats_.writes;
+    stats_.bytes_written += len;
+    return Status::Ok();
+  }
+  FileStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    FileStats s = stats_;
+    s.engine = "memory";
+    return s;
+  }
+
+ private:
+  std::string name_;
+  FileIdentity identity_;
+  mutable std::mutex mu_;
+  std::vector<uint8_t> bytes_;
+  FileStats stats_;
+};
+
 }  // namespace
+
+Result<std::unique_ptr<SpillFile>> MemStorageEnv::CreateSpillFile(const std::string& dir, uint64_t capacity) {
+  return std::unique_ptr<SpillFile>(new MemSpillFile("spill file in " + dir + " (memory)", capacity));
+}
 
 void MemStorageEnv::WriteFile(const std::string& path, std::vector<uint8_t> bytes) {
   auto c = std::make_shared<Contents>();

@@ -30,6 +30,8 @@ class MemStorageEnv : public StorageEnv {
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
                                                               const FileOptions& options = {}) override;
+  // A spill file held in memory (zeros until written); `dir` only names it.
+  Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity) override;
 
   struct Contents {
     std::mutex mu;

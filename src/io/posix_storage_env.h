@@ -48,6 +48,11 @@ class PosixStorageEnv : public StorageEnv {
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
                                                               const FileOptions& options = {}) override;
+  // An unlinked file in `dir` (O_TMPFILE, else a unique name removed at once), sized with
+  // ftruncate (sparse), written and read with O_DIRECT where the file system takes it,
+  // asynchronously through the same io_uring queue (posix_spill_file.cpp).
+  Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity) override;
+  const PosixEnvOptions& options() const { return options_; }
 
   // The async engine, started on first use: either a uring queue or a thread pool is set.
   struct Engine {

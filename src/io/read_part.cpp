@@ -27,8 +27,9 @@ PartOutcome ReadPartFully(const ReadPart& part) {
   PartOutcome out;
   int fd = part.fd;
   while (out.bytes < part.len) {
-    const ssize_t r = ::pread(fd, part.dst + out.bytes, part.len - out.bytes,
-                              static_cast<off_t>(part.offset + out.bytes));
+    const off_t at = static_cast<off_t>(part.offset + out.bytes);
+    const ssize_t r = part.write ? ::pwrite(fd, part.dst + out.bytes, part.len - out.bytes, at)
+                                 : ::pread(fd, part.dst + out.bytes, part.len - out.bytes, at);
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EINVAL && part.fallback_fd >= 0 && fd != part.fallback_fd) {

@@ -29,6 +29,14 @@ Status CheckReadRange(const std::string& name, uint64_t file_size, uint64_t offs
   return Status::Ok();
 }
 
+Status CheckWriteRange(const std::string& name, uint64_t file_size, uint64_t offset, uint64_t len) {
+  if (offset > file_size || len > file_size - offset)
+    return Status::OutOfRange(name + ": write of " + std::to_string(len) + " bytes at offset " +
+                              std::to_string(offset) + " ends past the end of the file (" +
+                              std::to_string(file_size) + " bytes)");
+  return Status::Ok();
+}
+
 // ---- ReadCompletions ----
 
 ReadId ReadCompletions::Start() {
@@ -110,6 +118,23 @@ ReadId RandomAccessFile::Submit(const ReadRequest& request) {
   r.latency_nanos = SystemClock()->NowNanos() - t0;
   completions_.Complete(std::move(r));
   return id;
+}
+
+ReadId SpillFile::SubmitWrite(const WriteRequest& request) {
+  const ReadId id = completions_.Start();
+  const int64_t t0 = SystemClock()->NowNanos();
+  ReadResult r;
+  r.id = id;
+  r.user_data = request.user_data;
+  r.status = WriteAt(request.offset, request.len, request.src, request.options);
+  r.bytes = r.status.ok() ? request.len : 0;
+  r.latency_nanos = SystemClock()->NowNanos() - t0;
+  completions_.Complete(std::move(r));
+  return id;
+}
+
+Result<std::unique_ptr<SpillFile>> StorageEnv::CreateSpillFile(const std::string& dir, uint64_t) {
+  return Status::Unsupported(dir + ": this storage has no spill files");
 }
 
 std::vector<ReadResult> RandomAccessFile::Poll() { return completions_.TakeAll(); }

@@ -1,9 +1,11 @@
-// StorageEnv: the seam for all file reads that feed the tiers (leveldb Env, RocksDB
-// FileSystem). Weight shards, expert files and (later) spilled KV blocks are read through
-// it, so every tier can be tested on in-memory files with injected faults.
+// StorageEnv: the seam for all file I/O of the tiers (leveldb Env, RocksDB FileSystem).
+// Weight shards and expert files are read through it, and spilled KV blocks are written to
+// and read back from a spill file it creates, so every tier can be tested on in-memory
+// files with injected faults.
 //
-//   StorageEnv        opens files for random reads.
+//   StorageEnv        opens files for random reads; creates private spill files.
 //   RandomAccessFile  one open file: sync ReadAt(), async Submit() -> id, Poll(), Wait().
+//   SpillFile         a RandomAccessFile that is also written: WriteAt(), SubmitWrite().
 //
 // Alignment contract: any offset, length and destination are accepted. On a file opened
 // for direct I/O (O_DIRECT), the bytes of [offset, offset + len) that lie in whole
@@ -96,6 +98,8 @@ struct FileStats {
   uint64_t reads = 0;
   uint64_t bytes_read = 0;
   uint64_t buffered_fragment_reads = 0;  // unaligned heads/tails read through the page cache
+  uint64_t writes = 0;                   // spill files
+  uint64_t bytes_written = 0;
 };
 
 // Completed reads waiting to be collected; the shared part of every async implementation.
@@ -159,6 +163,35 @@ class RandomAccessFile {
   ReadCompletions completions_;  // used by the default async implementation
 };
 
+struct WriteRequest {
+  uint64_t offset = 0;
+  uint64_t len = 0;
+  const uint8_t* src = nullptr;  // len bytes; the caller keeps them unchanged until the result is taken
+  IoOptions options;
+  uint64_t user_data = 0;  // returned in the result unchanged
+};
+
+// A private scratch file of fixed capacity that the tiers write and read back (spilled KV
+// blocks). It has no name in the file system: it is unlinked as soon as it exists, so it
+// disappears when closed or when the process dies, and no other process can change it.
+// Its identity never changes (size() is the capacity); CheckIdentity always passes.
+//
+// Writes and reads follow the alignment contract above; the tiers keep both aligned, so on
+// a file system that takes O_DIRECT every byte goes to the device directly. Bytes never
+// written read back as zeros (a sparse file), but callers never read what they did not
+// write. A full disk is found when a write fails (kIoError "No space left on device").
+class SpillFile : public RandomAccessFile {
+ public:
+  // Writes exactly len bytes at offset. REQUIRES: offset + len <= size().
+  // Errors: kOutOfRange past the capacity; kIoError naming the file, offset and the OS
+  // error (ENOSPC, EIO, ...) or a short write. Thread safety: as ReadAt.
+  virtual Status WriteAt(uint64_t offset, uint64_t len, const uint8_t* src, const IoOptions& options = {}) = 0;
+  // Starts an asynchronous write; its outcome arrives as a ReadResult (bytes = bytes
+  // written) from Poll()/Wait(), in the same id space as reads.
+  // Default: performs the write synchronously and completes it at once.
+  virtual ReadId SubmitWrite(const WriteRequest& request);
+};
+
 class StorageEnv {
  public:
   virtual ~StorageEnv() = default;
@@ -167,6 +200,10 @@ class StorageEnv {
   // Thread safety: may be called from any thread.
   virtual Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
                                                                       const FileOptions& options = {}) = 0;
+  // Creates a private spill file of `capacity` bytes in directory `dir` (see SpillFile).
+  // Errors: kIoError naming the directory (missing, read-only, not a directory);
+  // kUnsupported where the env has no spill files. Default: kUnsupported.
+  virtual Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity);
 };
 
 // Forwards everything to another env (leveldb EnvWrapper); override what you change.
@@ -177,6 +214,9 @@ class StorageEnvWrapper : public StorageEnv {
                                                               const FileOptions& options = {}) override {
     return target_->OpenForRandomRead(path, options);
   }
+  Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity) override {
+    return target_->CreateSpillFile(dir, capacity);
+  }
   StorageEnv* target() const { return target_; }
 
  private:
@@ -185,5 +225,7 @@ class StorageEnvWrapper : public StorageEnv {
 
 // Checks the arguments every ReadAt shares; kOutOfRange naming the file if past the end.
 Status CheckReadRange(const std::string& name, uint64_t file_size, uint64_t offset, uint64_t len);
+// The same for a write.
+Status CheckWriteRange(const std::string& name, uint64_t file_size, uint64_t offset, uint64_t len);
 
 }  // namespace tierlm::io

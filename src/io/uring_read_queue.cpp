@@ -94,9 +94,13 @@ class UringReadQueueImpl : public UringReadQueue {
       io_uring_submit(&ring_);
       sqe = io_uring_get_sqe(&ring_);
     }
-    io_uring_prep_read(sqe, op->part.fd, op->part.dst + op->done_bytes,
-                       static_cast<unsigned>(op->part.len - op->done_bytes),
-                       static_cast<off_t>(op->part.offset + op->done_bytes));
+    const unsigned n = static_cast<unsigned>(op->part.len - op->done_bytes);
+    const off_t at = static_cast<off_t>(op->part.offset + op->done_bytes);
+    if (op->part.write) {
+      io_uring_prep_write(sqe, op->part.fd, op->part.dst + op->done_bytes, n, at);
+    } else {
+      io_uring_prep_read(sqe, op->part.fd, op->part.dst + op->done_bytes, n, at);
+    }
     io_uring_sqe_set_data(sqe, op);
     io_uring_submit(&ring_);
   }

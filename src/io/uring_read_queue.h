@@ -3,7 +3,8 @@
 // keeps many device queue slots busy; at most `depth` ops are in flight, and Submit()
 // blocks while the queue is full. A reaper thread completes ops, resubmits the rest of a
 // short read, retries EINVAL on a direct descriptor on its buffered twin, and calls the
-// request's callback on the reaper thread when its last op completes.
+// request's callback on the reaper thread when its last op completes. Parts marked
+// `write` (spill files) are written the same way.
 //
 // Only compiled with TIERLM_HAVE_URING; Create() also fails at run time where the kernel
 // or a seccomp filter refuses io_uring, and the env falls back to threads.

@@ -21,9 +21,14 @@ struct EntrySpec {
   io::RandomAccessFile* file = nullptr;  // home; not owned, outlives the manager
   uint64_t offset = 0;                   // of the first byte in the file
   uint64_t size = 0;                     // bytes
-  // Read-write entries (KV blocks) need write-back before eviction; not implemented yet:
-  // Register() answers kUnsupported for them.
+  // Read-write entries (KV blocks): `file` must be an io::SpillFile, their home. They are
+  // written in memory (ResidencyManager::AcquireForWrite), written back to the file before
+  // their slot is reused, and read back from it only after such a write-back.
   bool writable = false;
+  // Attributes for policies and messages (-1: none): the layer, and for KV blocks the
+  // block's id in the KV cache.
+  int32_t layer = -1;
+  int32_t block = -1;
 };
 
 }  // namespace tierlm

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 
 namespace tierlm {
 
@@ -14,6 +15,7 @@ ResidencyPin& ResidencyPin::operator=(ResidencyPin&& o) noexcept {
     id_ = o.id_;
     data_ = o.data_;
     size_ = o.size_;
+    writable_ = o.writable_;
     o.manager_ = nullptr;
     o.data_ = nullptr;
   }
@@ -25,6 +27,7 @@ void ResidencyPin::Reset() {
   manager_ = nullptr;
   data_ = nullptr;
   size_ = 0;
+  writable_ = false;
 }
 
 EntryId ResidencyPin::Detach() {
@@ -55,7 +58,7 @@ ResidencyManager::~ResidencyManager() {
     const EntryId id = reading_.front();
     (void)DriveIo(lock, id);
     if (!reading_.empty() && reading_.front() == id && !driver_busy_) {
-      // The read did not finish in time; wait without limit, the buffer is ours.
+      // The I/O did not finish in time; wait without limit, the buffer is ours.
       std::vector<io::ReadResult> got;
       io::RandomAccessFile* f = entries_[id].spec.file;
       const io::ReadId rid = entries_[id].read_id;
@@ -71,9 +74,18 @@ ResidencyManager::~ResidencyManager() {
 }
 
 Result<EntryId> ResidencyManager::Register(const EntrySpec& spec) {
-  if (spec.writable)
-    return Status::Unsupported("'" + spec.name + "': writable entries (write-back) are not implemented yet");
   if (!spec.file) return Status::InvalidArgument("'" + spec.name + "': entry has no home file");
+  io::SpillFile* spill = nullptr;
+  if (spec.writable) {
+    spill = dynamic_cast<io::SpillFile*>(spec.file);
+    if (!spill)
+      return Status::InvalidArgument("'" + spec.name + "': a writable entry needs a spill file as its home, not " +
+                                     spec.file->name());
+    if (spec.offset % io::kDirectIoAlignment != 0 || io::AlignUp(spec.offset + spec.size) > spec.file->size())
+      return Status::InvalidArgument(spec.file->name() + ": writable '" + spec.name + "' (" +
+                                     std::to_string(spec.size) + " bytes at offset " + std::to_string(spec.offset) +
+                                     ") must start on a 4 KiB boundary and its 4 KiB pages must lie in the file");
+  }
   if (spec.size == 0) return Status::InvalidArgument("'" + spec.name + "': entry is empty");
   const uint64_t fsize = spec.file->size();
   if (spec.offset > fsize || spec.size > fsize - spec.offset)
@@ -86,22 +98,31 @@ Result<EntryId> ResidencyManager::Register(const EntrySpec& spec) {
   const uint64_t read_end = std::min(io::AlignUp(spec.offset + spec.size), fsize);
   e.read_len = read_end - e.read_offset;
   e.slot_bytes = io::AlignUp(e.read_len, Arena::kGranule);
+  e.spill = spill;
   std::lock_guard<std::mutex> lock(mu_);
   entries_.push_back(std::move(e));
   return static_cast<EntryId>(entries_.size() - 1);
 }
 
 std::string ResidencyManager::Describe(const Entry& e) const {
-  const char* what = e.spec.cls == EntryClass::kKv ? "kv block" : "tensor";
+  if (e.spec.cls == EntryClass::kKv)
+    return "kv block '" + e.spec.name + "' (" + std::to_string(e.spec.size) + " bytes at offset " +
+           std::to_string(e.spec.offset) + " of " + e.spec.file->name() + ")";
+  const char* what = "tensor";
   return std::string(what) + " '" + e.spec.name + "' (" + EntryClassName(e.spec.cls) + ", " +
          std::to_string(e.spec.size) + " bytes at offset " + std::to_string(e.spec.offset) + " of " +
          e.spec.file->name() + ")";
 }
 
-Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
+Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) { return AcquireImpl(id, false); }
+
+Result<ResidencyPin> ResidencyManager::AcquireForWrite(EntryId id) { return AcquireImpl(id, true); }
+
+Result<ResidencyPin> ResidencyManager::AcquireImpl(EntryId id, bool for_write) {
   std::unique_lock<std::mutex> lock(mu_);
   if (id >= entries_.size()) return Status::InvalidArgument("entry id " + std::to_string(id) + " is not registered");
   Entry& e = entries_[id];
+  if (for_write && !e.spill) return Status::InvalidArgument(Describe(e) + ": not writable");
   ClassStats& cs = stats_.per_class[static_cast<int>(e.spec.cls)];
   ++cs.acquires;
   bool missed = false, stalled = false, cold = false;
@@ -123,7 +144,9 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
   };
   for (;;) {
     Harvest();
+    if (!e.lost.ok()) return e.lost;
     switch (e.state) {
+      case EntryState::kWriting:  // the bytes are in the slot; a change re-dirties it
       case EntryState::kResident: {
         if (!missed) {
           ++cs.hits;
@@ -137,8 +160,12 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
         e.awaiting_use = false;
         e.announced = false;
         ++e.pins;
+        if (for_write) {
+          e.dirty = true;
+          ++e.dirty_gen;
+        }
         policy_->OnAccess(id);
-        return ResidencyPin(this, id, arena_->At(e.slot) + (e.spec.offset - e.read_offset), e.spec.size);
+        return ResidencyPin(this, id, arena_->At(e.slot) + (e.spec.offset - e.read_offset), e.spec.size, for_write);
       }
       case EntryState::kReading: {
         miss();
@@ -171,6 +198,14 @@ Result<ResidencyPin> ResidencyManager::Acquire(EntryId id) {
                                            std::to_string(arena_->capacity()) + "-byte budget (largest free run " +
                                            std::to_string(arena_->allocator().largest_free_run()) + ")");
         }
+        if (e.spill && !e.written) {
+          // Never written back: nothing to read; it starts as zeros.
+          std::memset(arena_->At(slot), 0, e.slot_bytes);
+          e.slot = slot;
+          e.state = EntryState::kResident;
+          policy_->OnInsert(id);
+          break;
+        }
         StartRead(id, slot, Mode::kDemand);
         my_seq = e.read_seq;
         break;
@@ -196,8 +231,13 @@ std::vector<Admit> ResidencyManager::Prefetch(std::span<const EntryId> ids) {
     }
     if (entries_[id].state != EntryState::kAbsent) {
       // Resident already: announced as upcoming, so other prefetches leave it be.
-      if (entries_[id].state == EntryState::kResident) entries_[id].announced = true;
+      if (entries_[id].state == EntryState::kResident || entries_[id].state == EntryState::kWriting)
+        entries_[id].announced = true;
       out.push_back(Admit::kOk);
+      continue;
+    }
+    if (entries_[id].spill && (!entries_[id].written || !entries_[id].lost.ok())) {
+      out.push_back(Admit::kOk);  // nothing on disk to read ahead
       continue;
     }
     uint64_t slot = 0;
@@ -222,19 +262,23 @@ void ResidencyManager::Unpin(EntryId id) {
 Admit ResidencyManager::MakeRoom(EntryId id, Mode mode, uint64_t* slot) {
   const Entry& e = entries_[id];
   if (e.slot_bytes > arena_->capacity() - forever_bytes_) return Admit::kImpossible;
+  uint64_t writing = 0;  // bytes whose write-back this call started
   for (;;) {
     if (auto s = arena_->Allocate(e.slot_bytes)) {
       *slot = *s;
       return Admit::kOk;
     }
-    if (EvictOne(mode, /*allow_awaiting=*/false, id)) continue;
+    // Write-backs that will free enough once done: wait for them rather than evict more.
+    if (writing >= e.slot_bytes) return Admit::kLater;
+    Evicted ev = EvictOne(mode, /*allow_awaiting=*/false, id);
     // A demand read may displace a prefetched entry not used yet (a wasted prefetch).
-    if (mode == Mode::kDemand && EvictOne(mode, /*allow_awaiting=*/true, id)) continue;
-    return Admit::kLater;
+    if (ev == Evicted::kNone && mode == Mode::kDemand) ev = EvictOne(mode, /*allow_awaiting=*/true, id);
+    if (ev == Evicted::kNone) return Admit::kLater;
+    if (ev == Evicted::kWriting) writing += entries_[reading_.back()].slot_bytes;
   }
 }
 
-bool ResidencyManager::EvictOne(Mode mode, bool allow_awaiting, EntryId except) {
+ResidencyManager::Evicted ResidencyManager::EvictOne(Mode mode, bool allow_awaiting, EntryId except) {
   bool found = false;
   EntryId victim = 0;
   policy_->VisitVictims([&](EntryId v) {
@@ -246,8 +290,13 @@ bool ResidencyManager::EvictOne(Mode mode, bool allow_awaiting, EntryId except) 
     found = true;
     return false;
   });
-  if (found) Evict(victim);
-  return found;
+  if (!found) return Evicted::kNone;
+  if (entries_[victim].dirty) {
+    StartWrite(victim);
+    return Evicted::kWriting;
+  }
+  Evict(victim);
+  return Evicted::kFreed;
 }
 
 void ResidencyManager::Evict(EntryId id) {
@@ -255,12 +304,50 @@ void ResidencyManager::Evict(EntryId id) {
   ClassStats& cs = stats_.per_class[static_cast<int>(e.spec.cls)];
   ++cs.evictions;
   if (e.awaiting_use) ++cs.prefetches_wasted;
+  Drop(id);
+  if (options_.record_evictions) eviction_log_.push_back(id);
+}
+
+void ResidencyManager::Drop(EntryId id) {
+  Entry& e = entries_[id];
   e.awaiting_use = false;
   e.announced = false;
   arena_->Free(e.slot);
   policy_->OnErase(id);
   e.state = EntryState::kAbsent;
-  if (options_.record_evictions) eviction_log_.push_back(id);
+}
+
+void ResidencyManager::StartWrite(EntryId id) {
+  Entry& e = entries_[id];
+  e.state = EntryState::kWriting;
+  e.writing_gen = e.dirty_gen;
+  io::WriteRequest req;
+  req.offset = e.read_offset;
+  req.len = e.read_len;
+  req.src = arena_->At(e.slot);
+  req.options.io_class = static_cast<io::IoClass>(e.spec.cls);
+  req.user_data = id;
+  reading_.push_back(id);
+  ++reads_in_flight_[e.spec.file];
+  e.read_id = e.spill->SubmitWrite(req);
+}
+
+void ResidencyManager::Discard(EntryId id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Entry& e = entries_[id];
+    assert(e.spill && "Discard of an entry that is not writable");
+    assert(e.pins == 0 && "Discard of a pinned entry");
+    if (!e.spill || e.pins > 0) return;
+    ++stats_.per_class[static_cast<int>(e.spec.cls)].discards;
+    e.lost = Status::Ok();
+    e.written = false;
+    e.dirty = false;
+    e.failed_seq = 0;
+    if (e.state == EntryState::kResident) Drop(id);
+    if (e.state == EntryState::kReading || e.state == EntryState::kWriting) e.discard_pending = true;
+  }
+  cv_.notify_all();
 }
 
 void ResidencyManager::StartRead(EntryId id, uint64_t slot, Mode mode) {
@@ -298,10 +385,41 @@ void ResidencyManager::Apply(io::RandomAccessFile* file, io::ReadResult r) {
   if (r.user_data >= entries_.size()) return;
   const EntryId id = static_cast<EntryId>(r.user_data);
   Entry& e = entries_[id];
-  if (e.state != EntryState::kReading || e.read_id != r.id || e.spec.file != file) return;
+  if ((e.state != EntryState::kReading && e.state != EntryState::kWriting) || e.read_id != r.id ||
+      e.spec.file != file)
+    return;
   reading_.erase(std::find(reading_.begin(), reading_.end(), id));
   --reads_in_flight_[file];
   ClassStats& cs = stats_.per_class[static_cast<int>(e.spec.cls)];
+  if (e.discard_pending) {  // nobody wants these bytes any more
+    e.discard_pending = false;
+    e.written = false;
+    e.dirty = false;
+    Drop(id);
+    return;
+  }
+  if (e.state == EntryState::kWriting) {
+    e.state = EntryState::kResident;
+    if (r.status.ok() && r.bytes == e.read_len) {
+      ++cs.writes;
+      cs.bytes_written += r.bytes;
+      e.written = true;
+      if (e.dirty_gen == e.writing_gen) e.dirty = false;
+      // Written back to make room: the slot frees now unless someone holds or changed it.
+      if (!e.dirty && e.pins == 0 && !e.announced) Evict(id);
+      return;
+    }
+    const Status cause = r.status.ok() ? Status::IoError(file->name() + ": short write: " + std::to_string(r.bytes) +
+                                                         " of " + std::to_string(e.read_len) + " bytes")
+                                       : r.status;
+    ++cs.write_errors;
+    e.lost = Status::IoError(Describe(e) + ": writing it to the spill file failed, its contents are lost: " +
+                             cause.message());
+    e.written = false;
+    e.dirty = false;
+    if (e.pins == 0) Drop(id);  // else it frees at Discard()
+    return;
+  }
   if (r.status.ok() && r.bytes == e.read_len) {
     e.state = EntryState::kResident;
     ++cs.reads;
@@ -329,7 +447,7 @@ Status ResidencyManager::DriveIo(std::unique_lock<std::mutex>& lock, EntryId id)
     return Status::Ok();
   }
   Entry& e = entries_[id];
-  if (e.state != EntryState::kReading) return Status::Ok();
+  if (e.state != EntryState::kReading && e.state != EntryState::kWriting) return Status::Ok();
   driver_busy_ = true;
   io::RandomAccessFile* f = e.spec.file;
   const io::ReadId rid = e.read_id;
@@ -351,7 +469,7 @@ ResidencyStats ResidencyManager::Stats() const {
   s.peak_allocated_bytes = arena_->allocator().peak_allocated();
   for (EntryId id = 0; id < entries_.size(); ++id) {
     const Entry& e = entries_[id];
-    if (e.state == EntryState::kResident) s.resident_bytes += e.slot_bytes;
+    if (e.state == EntryState::kResident || e.state == EntryState::kWriting) s.resident_bytes += e.slot_bytes;
     if (e.state == EntryState::kReading) s.in_flight_bytes += e.slot_bytes;
     if (e.pins > 0) s.pinned_bytes += e.slot_bytes;
     if (e.state == EntryState::kResident && policy_->PinnedForever(id)) s.pinned_forever_bytes += e.slot_bytes;

@@ -11,7 +11,16 @@
 //
 // Reads are two-phase: a slot is reserved and the read submitted (the entry is "reading"
 // and cannot be evicted), then the completion makes it resident or, on failure, frees
-// the slot and records the error. Completions are collected by whichever call comes
+// the slot and records the error.
+//
+// Writable entries (KV blocks, homed in a spill file) add a write-back path. An entry
+// acquired for writing becomes dirty; evicting a dirty entry first writes it back (the
+// entry is "writing": still resident, readable, not evictable; its slot frees when the
+// write completes). An entry is read from its file only if a write-back of it completed
+// since it was last discarded; one never written starts as a zeroed slot, with no read. A
+// failed write-back loses the entry's bytes: every later Acquire fails with that error,
+// naming the entry, until Discard(). Discard() drops an entry whose contents are no longer
+// needed (a freed KV block) without writing it back. Completions are collected by whichever call comes
 // next (no background thread): Acquire/Prefetch poll the files without blocking, and an
 // Acquire that needs a read in flight waits for that read alone.
 //
@@ -62,6 +71,8 @@ class ResidencyPin {
   ~ResidencyPin() { Reset(); }
 
   const uint8_t* data() const { return data_; }
+  // The bytes of a pin taken by AcquireForWrite (nullptr for other pins).
+  uint8_t* mutable_data() const { return writable_ ? const_cast<uint8_t*>(data_) : nullptr; }
   uint64_t size() const { return size_; }
   EntryId id() const { return id_; }
   explicit operator bool() const { return manager_ != nullptr; }
@@ -72,15 +83,17 @@ class ResidencyPin {
 
  private:
   friend class ResidencyManager;
-  ResidencyPin(ResidencyManager* m, EntryId id, const uint8_t* data, uint64_t size)
-      : manager_(m), id_(id), data_(data), size_(size) {}
+  ResidencyPin(ResidencyManager* m, EntryId id, const uint8_t* data, uint64_t size, bool writable = false)
+      : manager_(m), id_(id), data_(data), size_(size), writable_(writable) {}
   ResidencyManager* manager_ = nullptr;
   EntryId id_ = 0;
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
+  bool writable_ = false;
 };
 
-enum class EntryState : uint8_t { kAbsent, kReading, kResident };
+// kWriting: resident, its write-back in flight.
+enum class EntryState : uint8_t { kAbsent, kReading, kResident, kWriting };
 
 class ResidencyManager {
  public:
@@ -90,8 +103,8 @@ class ResidencyManager {
   // Waits for reads in flight. REQUIRES: no live Pins.
   ~ResidencyManager();
 
-  // Adds an entry. kInvalidArgument if it lies outside its file or is empty;
-  // kUnsupported for writable entries.
+  // Adds an entry. kInvalidArgument if it lies outside its file or is empty, or if it is
+  // writable and its file is not a spill file or its range is not 4 KiB aligned.
   Result<EntryId> Register(const EntrySpec& spec);
 
   // Returns the entry's bytes, pinned. Waits if its read is in flight; otherwise reads it,
@@ -101,6 +114,16 @@ class ResidencyManager {
   //   kResourceExhausted if the entry can never fit, or cannot fit now because live Pins
   //     hold the room (nothing in flight would free it).
   Result<ResidencyPin> Acquire(EntryId id);
+
+  // Acquire for writing: the pin's mutable_data() may be changed while it is held, and the
+  // entry is dirty from then on. REQUIRES: a writable entry. Waits for a write-back of the
+  // entry in flight. Errors as Acquire, and the entry's loss (see above).
+  Result<ResidencyPin> AcquireForWrite(EntryId id);
+
+  // The entry's contents are no longer needed: its slot frees now (or when its I/O in
+  // flight completes) without a write-back, and it reads as never written again; a loss
+  // is forgotten. REQUIRES: a writable entry with no live pins.
+  void Discard(EntryId id);
 
   // Starts reads of absent entries, in order, without blocking on I/O. Never evicts a
   // pinned, in-flight, pinned-forever or prefetched-but-unused entry, nor a resident one
@@ -140,10 +163,18 @@ class ResidencyManager {
     bool awaiting_use = false;  // prefetched, not acquired since
     bool announced = false;     // resident when named by Prefetch, not acquired since
     bool demand_read = false;   // the read in flight was started by Acquire
-    io::ReadId read_id = 0;
+    io::ReadId read_id = 0;     // of the read or write-back in flight
     uint64_t read_seq = 0;      // bumped per read started
     uint64_t failed_seq = 0;    // read_seq of the last failed read
     Status error;               // why that read failed
+    // Writable entries.
+    io::SpillFile* spill = nullptr;
+    bool written = false;       // the file holds the entry's bytes (a write-back completed)
+    bool dirty = false;         // the resident bytes differ from the file's
+    bool discard_pending = false;  // discarded while its I/O was in flight
+    uint64_t dirty_gen = 0;     // bumped by every AcquireForWrite
+    uint64_t writing_gen = 0;   // dirty_gen when the write-back in flight started
+    Status lost;                // a write-back failed: the bytes are gone
   };
 
   ResidencyManager(const ResidencyOptions& options, std::unique_ptr<Arena> arena,
@@ -152,8 +183,15 @@ class ResidencyManager {
   enum class Mode { kDemand, kPrefetch };
   // Finds a slot for `e`, evicting as `mode` allows. REQUIRES: mu_ held.
   Admit MakeRoom(EntryId id, Mode mode, uint64_t* slot);
-  bool EvictOne(Mode mode, bool allow_awaiting, EntryId except);
+  // Evicts the policy's first evictable victim: frees its slot (kFreed), or, for a dirty
+  // one, starts its write-back (kWriting: the slot frees when it completes).
+  enum class Evicted { kNone, kFreed, kWriting };
+  Evicted EvictOne(Mode mode, bool allow_awaiting, EntryId except);
   void StartRead(EntryId id, uint64_t slot, Mode mode);
+  void StartWrite(EntryId id);
+  // Frees the slot of a resident or writing entry that is leaving (no write-back).
+  void Drop(EntryId id);
+  Result<ResidencyPin> AcquireImpl(EntryId id, bool for_write);
   void Evict(EntryId id);
   // Non-blocking: collects finished reads. REQUIRES: mu_ held; no-op while a driver waits.
   void Harvest();
@@ -173,7 +211,7 @@ class ResidencyManager {
   bool driver_busy_ = false;
   std::deque<Entry> entries_;  // a deque: references stay valid as entries are added
   std::unordered_map<io::RandomAccessFile*, int> reads_in_flight_;  // per file
-  std::vector<EntryId> reading_;  // entries in flight, oldest first
+  std::vector<EntryId> reading_;  // entries with a read or write-back in flight, oldest first
   ResidencyStats stats_;
   std::vector<EntryId> eviction_log_;
   uint64_t forever_bytes_ = 0;  // slots of pinned-forever entries (reading or resident)

@@ -30,6 +30,10 @@ ClassStats& ClassStats::operator+=(const ClassStats& o) {
   prefetches_used += o.prefetches_used;
   prefetches_wasted += o.prefetches_wasted;
   io_errors += o.io_errors;
+  writes += o.writes;
+  bytes_written += o.bytes_written;
+  write_errors += o.write_errors;
+  discards += o.discards;
   prefetch_hits += o.prefetch_hits;
   demand_misses += o.demand_misses;
   demand_miss_nanos += o.demand_miss_nanos;
@@ -49,6 +53,10 @@ ClassStats& ClassStats::operator-=(const ClassStats& o) {
   prefetches_used -= o.prefetches_used;
   prefetches_wasted -= o.prefetches_wasted;
   io_errors -= o.io_errors;
+  writes -= o.writes;
+  bytes_written -= o.bytes_written;
+  write_errors -= o.write_errors;
+  discards -= o.discards;
   prefetch_hits -= o.prefetch_hits;
   demand_misses -= o.demand_misses;
   demand_miss_nanos -= o.demand_miss_nanos;
@@ -83,7 +91,7 @@ std::string ResidencyStats::ToString() const {
   out += line;
   for (int c = 0; c < kNumEntryClasses; ++c) {
     const ClassStats& s = per_class[static_cast<size_t>(c)];
-    if (!s.acquires && !s.reads && !s.prefetches) continue;
+    if (!s.acquires && !s.reads && !s.prefetches && !s.writes) continue;
     std::snprintf(line, sizeof line,
                   "  %-6s acquires %llu, hits %llu, misses %llu, stalls %llu (%.3f ms), reads %llu (%llu B), "
                   "evictions %llu, prefetches %llu (used %llu, wasted %llu), io errors %llu\n",
@@ -94,6 +102,13 @@ std::string ResidencyStats::ToString() const {
                   (unsigned long long)s.prefetches_used, (unsigned long long)s.prefetches_wasted,
                   (unsigned long long)s.io_errors);
     out += line;
+    if (s.writes || s.discards) {
+      out.pop_back();
+      std::snprintf(line, sizeof line, ", writes %llu (%llu B), write errors %llu, discards %llu\n",
+                    (unsigned long long)s.writes, (unsigned long long)s.bytes_written,
+                    (unsigned long long)s.write_errors, (unsigned long long)s.discards);
+      out += line;
+    }
   }
   return out;
 }

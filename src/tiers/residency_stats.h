@@ -22,6 +22,13 @@ struct ClassStats {
   uint64_t prefetches_used = 0;    // of those, acquired before eviction
   uint64_t prefetches_wasted = 0;  // of those, evicted unused
   uint64_t io_errors = 0;
+  // Writable entries (KV blocks): write-backs of dirty entries before their slot is
+  // reused, the bytes they wrote, the ones that failed (the entry's bytes are then lost),
+  // and entries discarded (their contents no longer needed: no write-back).
+  uint64_t writes = 0;
+  uint64_t bytes_written = 0;
+  uint64_t write_errors = 0;
+  uint64_t discards = 0;
   // For the share of miss latency prefetching hides: acquires a finished prefetch served
   // (hits that would have been misses), and acquires that found the entry absent and read
   // it themselves, with the time they waited (the cost of an unhidden miss).

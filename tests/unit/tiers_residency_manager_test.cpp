@@ -191,8 +191,8 @@ TEST_F(TiersResidencyTest, UnalignedEntriesShareNothingAndStayExact) {
   bad.size = 2;
   EXPECT_EQ(m->Register(bad).status().code(), StatusCode::kInvalidArgument);
   bad.offset = 0;
-  bad.writable = true;
-  EXPECT_EQ(m->Register(bad).status().code(), StatusCode::kUnsupported);
+  bad.writable = true;  // its home is not a spill file
+  EXPECT_EQ(m->Register(bad).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace
