@@ -365,8 +365,9 @@ int BenchCommand(int argc, char** argv) {
     if (*b == 0) return ReportError(Status::InvalidArgument("--mem-budget must be positive"));
     eo.mem_budget_bytes = *b;
   }
-  st = ApplyKvTypes(kv_types, &eo.kv_format);
+  st = ApplyKvTypes(kv_types, &eo.kv_format, &eo.kv_mem_bytes);
   if (!st.ok()) return ReportError(st);
+  eo.kv_spill_dir = kv_types.spill_dir;
   int64_t max_ctx = 16, max_depth = 0;
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);

@@ -11,6 +11,7 @@
 #include "core/thread_pool.h"
 #include "io/posix_storage_env.h"
 #include "io/read_bandwidth.h"
+#include "runtime/engine.h"
 #include "runtime/memory_plan.h"
 
 namespace tierlm::cli {
@@ -59,11 +60,12 @@ int PlanCommand(int argc, char** argv) {
   if (n_ctx == 0) n_ctx = std::min<int64_t>(hp->n_ctx_train, 4096);
   n_batch = std::min(n_batch, n_ctx);
   kv::KvFormat kv_format;
-  st = ApplyKvTypes(kv_types, &kv_format);
+  uint64_t kv_mem = 0;
+  st = ApplyKvTypes(kv_types, &kv_format, &kv_mem);
   if (st.ok()) st = kv::CheckKvType(kv_format.k_type, hp->head_dim, "-ctk");
   if (st.ok()) st = kv::CheckKvType(kv_format.v_type, hp->head_dim, "-ctv");
   if (!st.ok()) return ReportError(st);
-  auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget, kv_format);
+  auto plan = PlanMemory(*file, *hp, n_ctx, n_batch, n_threads, budget, kv_format, kv_mem);
   if (!plan.ok()) return ReportError(plan.status());
   const WeightPlacement& p = plan->placement;
 
@@ -130,9 +132,23 @@ int PlanCommand(int argc, char** argv) {
               FormatBytes(streamed).c_str());
   // At the full context, each token also reads every position's keys and values.
   const uint64_t kv_per_token = plan->kv_bytes;
-  std::printf("KV cache: -ctk %s -ctv %s, %s for -c %lld, all in memory; a token at depth %lld reads all of it\n",
-              kv_types.k.c_str(), kv_types.v.c_str(), FormatBytes(kv_per_token).c_str(), static_cast<long long>(n_ctx),
-              static_cast<long long>(n_ctx));
+  // A tiered cache under the MRU policy keeps a stable share resident and reads the rest
+  // back every token (and writes each token's new block once).
+  const uint64_t kv_disk_per_token =
+      plan->kv_tiered && plan->kv_spill_bytes > plan->kv_memory_bytes ? plan->kv_spill_bytes - plan->kv_memory_bytes : 0;
+  if (plan->kv_tiered) {
+    std::printf("KV cache: -ctk %s -ctv %s, %s for -c %lld: tiered, %s resident in memory, %s spilled to disk "
+                "(a private file in %s); a token at depth %lld reads all of it, %s of it from disk\n",
+                kv_types.k.c_str(), kv_types.v.c_str(), FormatBytes(plan->kv_spill_bytes).c_str(),
+                static_cast<long long>(n_ctx), FormatBytes(plan->kv_memory_bytes).c_str(),
+                FormatBytes(kv_disk_per_token).c_str(),
+                kv_types.spill_dir.empty() ? Engine::DefaultSpillDir(model).c_str() : kv_types.spill_dir.c_str(),
+                static_cast<long long>(n_ctx), FormatBytes(kv_disk_per_token).c_str());
+  } else {
+    std::printf("KV cache: -ctk %s -ctv %s, %s for -c %lld, all in memory; a token at depth %lld reads all of it\n",
+                kv_types.k.c_str(), kv_types.v.c_str(), FormatBytes(kv_per_token).c_str(), static_cast<long long>(n_ctx),
+                static_cast<long long>(n_ctx));
+  }
   if (no_measure) return 0;
 
   auto pool = ThreadPool::Create(n_threads);
@@ -147,7 +163,7 @@ int PlanCommand(int argc, char** argv) {
     else std::printf("note: could not measure disk bandwidth: %s\n", bw.status().message().c_str());
   }
   const double compute_s = (per_token + kv_per_token) / dram;
-  const double io_s = disk > 0 ? streamed / disk : 0;
+  const double io_s = disk > 0 ? (streamed + kv_disk_per_token) / disk : 0;
   std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s)\n", dram / 1e9, n_threads, disk / 1e9,
               f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable");
   std::printf("predicted decode at depth %lld: %.2f tokens/s (bound by %s: %.1f ms memory, %.1f ms disk per token)\n",

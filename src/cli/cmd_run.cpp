@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cli/args.h"
+#include "core/format_bytes.h"
 #include "cli/kv_options.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
@@ -110,7 +111,8 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   }
   o.engine.gate_ahead = !o.no_gate_ahead;
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
-  TIERLM_RETURN_IF_ERROR(ApplyKvTypes(o.kv_types, &o.engine.kv_format));
+  TIERLM_RETURN_IF_ERROR(ApplyKvTypes(o.kv_types, &o.engine.kv_format, &o.engine.kv_mem_bytes));
+  o.engine.kv_spill_dir = o.kv_types.spill_dir;
   TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, LoadEngineWithProgress(o.engine, o.quiet));
   if (o.sampling.repeat_last_n == -1) o.sampling.repeat_last_n = static_cast<int32_t>(e->kv().n_ctx());
   return e;
@@ -132,6 +134,12 @@ void PrintStats(Engine& e, const GenerateStats& s) {
     std::fprintf(stderr, "%s\nweights: %s reads (%s), %s\n", e.memory_plan().ToString().c_str(), fs.engine.c_str(),
                  fs.direct_io ? "O_DIRECT" : "buffered", e.tiered()->residency_stats().ToString().c_str());
   }
+  const kv::KvTierStats kt = e.kv().paged().store().TierStats();
+  if (kt.tiered)
+    std::fprintf(stderr, "KV cache: tiered, %s in memory; %s written to the spill file (%s, %s), %s read back\n",
+                 FormatBytes(kt.budget_bytes).c_str(), FormatBytes(kt.spilled_bytes).c_str(),
+                 kt.spill_file.engine.c_str(), kt.spill_file.direct_io ? "O_DIRECT" : "buffered",
+                 FormatBytes(kt.read_bytes).c_str());
 }
 
 }  // namespace

@@ -6,9 +6,23 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
   ap.Add({"-ctk", "--cache-type-k"}, &flags->k, "KV cache key type: f32, f16, bf16, q8_0, q4_0 (default f16)");
   ap.Add({"-ctv", "--cache-type-v"}, &flags->v, "KV cache value type: f32, f16, bf16, q8_0, q4_0 (default f16)");
   ap.Add({"--kv-block"}, &flags->block, "positions per KV cache block, 1 to 1024 (default 16)");
+  ap.Add({"--kv-mem"}, &flags->mem,
+         "memory for the KV cache, e.g. 2G; the coldest blocks beyond it spill to disk (default: all of it, "
+         "unless --mem-budget cannot hold it)");
+  ap.Add({"--kv-spill-dir"}, &flags->spill_dir,
+         "directory of the KV spill file, a private file removed at exit (default: the model's directory)");
 }
 
-Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format) {
+Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format, uint64_t* kv_mem_bytes) {
+  if (kv_mem_bytes) {
+    *kv_mem_bytes = 0;
+    if (!flags.mem.empty()) {
+      auto b = ParseByteSize(flags.mem);
+      if (!b.ok()) return b.status().WithContext("--kv-mem");
+      if (*b == 0) return Status::InvalidArgument("--kv-mem must be positive");
+      *kv_mem_bytes = *b;
+    }
+  }
   auto k = kv::ParseKvType(flags.k);
   if (!k.ok()) return Status::InvalidArgument("-ctk: " + k.status().message());
   auto v = kv::ParseKvType(flags.v);

@@ -1,5 +1,6 @@
 // -ctk / -ctv (llama.cpp's --cache-type-k / --cache-type-v): the KV cache's key and value
-// types, for every command that runs or plans a model.
+// types, its block size, and its memory share and spill directory, for every command that
+// runs or plans a model.
 #pragma once
 
 #include <cstdint>
@@ -15,10 +16,13 @@ struct KvTypeFlags {
   std::string k = "f16";
   std::string v = "f16";
   int32_t block = 16;  // --kv-block: positions per KV cache block
+  std::string mem;     // --kv-mem: memory for the KV cache (the rest spills to disk)
+  std::string spill_dir;  // --kv-spill-dir
 };
 
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);
-// InvalidArgument naming the flag for an unknown type.
-Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format);
+// InvalidArgument naming the flag for an unknown type, a bad size. *kv_mem_bytes (when
+// not null) gets --kv-mem (0: not given).
+Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format, uint64_t* kv_mem_bytes = nullptr);
 
 }  // namespace tierlm::cli

@@ -82,7 +82,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
       if (row.skip && row.skip[bi]) continue;
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
-      const uint8_t* block = kv.base + static_cast<int64_t>(row.blocks[bi]) * kv.block_bytes;
+      const uint8_t* block = kv.blocks[row.blocks[bi]];
       if (avx512) {
         const int64_t n = hi - lo;
         DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
@@ -184,7 +184,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             if (first.skip && first.skip[bi]) continue;
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
-            const uint8_t* block = kv.base + static_cast<int64_t>(first.blocks[bi]) * kv.block_bytes;
+            const uint8_t* block = kv.blocks[first.blocks[bi]];
             DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
             for (int64_t r = r0; r < r1; ++r) {
               const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);

@@ -82,6 +82,7 @@ void KvBlockManager::Release(BlockId b) {
   hash_[static_cast<size_t>(b)] = 0;
   std::fill_n(tokens_.begin() + static_cast<ptrdiff_t>(b) * block_size_, block_size_, -1);
   free_.push_back(b);
+  released_.push_back(b);
 }
 
 Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* copies) {

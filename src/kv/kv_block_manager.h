@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -92,6 +93,10 @@ class KvBlockManager {
   // Releases the sequence's blocks (those no one else holds return to the free list).
   void Free(SeqId seq);
 
+  // Blocks that returned to the free list since the last call, in order (their bytes are
+  // no longer needed: the store discards them).
+  std::vector<BlockId> TakeReleased() { return std::exchange(released_, {}); }
+
   KvSlot Slot(SeqId seq, int64_t pos) const;
   int32_t RefCount(BlockId b) const { return ref_[static_cast<size_t>(b)]; }
   // The chained hash of a full block; 0 while it is not full.
@@ -119,6 +124,7 @@ class KvBlockManager {
   std::vector<uint64_t> hash_;    // per block, 0 unless full
   std::vector<int32_t> tokens_;   // per block, block_size ids
   std::vector<BlockId> free_;     // stack: back() is handed out next
+  std::vector<BlockId> released_;  // freed since TakeReleased()
   std::unordered_map<SeqId, Sequence> seqs_;
 };
 

@@ -16,21 +16,31 @@ uint64_t KvIdentity(uint64_t model_identity, const KvFormat& f) {
 }
 
 Result<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const PagedKvOptions& o) {
-  TIERLM_ASSIGN_OR_RETURN(PagedKvStore store,
-                          PagedKvStore::Create(o.n_layer, o.n_head_kv, o.head_dim, o.format, o.n_blocks));
+  Result<PagedKvStore> made =
+      o.tier.env ? PagedKvStore::CreateTiered(o.n_layer, o.n_head_kv, o.head_dim, o.format, o.n_blocks, o.tier)
+                 : PagedKvStore::Create(o.n_layer, o.n_head_kv, o.head_dim, o.format, o.n_blocks);
+  TIERLM_ASSIGN_OR_RETURN(PagedKvStore store, std::move(made));
   KvBlockManager blocks(o.format.block_size, o.n_blocks, KvIdentity(o.identity, o.format));
   return std::unique_ptr<PagedKvCache>(new PagedKvCache(std::move(blocks), std::move(store)));
 }
 
-Admit PagedKvCache::Reserve(SeqId seq, int64_t n_new) {
+void PagedKvCache::DiscardReleased() {
+  for (BlockId b : blocks_.TakeReleased()) store_.Discard(b);
+}
+
+Result<Admit> PagedKvCache::Reserve(SeqId seq, int64_t n_new) {
   std::vector<BlockCopy> copies;
   const Admit a = blocks_.Reserve(seq, n_new, &copies);
-  for (const BlockCopy& c : copies) store_.CopyBlock(c.from, c.to, c.n_used);
+  DiscardReleased();
+  for (const BlockCopy& c : copies) {
+    const Status st = store_.CopyBlock(c.from, c.to, c.n_used);
+    if (!st.ok()) return st.WithContext("kv: sequence " + std::to_string(seq) + ": copy on write");
+  }
   return a;
 }
 
 Status PagedKvCache::AddTokens(SeqId seq, std::span<const int32_t> tokens) {
-  const Admit a = Reserve(seq, static_cast<int64_t>(tokens.size()));
+  TIERLM_ASSIGN_OR_RETURN(const Admit a, Reserve(seq, static_cast<int64_t>(tokens.size())));
   if (a != Admit::kOk)
     return Status::ResourceExhausted("kv: sequence " + std::to_string(seq) + ": no room for " +
                                      std::to_string(tokens.size()) + " more positions (" + AdmitName(a) + ": " +
@@ -46,13 +56,16 @@ Status PagedKvCache::Fork(SeqId parent, SeqId child) {
 }
 
 Status PagedKvCache::Truncate(SeqId seq, int64_t length) {
-  TIERLM_RETURN_IF_ERROR(blocks_.Truncate(seq, length));
+  const Status st = blocks_.Truncate(seq, length);
+  DiscardReleased();
+  TIERLM_RETURN_IF_ERROR(st);
   if (Computed(seq) > length) computed_[seq] = length;
   return Status::Ok();
 }
 
 void PagedKvCache::Free(SeqId seq) {
   blocks_.Free(seq);
+  DiscardReleased();
   computed_.erase(seq);
 }
 

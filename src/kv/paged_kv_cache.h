@@ -24,6 +24,9 @@ struct PagedKvOptions {
   KvFormat format;
   int32_t n_blocks = 0;
   uint64_t identity = 0;  // the model's identity (hashed with the format into block hashes)
+  // Set: the bytes live in a tiered store of this memory share, spilling to disk
+  // (paged_kv_store.h). Unset (env null): every block in memory.
+  KvTierOptions tier;
 };
 
 class PagedKvCache {
@@ -35,14 +38,18 @@ class PagedKvCache {
   PagedKvStore& store() { return store_; }
   const KvFormat& format() const { return store_.format(); }
 
-  // Room for n_new more positions of seq (copy-on-write copies are made here).
-  Admit Reserve(SeqId seq, int64_t n_new);
+  // Room for n_new more positions of seq (copy-on-write copies are made here). Errors: a
+  // copy that failed (a tiered store's I/O), naming the sequence; the room stays reserved.
+  Result<Admit> Reserve(SeqId seq, int64_t n_new);
   // Reserve, then Append; ResourceExhausted naming the sequence unless admitted.
   Status AddTokens(SeqId seq, std::span<const int32_t> tokens);
   Status Append(SeqId seq, std::span<const int32_t> tokens) { return blocks_.Append(seq, tokens); }
   Status Fork(SeqId parent, SeqId child);
   Status Truncate(SeqId seq, int64_t length);
   void Free(SeqId seq);
+  // Hands blocks that left every sequence to the store to discard (done by every call
+  // above; public for callers of blocks() directly).
+  void DiscardReleased();
 
   // Positions of seq whose keys and values are in the store.
   int64_t Computed(SeqId seq) const;

@@ -1,9 +1,11 @@
 #include "kv/paged_kv_store.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 
 #include "kernels/quant.h"
+#include "tiers/mru_policy.h"
 
 namespace tierlm::kv {
 
@@ -35,13 +37,69 @@ uint64_t PagedKvStore::BlockBytes(int64_t n_layer, int64_t n_head_kv, int64_t he
   return static_cast<uint64_t>(n_layer) * f.block_size * row;
 }
 
-Result<PagedKvStore> PagedKvStore::Create(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
-                                          int32_t n_blocks) {
+uint64_t PagedKvStore::TieredSlotBytes(int64_t n_head_kv, int64_t head_dim, const KvFormat& f) {
+  const uint64_t row = static_cast<uint64_t>(n_head_kv) *
+                       (RowBytes(f.k_type, head_dim) + RowBytes(f.v_type, head_dim));
+  return io::AlignUp(static_cast<uint64_t>(f.block_size) * row);
+}
+
+namespace {
+
+Status CheckShape(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format, int32_t n_blocks) {
   TIERLM_RETURN_IF_ERROR(CheckKvType(format.k_type, head_dim, "-ctk"));
   TIERLM_RETURN_IF_ERROR(CheckKvType(format.v_type, head_dim, "-ctv"));
   if (format.block_size <= 0 || n_blocks <= 0 || n_layer <= 0 || n_head_kv <= 0)
     return Status::InvalidArgument("kv: empty paged cache (" + std::to_string(n_blocks) + " blocks of " +
                                    std::to_string(format.block_size) + ")");
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<PagedKvStore> PagedKvStore::CreateTiered(int64_t n_layer, int64_t n_head_kv, int64_t head_dim,
+                                                const KvFormat& format, int32_t n_blocks, const KvTierOptions& tier) {
+  TIERLM_RETURN_IF_ERROR(CheckShape(n_layer, n_head_kv, head_dim, format, n_blocks));
+  if (!tier.env) return Status::InvalidArgument("kv: a tiered cache needs a storage env");
+  PagedKvStore s;
+  s.n_layer_ = n_layer;
+  s.n_head_kv_ = n_head_kv;
+  s.head_dim_ = head_dim;
+  s.n_blocks_ = n_blocks;
+  s.format_ = format;
+  s.k_row_bytes_ = n_head_kv * RowBytes(format.k_type, head_dim);
+  s.v_row_bytes_ = n_head_kv * RowBytes(format.v_type, head_dim);
+  s.layer_block_bytes_ = format.block_size * (s.k_row_bytes_ + s.v_row_bytes_);
+  const uint64_t slot = TieredSlotBytes(n_head_kv, head_dim, format);
+  const uint64_t n_entries = static_cast<uint64_t>(n_layer) * static_cast<uint64_t>(n_blocks);
+  if (tier.budget_bytes < 2 * slot * static_cast<uint64_t>(n_layer) || tier.budget_bytes < 2 * slot)
+    return Status::OutOfRange("kv: a memory share of " + std::to_string(tier.budget_bytes) +
+                              " bytes cannot hold two blocks of every layer (" + std::to_string(slot) + " bytes each)");
+  TIERLM_ASSIGN_OR_RETURN(s.spill_, tier.env->CreateSpillFile(tier.spill_dir, n_entries * slot));
+  ResidencyOptions ro;
+  ro.budget_bytes = tier.budget_bytes;
+  ro.clock = tier.clock;
+  TIERLM_ASSIGN_OR_RETURN(s.manager_, ResidencyManager::Create(ro, std::make_unique<MruPolicy>()));
+  for (int64_t l = 0; l < n_layer; ++l)
+    for (BlockId b = 0; b < n_blocks; ++b) {
+      EntrySpec e;
+      e.name = "layer " + std::to_string(l) + " block " + std::to_string(b);
+      e.cls = EntryClass::kKv;
+      e.file = s.spill_.get();
+      e.offset = (static_cast<uint64_t>(l) * static_cast<uint64_t>(n_blocks) + static_cast<uint64_t>(b)) * slot;
+      e.size = static_cast<uint64_t>(s.layer_block_bytes_);
+      e.writable = true;
+      e.layer = static_cast<int32_t>(l);
+      e.block = b;
+      TIERLM_ASSIGN_OR_RETURN(const EntryId id, s.manager_->Register(e));
+      if (l == 0 && b == 0) s.first_entry_ = id;
+    }
+  s.table_.assign(static_cast<size_t>(n_blocks), nullptr);
+  return s;
+}
+
+Result<PagedKvStore> PagedKvStore::Create(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
+                                          int32_t n_blocks) {
+  TIERLM_RETURN_IF_ERROR(CheckShape(n_layer, n_head_kv, head_dim, format, n_blocks));
   PagedKvStore s;
   s.n_layer_ = n_layer;
   s.n_head_kv_ = n_head_kv;
@@ -61,11 +119,74 @@ Result<PagedKvStore> PagedKvStore::Create(int64_t n_layer, int64_t n_head_kv, in
     return Status::ResourceExhausted("kv: cannot allocate " + std::to_string(static_cast<uint64_t>(total / 1048576)) +
                                      " MiB for the KV cache");
   }
+  s.table_.resize(static_cast<size_t>(n_layer) * static_cast<size_t>(n_blocks));
+  for (size_t i = 0; i < s.table_.size(); ++i) s.table_[i] = s.data_.data() + i * static_cast<size_t>(s.layer_block_bytes_);
   return s;
 }
 
+uint64_t PagedKvStore::bytes() const { return manager_ ? manager_->capacity() : data_.size(); }
+
+void PagedKvStore::PinLayer(int64_t layer, std::span<const BlockId> read, std::span<const BlockId> write,
+                            std::vector<BlockFailure>* failed) {
+  if (!manager_) return;
+  UnpinLayer();
+  pinned_layer_ = layer;
+  auto pin = [&](BlockId b, bool for_write) {
+    if (table_[static_cast<size_t>(b)]) return;  // pinned already (written blocks are read too)
+    const EntryId id = EntryOf(layer, b);
+    Result<ResidencyPin> p = for_write ? manager_->AcquireForWrite(id) : manager_->Acquire(id);
+    if (!p.ok()) {
+      failed->push_back({b, p.status()});
+      return;
+    }
+    table_[static_cast<size_t>(b)] = const_cast<uint8_t*>(p->data());
+    pins_.push_back(std::move(*p));
+  };
+  for (BlockId b : write) pin(b, true);
+  for (BlockId b : read) pin(b, false);
+}
+
+void PagedKvStore::UnpinLayer() {
+  if (!manager_) return;
+  for (const ResidencyPin& p : pins_) table_[static_cast<size_t>((p.id() - first_entry_) % n_blocks_)] = nullptr;
+  pins_.clear();
+  pinned_layer_ = -1;
+}
+
+void PagedKvStore::PrefetchLayer(int64_t layer, std::span<const BlockId> blocks) {
+  if (!manager_ || layer < 0 || layer >= n_layer_) return;
+  std::vector<EntryId> ids;
+  ids.reserve(blocks.size());
+  for (BlockId b : blocks) ids.push_back(EntryOf(layer, b));
+  (void)manager_->Prefetch(ids);
+}
+
+void PagedKvStore::Discard(BlockId b) {
+  if (!manager_) return;
+  for (int64_t l = 0; l < n_layer_; ++l) manager_->Discard(EntryOf(l, b));
+}
+
+KvTierStats PagedKvStore::TierStats() const {
+  KvTierStats t;
+  if (!manager_) {
+    t.resident_bytes = data_.size();
+    t.budget_bytes = data_.size();
+    return t;
+  }
+  t.tiered = true;
+  t.residency = manager_->Stats();
+  t.budget_bytes = t.residency.capacity_bytes;
+  t.resident_bytes = t.residency.resident_bytes;
+  t.spill_file = spill_->stats();
+  t.spilled_bytes = t.spill_file.bytes_written;
+  t.read_bytes = t.spill_file.bytes_read;
+  t.spill_capacity_bytes = spill_->size();
+  return t;
+}
+
 void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float* v) {
-  uint8_t* base = BlockBase(layer, slot.block);
+  uint8_t* base = manager_ ? table_[static_cast<size_t>(slot.block)]
+                           : table_[static_cast<size_t>(layer) * n_blocks_ + static_cast<size_t>(slot.block)];
   uint8_t* kd = base + slot.offset * k_row_bytes_;
   uint8_t* vd = base + format_.block_size * k_row_bytes_ + slot.offset * v_row_bytes_;
   const int64_t kh = RowBytes(format_.k_type, head_dim_), vh = RowBytes(format_.v_type, head_dim_);
@@ -75,20 +196,28 @@ void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float
   }
 }
 
-void PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
-  for (int64_t l = 0; l < n_layer_; ++l) {
-    const uint8_t* src = BlockBase(l, from);
-    uint8_t* dst = BlockBase(l, to);
+Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
+  const int64_t vo = format_.block_size * k_row_bytes_;
+  auto copy = [&](const uint8_t* src, uint8_t* dst) {
     std::memcpy(dst, src, static_cast<size_t>(n_used * k_row_bytes_));
-    const int64_t vo = format_.block_size * k_row_bytes_;
     std::memcpy(dst + vo, src + vo, static_cast<size_t>(n_used * v_row_bytes_));
+  };
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    if (!manager_) {
+      const size_t row = static_cast<size_t>(l) * n_blocks_;
+      copy(table_[row + static_cast<size_t>(from)], table_[row + static_cast<size_t>(to)]);
+      continue;
+    }
+    TIERLM_ASSIGN_OR_RETURN(ResidencyPin src, manager_->Acquire(EntryOf(l, from)));
+    TIERLM_ASSIGN_OR_RETURN(ResidencyPin dst, manager_->AcquireForWrite(EntryOf(l, to)));
+    copy(src.data(), dst.mutable_data());
   }
+  return Status::Ok();
 }
 
 PagedKvLayer PagedKvStore::Layer(int64_t layer) const {
   PagedKvLayer v;
-  v.base = data_.data() + static_cast<size_t>(layer) * n_blocks_ * layer_block_bytes_;
-  v.block_bytes = layer_block_bytes_;
+  v.blocks = manager_ ? table_.data() : table_.data() + static_cast<size_t>(layer) * n_blocks_;
   v.v_offset = format_.block_size * k_row_bytes_;
   v.k_row_bytes = k_row_bytes_;
   v.v_row_bytes = v_row_bytes_;

@@ -159,7 +159,8 @@ Status LlamaModel::Forward(std::span<const int32_t> tokens, KvCache& kv, bool al
   return st;
 }
 
-Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool) {
+Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool,
+                           std::vector<SeqFailure>* failed) {
   const int64_t n = batch.size();
   if (n == 0) return Status::InvalidArgument("no tokens to evaluate");
   if (static_cast<int64_t>(batch.pos.size()) != n || static_cast<int64_t>(batch.seq.size()) != n ||
@@ -192,6 +193,13 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
   logits->assign(static_cast<size_t>(n_out * hp_.n_vocab), 0.0f);
   const AttentionShape shape = attention_shape();
   const int64_t KV = hp_.kv_dim();
+  kv::PagedKvStore& store = cache.store();
+  const int64_t bs = blocks.block_size();
+  // Sequences whose KV could not be had, with why; their rows are masked from then on.
+  std::vector<SeqFailure> lost;
+  auto is_lost = [&](kv::SeqId sq) {
+    return std::any_of(lost.begin(), lost.end(), [&](const SeqFailure& f) { return f.seq == sq; });
+  };
   int64_t out_row = 0;
   for (int64_t start = 0; start < n; start += max_batch_) {
     const int64_t len = std::min(max_batch_, n - start);
@@ -199,23 +207,78 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     const int64_t* pos = batch.pos.data() + start;
     const kv::SeqId* seq = batch.seq.data() + start;
     const uint8_t* want = batch.logits.data() + start;
+    // The blocks each layer reads (every sequence's blocks up to its last position here)
+    // and writes (the rows' slots), for a tiered store to pin a layer at a time.
+    std::vector<kv::BlockId> read, write;
+    std::unordered_map<kv::SeqId, int64_t> keys;
+    for (int64_t t = 0; t < len; ++t) {
+      int64_t& k = keys[seq[t]];
+      k = std::max(k, pos[t] + 1);
+      write.push_back(blocks.Slot(seq[t], pos[t]).block);
+    }
+    for (const auto& [sq, k] : keys) {
+      const auto table = blocks.BlockTable(sq);
+      read.insert(read.end(), table.begin(), table.begin() + (k + bs - 1) / bs);
+    }
+    std::sort(read.begin(), read.end());
+    read.erase(std::unique(read.begin(), read.end()), read.end());
+    std::sort(write.begin(), write.end());
+    write.erase(std::unique(write.begin(), write.end()), write.end());
+    size_t max_table = 0;
+    for (const auto& [sq, k] : keys) max_table = std::max(max_table, blocks.BlockTable(sq).size());
+    if (skip_all_.size() < max_table) skip_all_.assign(max_table, 1);
+
     queries_.resize(static_cast<size_t>(len));
-    for (int64_t t = 0; t < len; ++t)
-      queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1, nullptr};
+    auto set_queries = [&] {
+      for (int64_t t = 0; t < len; ++t)
+        queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1,
+                                            is_lost(seq[t]) ? skip_all_.data() : nullptr};
+    };
+    set_queries();
+    if (store.tiered()) store.PrefetchLayer(0, read);
     // Paged cache: every row's keys and values into its sequence's block, then each row
     // attends over its own sequence.
     auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
+      if (store.tiered()) {
+        std::vector<kv::BlockFailure> bad;
+        store.PinLayer(l, read, write, &bad);
+        for (const kv::BlockFailure& f : bad)
+          for (const auto& [sq, nk] : keys) {
+            const auto table = blocks.BlockTable(sq);
+            const auto end = table.begin() + (nk + bs - 1) / bs;
+            if (is_lost(sq) || std::find(table.begin(), end, f.block) == end) continue;
+            lost.push_back({sq, f.status.WithContext("kv: sequence " + std::to_string(sq) + ", layer " +
+                                                     std::to_string(l) + ", block " + std::to_string(f.block))});
+          }
+        if (!bad.empty()) set_queries();
+        store.PrefetchLayer(l + 1, read);
+      }
       for (int64_t t = 0; t < len; ++t)
-        cache.store().Write(l, blocks.Slot(seq[t], pos[t]), k + t * KV, v + t * KV);
-      PagedAttention(shape, cache.store().Layer(l), queries_, q, o, pool);
+        if (!is_lost(seq[t])) store.Write(l, blocks.Slot(seq[t], pos[t]), k + t * KV, v + t * KV);
+      PagedAttention(shape, store.Layer(l), queries_, q, o, pool);
+      store.UnpinLayer();
       return Status::Ok();
     };
     float* out = logits->data() + out_row * hp_.n_vocab;
-    TIERLM_RETURN_IF_ERROR(ForwardRows(tok, pos, len, attend, want, out, pool));
+    const Status st = ForwardRows(tok, pos, len, attend, want, out, pool);
+    store.UnpinLayer();
+    TIERLM_RETURN_IF_ERROR(st);
     for (int64_t t = 0; t < len; ++t) {
       out_row += want[t] != 0;
-      cache.SetComputed(seq[t], pos[t] + 1);
+      if (!is_lost(seq[t])) cache.SetComputed(seq[t], pos[t] + 1);
     }
+  }
+  if (!lost.empty()) {
+    // Failed rows' logits are zeros, whatever the masked attention left in them.
+    int64_t r = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (batch.logits[static_cast<size_t>(i)] == 0) continue;
+      if (is_lost(batch.seq[static_cast<size_t>(i)]))
+        std::fill_n(logits->data() + r * hp_.n_vocab, hp_.n_vocab, 0.0f);
+      ++r;
+    }
+    if (!failed) return lost.front().status;
+    failed->insert(failed->end(), lost.begin(), lost.end());
   }
   return Status::Ok();
 }

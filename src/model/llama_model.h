@@ -67,7 +67,19 @@ class LlamaModel {
   // and values are written to the cache and each token attends to its own sequence.
   // `logits` gets [n][n_vocab] for the tokens whose logits are wanted, in batch order.
   // Each weight matrix is acquired once per max_batch tokens and multiplies all of them.
-  Status Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool);
+  //
+  // A sequence whose KV blocks cannot be had (a tiered cache's read error, a block lost to
+  // a failed write or a full disk) fails alone: with `failed` set, it is listed there with
+  // the error (naming the sequence, layer and block), its logit rows are zeros, its
+  // computed positions do not advance, and every other sequence's results are exactly what
+  // they would have been without it (the caller ends or retries the failed one). Without
+  // `failed`, the first such error is returned. Other errors (weights) fail the call.
+  struct SeqFailure {
+    kv::SeqId seq;
+    Status status;
+  };
+  Status Forward(const Batch& batch, kv::PagedKvCache& cache, std::vector<float>* logits, ThreadPool* pool,
+                 std::vector<SeqFailure>* failed = nullptr);
 
   int64_t max_batch() const { return max_batch_; }
   void set_max_batch(int64_t n) { max_batch_ = n > 0 ? n : 1; }
@@ -100,6 +112,7 @@ class LlamaModel {
   // Scratch, sized for max_batch tokens on first use.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
   std::vector<PagedQuery> queries_;
+  std::vector<uint8_t> skip_all_;  // a skip mask of every block: rows of failed sequences
   Batch single_;  // Forward(tokens, kv)'s batch
 };
 

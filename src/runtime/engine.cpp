@@ -1,6 +1,7 @@
 #include "runtime/engine.h"
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -17,6 +18,14 @@ uint64_t PeakRssBytes() {
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;
+}
+
+std::string Engine::DefaultSpillDir(const std::string& model_path) {
+  const size_t slash = model_path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : model_path.substr(0, slash));
+  for (const std::string& d : {dir, std::string("/var/tmp"), std::string("/tmp")})
+    if (::access(d.c_str(), W_OK | X_OK) == 0) return d;
+  return dir;
 }
 
 Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
@@ -40,17 +49,17 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   // A batch never holds more tokens than the context (llama.cpp clamps the same way).
   const int64_t n_batch = std::min(o.n_batch, n_ctx);
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
-                                                     o.kv_format));
+                                                     o.kv_format, o.kv_mem_bytes));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
   // lowbit-all computes every expert from its copy, which only the tiered store holds.
   const bool lowbit_all = o.moe_miss == MoeMiss::kLowbitAll && hp.n_expert > 0;
   if (lowbit_all && o.mem_budget_bytes == 0)
     return Status::InvalidArgument("--moe-miss lowbit-all needs --mem-budget (the low-bit copies live under the budget)");
+  if (e->plan_.kv_tiered || o.mem_budget_bytes > 0) e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
   if (o.mem_budget_bytes == 0 || (e->plan_.placement.n_streamed == 0 && !lowbit_all)) {
     TIERLM_ASSIGN_OR_RETURN(e->store_, InMemoryWeightStore::Open(e->file_, o.load_progress));
   } else {
-    e->env_ = std::make_unique<io::PosixStorageEnv>(io::PosixEnvOptions{});
     TieredWeightStoreOptions to;
     to.budget_bytes = e->plan_.weight_budget_bytes;
     to.prefetch_depth = o.prefetch_depth;
@@ -93,7 +102,13 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
     return Status::Corruption(o.model_path + ": the tokenizer has " + std::to_string(e->tokenizer_->n_tokens()) +
                               " tokens but the model's vocabulary is " + std::to_string(hp.n_vocab));
-  TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, n_ctx, o.kv_format));
+  if (e->plan_.kv_tiered) {
+    e->kv_tier_.env = e->env_.get();
+    e->kv_tier_.spill_dir = o.kv_spill_dir.empty() ? DefaultSpillDir(o.model_path) : o.kv_spill_dir;
+    e->kv_tier_.budget_bytes = e->plan_.kv_memory_bytes;
+  }
+  TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, n_ctx, o.kv_format,
+                                                  e->kv_tier_));
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

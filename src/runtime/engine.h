@@ -36,6 +36,13 @@ struct EngineOptions {
   uint64_t mem_budget_bytes = 0;
   // Streamed tensors read ahead of the forward pass under a budget. Default 4.
   int prefetch_depth = 4;
+  // Memory for the KV cache (--kv-mem), bytes. Default 0: all of it, unless --mem-budget
+  // cannot hold it (memory_plan.h); below the cache's size it is tiered: blocks spill to
+  // a private file in kv_spill_dir and are read back ahead of use.
+  uint64_t kv_mem_bytes = 0;
+  // Where a tiered KV cache's spill file goes (--kv-spill-dir). Default: the model's
+  // directory, else /var/tmp, else /tmp. The file has no name and vanishes at exit.
+  std::string kv_spill_dir;
   // MoE under a budget: the expert cache's eviction policy ("lru", "lfu-decay", "score")
   // and gate-ahead prefetch of the next layer's predicted experts (on by default when
   // experts stream; off when every weight is in memory, where it only costs a matmul).
@@ -60,10 +67,14 @@ struct EngineOptions {
 class Engine {
  public:
   static Result<std::unique_ptr<Engine>> Load(const EngineOptions& options);
+  // The directory a tiered KV cache spills to by default for a model at model_path.
+  static std::string DefaultSpillDir(const std::string& model_path);
 
   const gguf::GgufFile& file() const { return file_; }
   LlamaModel& model() { return *model_; }
   KvCache& kv() { return kv_; }
+  // Where a KV cache made for this engine lives (tiered: its env, directory and share).
+  kv::KvTierOptions kv_tier() const { return kv_tier_; }
   ThreadPool& pool() { return *pool_; }
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
   WeightStore& weights() { return *store_; }
@@ -84,6 +95,7 @@ class Engine {
   std::unique_ptr<LlamaModel> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   KvCache kv_;
+  kv::KvTierOptions kv_tier_;
   std::unique_ptr<ThreadPool> pool_;
   double load_ms_ = 0;
   std::string lowbit_note_;

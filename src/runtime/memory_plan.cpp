@@ -38,14 +38,18 @@ std::string MemoryPlan::ToString() const {
   if (budget_bytes == 0)
     return "memory: unlimited budget: weights " + FormatBytes(placement.total_bytes) + " in memory, KV cache " +
            FormatBytes(kv_bytes) + ", scratch " + FormatBytes(scratch_bytes);
+  const std::string kv = kv_tiered ? "KV cache " + FormatBytes(kv_memory_bytes) + " in memory of " +
+                                         FormatBytes(kv_spill_bytes) + " (the rest spills to disk)"
+                                   : "KV cache " + FormatBytes(kv_bytes);
   return "memory budget " + FormatBytes(budget_bytes) + ": weights " + FormatBytes(weight_budget_bytes) + " (pinned " +
-         FormatBytes(placement.pinned_bytes) + ", streaming ring " + FormatBytes(placement.ring_bytes) +
-         "), KV cache " + FormatBytes(kv_bytes) + ", scratch " + FormatBytes(scratch_bytes) + ", overhead " +
-         FormatBytes(overhead_bytes) + "; smallest workable budget " + FormatBytes(min_budget_bytes);
+         FormatBytes(placement.pinned_bytes) + ", streaming ring " + FormatBytes(placement.ring_bytes) + "), " + kv +
+         ", scratch " + FormatBytes(scratch_bytes) + ", overhead " + FormatBytes(overhead_bytes) +
+         "; smallest workable budget " + FormatBytes(min_budget_bytes);
 }
 
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
-                              int n_threads, uint64_t budget_bytes, const kv::KvFormat& kv_format) {
+                              int n_threads, uint64_t budget_bytes, const kv::KvFormat& kv_format,
+                              uint64_t kv_memory_bytes) {
   if (n_ctx <= 0) return Status::InvalidArgument("context size (-c) must be positive");
   if (n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
   // Before any product of n_ctx: a huge -c must not overflow the sizes below.
@@ -59,14 +63,31 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
   // thread stacks a few MiB.
   mp.overhead_bytes = 4 * file.data_offset() + (8ull << 20);
 
+  // A tiered cache: every (layer, block) in its own 4 KiB-aligned slot; it needs one layer's
+  // blocks of the whole context pinned, and room to read the next layer's ahead.
+  const uint64_t n_blocks = static_cast<uint64_t>((n_ctx + kv_format.block_size - 1) / kv_format.block_size);
+  const uint64_t slot = kv::PagedKvStore::TieredSlotBytes(hp.n_head_kv, hp.head_dim, kv_format);
+  mp.kv_spill_bytes = n_blocks * slot * static_cast<uint64_t>(hp.n_layer);
+  mp.kv_min_tiered_bytes = std::min(2 * n_blocks * slot, mp.kv_spill_bytes);
+  mp.kv_memory_bytes = mp.kv_bytes;
+
   // The whole model's placement, to learn the smallest weight budget.
   uint64_t total = 0;
   for (const auto& t : file.tensors()) total += t.size_bytes + 8192;
   PlacementOptions all;
   all.budget_bytes = total;
   TIERLM_ASSIGN_OR_RETURN(WeightPlacement full, PlanWeightPlacement(file, all));
-  const uint64_t fixed = mp.kv_bytes + mp.scratch_bytes + mp.overhead_bytes;
-  mp.min_budget_bytes = full.min_budget_bytes + fixed;
+  const uint64_t others = mp.scratch_bytes + mp.overhead_bytes;
+  if (kv_memory_bytes > 0 && kv_memory_bytes < mp.kv_bytes) {
+    if (kv_memory_bytes < mp.kv_min_tiered_bytes)
+      return Status::OutOfRange("--kv-mem " + FormatBytes(kv_memory_bytes) + " is too small: a KV cache of -c " +
+                                std::to_string(n_ctx) + " needs at least " + FormatBytes(mp.kv_min_tiered_bytes) +
+                                " in memory (two layers' blocks of the whole context)");
+    mp.kv_tiered = true;
+    mp.kv_memory_bytes = kv_memory_bytes;
+  }
+  const uint64_t kv_least = mp.kv_tiered ? mp.kv_memory_bytes : std::min(mp.kv_bytes, mp.kv_min_tiered_bytes);
+  mp.min_budget_bytes = full.min_budget_bytes + kv_least + others;
   if (budget_bytes == 0) {
     mp.placement = std::move(full);
     mp.weight_budget_bytes = mp.placement.total_bytes;
@@ -76,9 +97,19 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
     return Status::OutOfRange("--mem-budget " + FormatBytes(budget_bytes) + " is too small for " + file.name() +
                               ": the smallest budget that runs it is " + FormatBytes(mp.min_budget_bytes) + " (" +
                               FormatBytes(full.min_budget_bytes) + " of weights: always-resident tensors plus two " +
-                              "buffers of the largest streamed one; KV cache " + FormatBytes(mp.kv_bytes) +
-                              " for -c " + std::to_string(n_ctx) + "; scratch " + FormatBytes(mp.scratch_bytes) +
+                              "buffers of the largest streamed one; KV cache " + FormatBytes(kv_least) +
+                              " in memory for -c " + std::to_string(n_ctx) + (kv_least < mp.kv_bytes ? " (the rest spills to disk)" : "") +
+                              "; scratch " + FormatBytes(mp.scratch_bytes) +
                               "; overhead " + FormatBytes(mp.overhead_bytes) + "). A smaller -c shrinks the KV cache.");
+  if (!mp.kv_tiered && budget_bytes < full.min_budget_bytes + mp.kv_bytes + others) {
+    // The whole cache does not fit beside the weights' working set: it spills. It gets what
+    // the weights leave when all of them are resident, and at least its minimum.
+    mp.kv_tiered = true;
+    const uint64_t left = budget_bytes - others;
+    mp.kv_memory_bytes = std::max(mp.kv_min_tiered_bytes,
+                                  left > full.total_bytes ? left - full.total_bytes : uint64_t{0});
+  }
+  const uint64_t fixed = mp.kv_memory_bytes + others;
   mp.weight_budget_bytes = budget_bytes - fixed;
   PlacementOptions po;
   po.budget_bytes = mp.weight_budget_bytes;

@@ -14,9 +14,17 @@
 
 namespace tierlm {
 
+// Under a budget the KV cache stays whole in memory while the budget can hold it beside the
+// smallest weight working set (as before tiering existed); past that it is tiered: it gets
+// what the weights leave (all of them resident), at least two layers' blocks of the whole
+// context, and its coldest blocks spill to a private file on disk.
 struct MemoryPlan {
   uint64_t budget_bytes = 0;    // 0: unlimited (the whole model in memory)
-  uint64_t kv_bytes = 0;        // KV cache for n_ctx positions
+  uint64_t kv_bytes = 0;        // KV cache for n_ctx positions (all in memory)
+  bool kv_tiered = false;       // the KV cache spills to disk
+  uint64_t kv_memory_bytes = 0; // memory for KV: kv_bytes, or a tiered cache's share
+  uint64_t kv_spill_bytes = 0;  // a tiered cache's file: every block at 4 KiB pages
+  uint64_t kv_min_tiered_bytes = 0;  // the smallest share a tiered cache runs with
   uint64_t scratch_bytes = 0;   // activations for one batch, logits, kernel buffers
   uint64_t overhead_bytes = 0;  // parsed metadata, tokenizer, code
   uint64_t weight_budget_bytes = 0;  // what is left for weights
@@ -34,9 +42,10 @@ uint64_t DecodeWeightBytesPerToken(const gguf::GgufFile& file);
 uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, int n_threads);
 
 // Splits `budget_bytes` (0: unlimited). kOutOfRange, naming the smallest workable budget
-// and what it consists of, when the budget cannot run the model.
+// and what it consists of, when the budget cannot run the model. kv_memory_bytes > 0 sets
+// the KV cache's memory share by hand (tiered when below the cache's size).
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes,
-                              const kv::KvFormat& kv_format = {});
+                              const kv::KvFormat& kv_format = {}, uint64_t kv_memory_bytes = 0);
 
 }  // namespace tierlm

@@ -272,8 +272,8 @@ TEST(PagedForwardTest, BatchesOutOfStepWithTheCacheAreRefused) {
   EXPECT_EQ(static_cast<int64_t>(logits.size()), m.hparams().n_vocab);
   EXPECT_EQ(cache->Computed(4), 4);
   // The context is bounded by the cache's blocks: Later while others hold them, Impossible past them all.
-  EXPECT_EQ(cache->Reserve(6, 8 * 16), Admit::kLater);
-  EXPECT_EQ(cache->Reserve(6, 8 * 16 + 1), Admit::kImpossible);
+  EXPECT_EQ(*cache->Reserve(6, 8 * 16), Admit::kLater);
+  EXPECT_EQ(*cache->Reserve(6, 8 * 16 + 1), Admit::kImpossible);
   const Status st = cache->AddTokens(6, std::vector<int32_t>(8 * 16, 5));
   EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
   EXPECT_NE(st.message().find("sequence 6"), std::string::npos) << st.ToString();

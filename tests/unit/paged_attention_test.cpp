@@ -189,11 +189,11 @@ TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayer) {
       std::fill(v.begin(), v.end(), float(-100 * l - p));
       st->Write(l, {1, p}, k.data(), v.data());
     }
-  st->CopyBlock(1, 2, 3);
+  ASSERT_TRUE(st->CopyBlock(1, 2, 3).ok());
   for (int l = 0; l < 2; ++l) {
     const auto L = st->Layer(l);
-    const float* kb = reinterpret_cast<const float*>(L.base + 2 * L.block_bytes);
-    const float* vb = reinterpret_cast<const float*>(L.base + 2 * L.block_bytes + L.v_offset);
+    const float* kb = reinterpret_cast<const float*>(L.blocks[2]);
+    const float* vb = reinterpret_cast<const float*>(L.blocks[2] + L.v_offset);
     for (int p = 0; p < 3; ++p) {
       EXPECT_EQ(kb[p * 32 + 5], float(100 * l + p));
       EXPECT_EQ(vb[p * 32 + 5], float(-100 * l - p));
