@@ -240,6 +240,11 @@ void FaultInjectionEnv::SetFaults(const FaultSpec& spec) {
   rng_.seed(spec.seed);
 }
 
+uint64_t FaultInjectionEnv::spill_bytes_used() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return pages_.size() * kDirectIoAlignment;
+}
+
 FaultCounters FaultInjectionEnv::counters() const {
   std::lock_guard<std::mutex> lock(mu_);
   return counters_;
@@ -261,7 +266,9 @@ FaultInjectionEnv::Decision FaultInjectionEnv::Decide(uint64_t offset, uint64_t 
     d.fault = Fault::kTruncated;
     d.truncate_at = spec_.truncate_at;
     ++counters_.truncated_reads;
-  } else if (one_in_short && len >= 2) {
+  } else if ((one_in_short || (spec_.short_begin < spec_.short_end && offset < spec_.short_end &&
+                               offset + len > spec_.short_begin)) &&
+             len >= 2) {
     d.fault = Fault::kShortRead;
     ++counters_.short_reads;
   }
@@ -282,11 +289,12 @@ FaultInjectionEnv::Decision FaultInjectionEnv::DecideWrite(const void* file, uin
     ++counters_.injected_write_errors;
     return d;
   }
-  if (spec_.disk_space_bytes != UINT64_MAX && len > 0) {
+  if (len > 0) {  // pages are counted always, so a limit set later sees what is on disk
     std::vector<uint64_t> fresh;
     for (uint64_t p = offset / kDirectIoAlignment; p <= (offset + len - 1) / kDirectIoAlignment; ++p)
       if (!pages_.count({file, p})) fresh.push_back(p);
-    if ((pages_.size() + fresh.size()) * kDirectIoAlignment > spec_.disk_space_bytes) {
+    if (spec_.disk_space_bytes != UINT64_MAX &&
+        (pages_.size() + fresh.size()) * kDirectIoAlignment > spec_.disk_space_bytes) {
       d.fault = Fault::kDiskFull;
       ++counters_.disk_full_writes;
       return d;

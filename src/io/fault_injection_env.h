@@ -32,6 +32,9 @@ struct FaultSpec {
   uint64_t fail_end = 0;
   // Each read delivers only half its bytes, reported as kIoError "short read". 0: never.
   uint32_t short_read_one_in = 0;
+  // Reads overlapping file bytes [short_begin, short_end) come up short the same way.
+  uint64_t short_begin = 0;
+  uint64_t short_end = 0;
   // The file ends here: reads past it deliver the bytes before it and kIoError
   // "unexpected end of file". UINT64_MAX: not truncated.
   uint64_t truncate_at = UINT64_MAX;
@@ -72,6 +75,8 @@ class FaultInjectionEnv : public StorageEnvWrapper {
   void SetFaults(const FaultSpec& spec);
   void ClearFaults() { SetFaults(FaultSpec{}); }
   FaultCounters counters() const;
+  // Spill-file bytes on the simulated disk: 4 KiB pages written so far, over all files.
+  uint64_t spill_bytes_used() const;
   Clock* clock() const { return clock_; }
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
