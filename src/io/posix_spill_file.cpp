@@ -154,12 +154,21 @@ Result<std::unique_ptr<SpillFile>> PosixStorageEnv::CreateSpillFile(const std::s
     return Status::IoError(where + ": cannot size it to " + std::to_string(capacity) + " bytes: " + std::strerror(e));
   }
   std::string note;
+  // Reserve the space now, so a disk too small fails here, before any work, and not in the
+  // middle of a generation (a file system that cannot reserve keeps the file sparse).
+  const int fe = capacity > 0 ? ::posix_fallocate(fd, 0, static_cast<off_t>(capacity)) : 0;
+  if (fe == ENOSPC || fe == EDQUOT || fe == EFBIG) {
+    ::close(fd);
+    return Status::IoError(where + ": cannot reserve " + std::to_string(capacity) + " bytes: " + std::strerror(fe));
+  }
+  if (fe != 0) note = std::string("space not reserved (") + std::strerror(fe) + "): a full disk fails writes later";
   int dfd = -1;
   if (options().direct_io) {
     const std::string self = "/proc/self/fd/" + std::to_string(fd);
     dfd = ::open(self.c_str(), O_RDWR | O_CLOEXEC | O_DIRECT);
     if (dfd < 0) {
-      note = std::string("O_DIRECT refused by the file system (") + std::strerror(errno) + "): buffered I/O";
+      note += std::string(note.empty() ? "" : "; ") + "O_DIRECT refused by the file system (" + std::strerror(errno) +
+              "): buffered I/O";
     } else if (capacity >= kDirectIoAlignment) {
       // Some file systems take the flag at open and refuse the I/O: probe one block.
       void* probe = std::aligned_alloc(kDirectIoAlignment, kDirectIoAlignment);
@@ -173,11 +182,12 @@ Result<std::unique_ptr<SpillFile>> PosixStorageEnv::CreateSpillFile(const std::s
       if (r < 0) {
         ::close(dfd);
         dfd = -1;
-        note = std::string("O_DIRECT refused by the file system (") + std::strerror(e) + " on read): buffered I/O";
+        note += std::string(note.empty() ? "" : "; ") + "O_DIRECT refused by the file system (" + std::strerror(e) +
+                " on read): buffered I/O";
       }
     }
   } else {
-    note = "direct I/O off by option: buffered I/O";
+    note += std::string(note.empty() ? "" : "; ") + "direct I/O off by option: buffered I/O";
   }
   return std::unique_ptr<SpillFile>(new PosixSpillFile(this, where, fd, dfd, capacity, note));
 }

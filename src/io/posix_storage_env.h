@@ -48,8 +48,9 @@ class PosixStorageEnv : public StorageEnv {
 
   Result<std::unique_ptr<RandomAccessFile>> OpenForRandomRead(const std::string& path,
                                                               const FileOptions& options = {}) override;
-  // An unlinked file in `dir` (O_TMPFILE, else a unique name removed at once), sized with
-  // ftruncate (sparse), written and read with O_DIRECT where the file system takes it,
+  // An unlinked file in `dir` (O_TMPFILE, else a unique name removed at once), its space
+  // reserved with posix_fallocate (ENOSPC fails here), written and read with O_DIRECT where
+  // the file system takes it,
   // asynchronously through the same io_uring queue (posix_spill_file.cpp).
   Result<std::unique_ptr<SpillFile>> CreateSpillFile(const std::string& dir, uint64_t capacity) override;
   const PosixEnvOptions& options() const { return options_; }

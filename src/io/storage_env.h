@@ -179,7 +179,9 @@ struct WriteRequest {
 // Writes and reads follow the alignment contract above; the tiers keep both aligned, so on
 // a file system that takes O_DIRECT every byte goes to the device directly. Bytes never
 // written read back as zeros (a sparse file), but callers never read what they did not
-// write. A full disk is found when a write fails (kIoError "No space left on device").
+// write. The POSIX env reserves the whole capacity at creation where the file system can
+// (so a disk too small fails CreateSpillFile); elsewhere a full disk is found when a write
+// fails (kIoError "No space left on device").
 class SpillFile : public RandomAccessFile {
  public:
   // Writes exactly len bytes at offset. REQUIRES: offset + len <= size().

@@ -294,6 +294,11 @@ TEST(PosixSpillFileTest, WritesReadBackAndLeaveNoFileBehind) {
     std::free(out);
     std::free(in);
   }
+  // A file larger than the disk is refused at creation, not midway through a generation.
+  auto huge = env.CreateSpillFile(dir, 1ull << 52);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), StatusCode::kIoError);
+  EXPECT_NE(huge.status().message().find("cannot"), std::string::npos) << huge.status().ToString();
   EXPECT_EQ(::rmdir(dir.c_str()), 0);  // empty: nothing was left behind
   auto missing = env.CreateSpillFile(dir + "/no/such/dir", kPage);
   ASSERT_FALSE(missing.ok());
