@@ -61,12 +61,49 @@ struct Row {
   // for reads, and the hit rate of weight acquires.
   bool tiered = false;
   double read_bytes_per_token = 0, stall_fraction = 0, hit_rate = 0;
+  // A tiered KV cache: bytes read back from its spill file per token (decode) or prompt.
+  bool kv_tiered = false;
+  double kv_read_bytes_per_token = 0, kv_written_bytes_per_token = 0;
   // MoE decode (MoeLive): expert hit rate, low-bit share, gate-ahead accuracy, hidden
   // share of miss latency, consecutive-token expert overlap.
   bool moe = false;
   double moe_hit_rate = 0, moe_read_ahead = 0, moe_lowbit_share = 0, moe_gate_accuracy = 0, moe_hidden_share = 0,
          moe_consecutive_overlap = 0;
 };
+
+// Sequence 0 of the engine's cache holds `toks` at positions [0, n) with random keys and
+// values written directly, layer by layer (a tiered cache spills them as it goes): what a
+// decode at depth n reads costs the same as after a real prefill, without its time.
+Status FillKvRandom(Engine& e, const std::vector<int32_t>& toks, uint64_t seed) {
+  kv::PagedKvCache& cache = e.kv().paged();
+  const kv::SeqId s = KvCache::kSeq;
+  TIERLM_RETURN_IF_ERROR(cache.AddTokens(s, toks));
+  const ModelHParams& hp = e.model().hparams();
+  const int64_t KV = hp.kv_dim(), n = static_cast<int64_t>(toks.size());
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> pool(static_cast<size_t>(KV) * 64 + 4096);
+  for (float& x : pool) x = nd(rng);
+  const auto table = cache.blocks().BlockTable(s);
+  const std::vector<kv::BlockId> blocks(table.begin(), table.begin() + (n + cache.format().block_size - 1) /
+                                                                         cache.format().block_size);
+  kv::PagedKvStore& store = cache.store();
+  for (int64_t l = 0; l < hp.n_layer; ++l) {
+    std::vector<kv::BlockFailure> bad;
+    store.PinLayer(l, blocks, blocks, &bad);
+    if (!bad.empty()) {
+      store.UnpinLayer();
+      return bad.front().status.WithContext("bench: filling the KV cache, layer " + std::to_string(l));
+    }
+    for (int64_t p = 0; p < n; ++p) {
+      const size_t at = static_cast<size_t>((p * 4099 + l * 131) % 4096);
+      store.Write(l, cache.blocks().Slot(s, p), pool.data() + at, pool.data() + at + static_cast<size_t>(KV) * 32);
+    }
+    store.UnpinLayer();
+  }
+  cache.SetComputed(s, n);
+  return Status::Ok();
+}
 
 void Summarize(Row& r) {
   const auto& s = r.samples_ts;
@@ -312,10 +349,15 @@ int BenchCommand(int argc, char** argv) {
   ap.Add({"--moe-miss"}, &moe_miss, "an expert not in memory: exact, lowbit, auto, lowbit-all (see tierlm run --help)");
   ap.Add({"--lowbit-cache"}, &lowbit_cache, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
   std::string depths = "0";
+  std::string depth_fill = "compute";
   int64_t batch_seqs = 0;
   KvTypeFlags kv_types;
   ap.Add({"-d", "--n-depth"}, &depths,
          "context depths, comma-separated: each test runs after this many tokens are in the KV cache (default 0)");
+  ap.Add({"--depth-fill"}, &depth_fill,
+         "how the -d context is filled: compute (a random prompt run through the model, as llama-bench) or random "
+         "(random keys and values written directly: same decode cost, no prefill time; for depths too long to "
+         "prefill) (default compute)");
   ap.Add({"--batch-seqs"}, &batch_seqs,
          "also a decode test of S sequences (each at the depth) decoding together in one batch: aggregate t/s");
   AddKvTypeOptions(ap, &kv_types);
@@ -333,6 +375,8 @@ int BenchCommand(int argc, char** argv) {
   if (model.empty()) return ReportError(Status::InvalidArgument("bench: -m MODEL.gguf is required"));
   if (output != "md" && output != "csv" && output != "json")
     return ReportError(Status::InvalidArgument("bench: -o must be md, csv or json"));
+  if (depth_fill != "compute" && depth_fill != "random")
+    return ReportError(Status::InvalidArgument("bench: --depth-fill must be compute or random"));
   if (reps < 1) return ReportError(Status::InvalidArgument("bench: -r must be at least 1"));
   auto pp = ParseList("-p", prompts);
   if (!pp.ok()) return ReportError(pp.status());
@@ -446,6 +490,7 @@ int BenchCommand(int argc, char** argv) {
     if (depth == 0) return Status::Ok();
     std::vector<int32_t> toks(static_cast<size_t>(depth));
     for (auto& t : toks) t = tok_dist(rng);
+    if (depth_fill == "random") return FillKvRandom(e, toks, rng());
     return e.model().Forward(toks, e.kv(), false, &logits, &e.pool());
   };
   auto run_test = [&](int64_t n_prompt, int64_t n_gen, int64_t depth) -> Status {
@@ -458,6 +503,7 @@ int BenchCommand(int argc, char** argv) {
     TIERLM_RETURN_IF_ERROR(fill_depth(depth));
     runs.SetLabel("bench " + r.test);
     ResidencyStats before;
+    kv::KvTierStats kv_before;
     int64_t acquire_ns_before = 0;
     GateAheadStats gate_before;
     MoeCopyStats copies_before;
@@ -469,6 +515,7 @@ int BenchCommand(int argc, char** argv) {
         before = e.tiered()->residency_stats();
         acquire_ns_before = e.tiered()->acquire_nanos();
       }
+      if (rep == 0) kv_before = e.kv().paged().store().TierStats();
       if (rep == 0) {
         gate_before = e.model().moe_ffn().gate_ahead_stats();
         copies_before = e.model().moe_ffn().copy_stats();
@@ -534,6 +581,13 @@ int BenchCommand(int argc, char** argv) {
     }
     Summarize(r);
     if (n_gen > 0 && triad > 0) r.bw_limit_ts = triad / static_cast<double>(weights_per_token);
+    const kv::KvTierStats kv_after = e.kv().paged().store().TierStats();
+    if (kv_after.tiered) {
+      const double passes = static_cast<double>(reps) * (n_prompt > 0 ? 1 : n_gen);
+      r.kv_tiered = true;
+      r.kv_read_bytes_per_token = (kv_after.read_bytes - kv_before.read_bytes) / passes;
+      r.kv_written_bytes_per_token = (kv_after.spilled_bytes - kv_before.spilled_bytes) / passes;
+    }
     if (e.tiered()) {
       const ClassStats a = before.Total(), b = e.tiered()->residency_stats().Total();
       const double tokens = static_cast<double>(reps) * (n_prompt > 0 ? 1 : n_gen);  // passes over the weights
@@ -688,6 +742,19 @@ int BenchCommand(int argc, char** argv) {
                   "hit rate %.1f%%\n",
                   r.test.c_str(), budget_text.c_str(), r.read_bytes_per_token / 1048576.0,
                   r.n_prompt > 0 ? "prompt" : "token", 100 * r.stall_fraction, 100 * r.hit_rate);
+  for (const Row& r : rows)
+    if (r.kv_tiered) {
+      std::printf("%s: KV cache tiered (%s in memory): %.1f MiB read back from the spill file and %.1f MiB written per "
+                  "%s", r.test.c_str(), FormatBytes(e.kv().paged().store().TierStats().budget_bytes).c_str(),
+                  r.kv_read_bytes_per_token / 1048576.0, r.kv_written_bytes_per_token / 1048576.0,
+                  r.n_prompt > 0 ? "prompt" : "token");
+      if (r.n_gen > 0 && disk > 0 && r.kv_read_bytes_per_token > 0) {
+        const double bound = disk / r.kv_read_bytes_per_token;
+        std::printf("; at the disk's %.2f GB/s that bounds decode at %.2f t/s: measured %.0f%% of it (at 1.2 GB/s: "
+                    "%.2f t/s)", disk / 1e9, bound, 100 * r.avg_ts / bound, 1.2e9 / r.kv_read_bytes_per_token);
+      }
+      std::printf("\n");
+    }
   std::printf("%s start: load %.0f ms, first token %.0f ms after the start of loading\n", cold ? "cold" : "warm",
               e.load_ms(), first_token_ms);
   if (disk > 0)
