@@ -38,7 +38,7 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
   TIERLM_ASSIGN_OR_RETURN(
       std::unique_ptr<EvictionPolicy> expert_policy,
       MakeEvictionPolicy(options.expert_policy, std::max(n_layer, 1), [manager_of](EntryId id) {
-        return std::max(LayerOfTensorName((*manager_of)->spec(id).name), 0);
+        return std::max((*manager_of)->spec(id).layer, 0);  // an attribute set at registration
       }));
   auto policy = std::make_unique<ClassSplitPolicy>(
       [manager_of](EntryId id) { return (*manager_of)->spec(id).cls == EntryClass::kExpert; },
@@ -62,6 +62,7 @@ Result<std::unique_ptr<TieredWeightStore>> TieredWeightStore::Open(const gguf::G
     spec.file = store->file_.get();
     spec.offset = u.offset;
     spec.size = u.size;
+    spec.layer = LayerOfTensorName(u.name);
     TIERLM_ASSIGN_OR_RETURN(EntryId id, store->manager_->Register(spec));
     store->by_name_[u.name] = id;
     store->streamable_.push_back(!u.pinned && !u.expert);
@@ -122,6 +123,7 @@ Result<EntryId> TieredWeightStore::Resolve(const gguf::TensorInfo& t) {
   spec.file = file_.get();
   spec.offset = t.file_offset;
   spec.size = t.size_bytes;
+  spec.layer = LayerOfTensorName(t.name);
   TIERLM_ASSIGN_OR_RETURN(EntryId id, manager_->Register(spec));
   by_name_[t.name] = id;
   streamable_.push_back(false);
@@ -226,6 +228,7 @@ Status TieredWeightStore::AttachLowbit(std::unique_ptr<LowbitExpertCache> cache)
     spec.file = &cache->file();
     spec.offset = e.offset;
     spec.size = e.size;
+    spec.layer = LayerOfTensorName(e.name);
     TIERLM_ASSIGN_OR_RETURN(EntryId id, manager_->Register(spec));
     lowbit_by_name_[e.name] = LowbitSlot{id, &e, 0};
   }
