@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <thread>
 #endif
@@ -48,7 +49,7 @@ class UringReadQueueImpl : public UringReadQueue {
     if (!reaper_.joinable()) return;
     {
       std::unique_lock<std::mutex> lock(sq_mu_);
-      space_cv_.wait(lock, [&] { return in_flight_ == 0; });
+      space_cv_.wait(lock, [&] { return in_flight_ == 0 && backlog_.empty(); });
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       io_uring_prep_nop(sqe);
       io_uring_sqe_set_data(sqe, nullptr);
@@ -78,9 +79,12 @@ class UringReadQueueImpl : public UringReadQueue {
       return;
     }
     req->remaining = static_cast<int>(ops.size());
+    std::lock_guard<std::mutex> lock(sq_mu_);
     for (Op* op : ops) {
-      std::unique_lock<std::mutex> lock(sq_mu_);
-      space_cv_.wait(lock, [&] { return in_flight_ < depth_; });
+      if (in_flight_ >= depth_) {
+        backlog_.push_back(op);  // submitted by the reaper as ops complete
+        continue;
+      }
       ++in_flight_;
       PrepLocked(op);
     }
@@ -127,6 +131,12 @@ class UringReadQueueImpl : public UringReadQueue {
     {
       std::lock_guard<std::mutex> lock(sq_mu_);
       --in_flight_;
+      if (!backlog_.empty()) {
+        Op* next = backlog_.front();
+        backlog_.pop_front();
+        ++in_flight_;
+        PrepLocked(next);
+      }
     }
     space_cv_.notify_all();
     if (last) req->done(req->total);
@@ -173,6 +183,7 @@ class UringReadQueueImpl : public UringReadQueue {
   std::mutex sq_mu_;
   std::condition_variable space_cv_;
   unsigned in_flight_ = 0;
+  std::deque<Op*> backlog_;  // ops waiting for a slot in the ring
 };
 
 }  // namespace

@@ -1,7 +1,8 @@
 // UringReadQueue: asynchronous preads through io_uring (liburing), shared by every file of
 // a PosixStorageEnv. Requests are split into ops of at most kOpBytes so one large tensor
-// keeps many device queue slots busy; at most `depth` ops are in flight, and Submit()
-// blocks while the queue is full. A reaper thread completes ops, resubmits the rest of a
+// keeps many device queue slots busy; at most `depth` ops are in flight, and ops beyond
+// wait in a backlog that the reaper submits as slots free, so Submit() never blocks on I/O
+// (a layer's worth of KV block reads is queued at once while compute goes on). A reaper thread completes ops, resubmits the rest of a
 // short read, retries EINVAL on a direct descriptor on its buffered twin, and calls the
 // request's callback on the reaper thread when its last op completes. Parts marked
 // `write` (spill files) are written the same way.

@@ -131,6 +131,9 @@ void PagedKvStore::PinLayer(int64_t layer, std::span<const BlockId> read, std::s
   if (!manager_) return;
   UnpinLayer();
   pinned_layer_ = layer;
+  // Every read this layer needs goes to the device at once (the queue keeps many in flight),
+  // before waiting on the first.
+  PrefetchLayer(layer, read);
   auto pin = [&](BlockId b, bool for_write) {
     if (table_[static_cast<size_t>(b)]) return;  // pinned already (written blocks are read too)
     const EntryId id = EntryOf(layer, b);

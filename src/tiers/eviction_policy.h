@@ -27,6 +27,8 @@ class EvictionPolicy {
   virtual void OnAccess(EntryId id) = 0;
   // `id` left the tier (evicted or its read failed). REQUIRES: inserted.
   virtual void OnErase(EntryId id) = 0;
+  // The last pin of `id` was dropped. Default: nothing.
+  virtual void OnRelease(EntryId id) {}
 
   // True if `id` must never be evicted once resident. Default: none is.
   virtual bool PinnedForever(EntryId id) const { return false; }

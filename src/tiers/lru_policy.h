@@ -18,7 +18,7 @@ class LruPolicy : public EvictionPolicy {
   void OnErase(EntryId id) override;
   void VisitVictims(const std::function<bool(EntryId)>& visit) const override;
 
- protected:
+ private:
   std::list<EntryId> order_;  // front: least recently used
   std::unordered_map<EntryId, std::list<EntryId>::iterator> where_;
 };

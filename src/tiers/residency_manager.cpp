@@ -254,7 +254,7 @@ void ResidencyManager::Unpin(EntryId id) {
     std::lock_guard<std::mutex> lock(mu_);
     Entry& e = entries_[id];
     assert(e.pins > 0 && "Unpin without a pin");
-    if (e.pins > 0) --e.pins;
+    if (e.pins > 0 && --e.pins == 0 && e.state != EntryState::kAbsent) policy_->OnRelease(id);
   }
   cv_.notify_all();
 }
@@ -327,7 +327,7 @@ void ResidencyManager::StartWrite(EntryId id) {
   req.src = arena_->At(e.slot);
   req.options.io_class = static_cast<io::IoClass>(e.spec.cls);
   req.user_data = id;
-  reading_.push_back(id);
+  e.in_flight = reading_.insert(reading_.end(), id);
   ++reads_in_flight_[e.spec.file];
   e.read_id = e.spill->SubmitWrite(req);
 }
@@ -367,7 +367,7 @@ void ResidencyManager::StartRead(EntryId id, uint64_t slot, Mode mode) {
   req.options.io_class = static_cast<io::IoClass>(e.spec.cls);
   req.options.priority = mode == Mode::kDemand ? io::IoPriority::kDemand : io::IoPriority::kPrefetch;
   req.user_data = id;
-  reading_.push_back(id);
+  e.in_flight = reading_.insert(reading_.end(), id);
   ++reads_in_flight_[e.spec.file];
   e.read_id = e.spec.file->Submit(req);
 }
@@ -388,7 +388,7 @@ void ResidencyManager::Apply(io::RandomAccessFile* file, io::ReadResult r) {
   if ((e.state != EntryState::kReading && e.state != EntryState::kWriting) || e.read_id != r.id ||
       e.spec.file != file)
     return;
-  reading_.erase(std::find(reading_.begin(), reading_.end(), id));
+  reading_.erase(e.in_flight);
   --reads_in_flight_[file];
   ClassStats& cs = stats_.per_class[static_cast<int>(e.spec.cls)];
   if (e.discard_pending) {  // nobody wants these bytes any more

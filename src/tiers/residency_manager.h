@@ -33,6 +33,7 @@
 #include <mutex>
 #include <span>
 #include <deque>
+#include <list>
 #include <unordered_map>
 #include <vector>
 
@@ -164,6 +165,7 @@ class ResidencyManager {
     bool announced = false;     // resident when named by Prefetch, not acquired since
     bool demand_read = false;   // the read in flight was started by Acquire
     io::ReadId read_id = 0;     // of the read or write-back in flight
+    std::list<EntryId>::iterator in_flight;  // its place in reading_ while in flight
     uint64_t read_seq = 0;      // bumped per read started
     uint64_t failed_seq = 0;    // read_seq of the last failed read
     Status error;               // why that read failed
@@ -211,7 +213,7 @@ class ResidencyManager {
   bool driver_busy_ = false;
   std::deque<Entry> entries_;  // a deque: references stay valid as entries are added
   std::unordered_map<io::RandomAccessFile*, int> reads_in_flight_;  // per file
-  std::vector<EntryId> reading_;  // entries with a read or write-back in flight, oldest first
+  std::list<EntryId> reading_;  // entries with a read or write-back in flight, oldest first
   ResidencyStats stats_;
   std::vector<EntryId> eviction_log_;
   uint64_t forever_bytes_ = 0;  // slots of pinned-forever entries (reading or resident)
