@@ -42,15 +42,14 @@ Status CheckWriteRange(const std::string& name, uint64_t file_size, uint64_t off
 ReadId ReadCompletions::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   const ReadId id = next_id_++;
-  pending_.push_back(id);
+  pending_.insert(id);
   return id;
 }
 
 void ReadCompletions::Complete(ReadResult r) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = std::find(pending_.begin(), pending_.end(), r.id);
-    if (it != pending_.end()) pending_.erase(it);
+    pending_.erase(r.id);
     completed_.push_back(std::move(r));
     cv_.notify_all();  // under the lock: a waiter may destroy *this once it sees the result
   }
@@ -76,14 +75,14 @@ size_t ReadCompletions::outstanding() const {
 Status ReadCompletions::Wait(std::span<const ReadId> ids, int64_t timeout_nanos, std::vector<ReadResult>* done) {
   std::unique_lock<std::mutex> lock(mu_);
   auto known = [&](ReadId id) {
-    return std::find(pending_.begin(), pending_.end(), id) != pending_.end() ||
+    return pending_.count(id) != 0 ||
            std::any_of(completed_.begin(), completed_.end(), [&](const ReadResult& r) { return r.id == id; });
   };
   for (ReadId id : ids)
     if (!known(id)) return Status::InvalidArgument("read id " + std::to_string(id) + " is unknown or already collected");
   auto all_done = [&] {
     for (ReadId id : ids)
-      if (std::find(pending_.begin(), pending_.end(), id) != pending_.end()) return false;
+      if (pending_.count(id) != 0) return false;
     return true;
   };
   bool ok = true;

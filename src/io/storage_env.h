@@ -26,6 +26,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "core/status.h"
@@ -118,7 +119,7 @@ class ReadCompletions {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   ReadId next_id_ = 1;
-  std::vector<ReadId> pending_;       // started, not completed
+  std::unordered_set<ReadId> pending_;  // started, not completed
   std::vector<ReadResult> completed_; // completed, not collected
 };
 
