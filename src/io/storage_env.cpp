@@ -106,30 +106,33 @@ Status ReadCompletions::Wait(std::span<const ReadId> ids, int64_t timeout_nanos,
 
 // ---- RandomAccessFile defaults: synchronous reads completed at submission ----
 
-ReadId RandomAccessFile::Submit(const ReadRequest& request) {
-  const ReadId id = completions_.Start();
+namespace {
+
+// Runs `op` (a whole read or write of len bytes) now and completes it at once.
+template <typename Op>
+ReadId CompleteNow(ReadCompletions& completions, uint64_t user_data, uint64_t len, Op op) {
+  const ReadId id = completions.Start();
   const int64_t t0 = SystemClock()->NowNanos();
   ReadResult r;
   r.id = id;
-  r.user_data = request.user_data;
-  r.status = ReadAt(request.offset, request.len, request.dst, request.options);
-  r.bytes = r.status.ok() ? request.len : 0;
+  r.user_data = user_data;
+  r.status = op();
+  r.bytes = r.status.ok() ? len : 0;
   r.latency_nanos = SystemClock()->NowNanos() - t0;
-  completions_.Complete(std::move(r));
+  completions.Complete(std::move(r));
   return id;
 }
 
+}  // namespace
+
+ReadId RandomAccessFile::Submit(const ReadRequest& request) {
+  return CompleteNow(completions_, request.user_data, request.len,
+                     [&] { return ReadAt(request.offset, request.len, request.dst, request.options); });
+}
+
 ReadId SpillFile::SubmitWrite(const WriteRequest& request) {
-  const ReadId id = completions_.Start();
-  const int64_t t0 = SystemClock()->NowNanos();
-  ReadResult r;
-  r.id = id;
-  r.user_data = request.user_data;
-  r.status = WriteAt(request.offset, request.len, request.src, request.options);
-  r.bytes = r.status.ok() ? request.len : 0;
-  r.latency_nanos = SystemClock()->NowNanos() - t0;
-  completions_.Complete(std::move(r));
-  return id;
+  return CompleteNow(completions_, request.user_data, request.len,
+                     [&] { return WriteAt(request.offset, request.len, request.src, request.options); });
 }
 
 Result<std::unique_ptr<SpillFile>> StorageEnv::CreateSpillFile(const std::string& dir, uint64_t) {

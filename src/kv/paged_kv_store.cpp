@@ -56,10 +56,8 @@ Status CheckShape(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const Kv
 
 }  // namespace
 
-Result<PagedKvStore> PagedKvStore::CreateTiered(int64_t n_layer, int64_t n_head_kv, int64_t head_dim,
-                                                const KvFormat& format, int32_t n_blocks, const KvTierOptions& tier) {
-  TIERLM_RETURN_IF_ERROR(CheckShape(n_layer, n_head_kv, head_dim, format, n_blocks));
-  if (!tier.env) return Status::InvalidArgument("kv: a tiered cache needs a storage env");
+PagedKvStore PagedKvStore::Shaped(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
+                                  int32_t n_blocks) {
   PagedKvStore s;
   s.n_layer_ = n_layer;
   s.n_head_kv_ = n_head_kv;
@@ -69,6 +67,14 @@ Result<PagedKvStore> PagedKvStore::CreateTiered(int64_t n_layer, int64_t n_head_
   s.k_row_bytes_ = n_head_kv * RowBytes(format.k_type, head_dim);
   s.v_row_bytes_ = n_head_kv * RowBytes(format.v_type, head_dim);
   s.layer_block_bytes_ = format.block_size * (s.k_row_bytes_ + s.v_row_bytes_);
+  return s;
+}
+
+Result<PagedKvStore> PagedKvStore::CreateTiered(int64_t n_layer, int64_t n_head_kv, int64_t head_dim,
+                                                const KvFormat& format, int32_t n_blocks, const KvTierOptions& tier) {
+  TIERLM_RETURN_IF_ERROR(CheckShape(n_layer, n_head_kv, head_dim, format, n_blocks));
+  if (!tier.env) return Status::InvalidArgument("kv: a tiered cache needs a storage env");
+  PagedKvStore s = Shaped(n_layer, n_head_kv, head_dim, format, n_blocks);
   const uint64_t slot = TieredSlotBytes(n_head_kv, head_dim, format);
   const uint64_t n_entries = static_cast<uint64_t>(n_layer) * static_cast<uint64_t>(n_blocks);
   if (tier.budget_bytes < 2 * slot * static_cast<uint64_t>(n_layer) || tier.budget_bytes < 2 * slot)
@@ -100,15 +106,7 @@ Result<PagedKvStore> PagedKvStore::CreateTiered(int64_t n_layer, int64_t n_head_
 Result<PagedKvStore> PagedKvStore::Create(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
                                           int32_t n_blocks) {
   TIERLM_RETURN_IF_ERROR(CheckShape(n_layer, n_head_kv, head_dim, format, n_blocks));
-  PagedKvStore s;
-  s.n_layer_ = n_layer;
-  s.n_head_kv_ = n_head_kv;
-  s.head_dim_ = head_dim;
-  s.n_blocks_ = n_blocks;
-  s.format_ = format;
-  s.k_row_bytes_ = n_head_kv * RowBytes(format.k_type, head_dim);
-  s.v_row_bytes_ = n_head_kv * RowBytes(format.v_type, head_dim);
-  s.layer_block_bytes_ = format.block_size * (s.k_row_bytes_ + s.v_row_bytes_);
+  PagedKvStore s = Shaped(n_layer, n_head_kv, head_dim, format, n_blocks);
   const double total = static_cast<double>(s.layer_block_bytes_) * n_layer * n_blocks;
   if (total > static_cast<double>(64ull << 30))
     return Status::ResourceExhausted("kv: a paged cache of " + std::to_string(static_cast<uint64_t>(total / 1048576)) +

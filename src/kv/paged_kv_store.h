@@ -123,6 +123,9 @@ class PagedKvStore {
 
  private:
   PagedKvStore() = default;
+  // The sizes of a store of this shape, no bytes yet.
+  static PagedKvStore Shaped(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
+                             int32_t n_blocks);
   EntryId EntryOf(int64_t layer, BlockId b) const {
     return first_entry_ + static_cast<EntryId>(layer * n_blocks_ + b);
   }
