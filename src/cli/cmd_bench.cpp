@@ -424,7 +424,7 @@ int BenchCommand(int argc, char** argv) {
     auto probe_pool = ThreadPool::Create(*resolved_threads);
     if (!probe_pool.ok()) return ReportError(probe_pool.status());
     triad = MeasureTriadBandwidth(probe_pool->get());
-    if (eo.mem_budget_bytes > 0) {
+    if (eo.mem_budget_bytes > 0 || eo.kv_mem_bytes > 0) {  // weights or KV may come from disk
       io::PosixStorageEnv env;
       auto f = env.OpenForRandomRead(model);
       if (f.ok()) {
