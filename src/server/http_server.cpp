@@ -5,6 +5,7 @@
 #include <chrono>
 #include <ctime>
 #include <random>
+#include <thread>
 
 #include "server/response_json.h"
 #include "server/sse.h"
@@ -159,10 +160,20 @@ Status HttpServer::Bind() {
   return Status::Ok();
 }
 
-void HttpServer::Serve() { svr_->listen_after_bind(); }
+void HttpServer::Serve() {
+  // serving_ is raised before stopped_ is looked at, and Stop does the reverse, so a Stop
+  // that comes before, during or after the start of listening always ends it.
+  serving_.store(true);
+  if (!stopped_.load()) svr_->listen_after_bind();
+  serving_.store(false);
+}
 
 void HttpServer::Stop() {
-  if (svr_) svr_->stop();
+  stopped_.store(true);
+  while (serving_.load()) {
+    svr_->stop();  // a no-op until the listening loop runs: retried until it has ended
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 void HttpServer::Routes() {

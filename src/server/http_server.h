@@ -63,6 +63,7 @@ class HttpServer {
   int port() const { return port_; }
   // Serves until Stop(); call from one thread after Bind.
   void Serve();
+  // Ends Serve (from any thread, before or while it runs) and waits until it has returned.
   void Stop();
   // The model is ready: requests are served from now on. `backend` must outlive the server.
   void SetBackend(const Backend* backend) { backend_.store(backend); }
@@ -74,6 +75,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> svr_;
   std::atomic<const Backend*> backend_{nullptr};
   std::atomic<int> active_{0};
+  std::atomic<bool> serving_{false}, stopped_{false};
   int port_ = 0;
 };
 

@@ -53,6 +53,7 @@ class ServerProcess {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
