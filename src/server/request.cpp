@@ -250,7 +250,7 @@ ParseResult ParseCompletionRequest(std::string_view body, RequestKind kind, cons
     try {
       const json again = json::parse(body.begin(), body.end());
       (void)again;
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       out.error.message += std::string(" (") + e.what() + ")";
     }
     return out;

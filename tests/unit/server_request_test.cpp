@@ -157,6 +157,13 @@ TEST(RequestParseTest, DeepNestingAndHugeNumbersDoNotCrash) {
   EXPECT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":1e300})").ok());
   EXPECT_FALSE(Chat(R"({"messages":[{"role":"user","content":"x"}],"max_tokens":99999999999999999999999})").ok());
   EXPECT_FALSE(Chat(std::string("{\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}")).ok());
+  // A number too large for a double is an out_of_range inside nlohmann, still a 400 (found by the fuzzer).
+  auto huge = Chat(R"({"mjd":44444000000E0000000000001881541138a})");
+  EXPECT_FALSE(huge.ok());
+  EXPECT_EQ(huge.error.http_status, 400);
+  auto overflow = Chat(R"({"messages":[{"role":"user","content":"x"}],"seed":1e400})");
+  EXPECT_FALSE(overflow.ok());
+  EXPECT_EQ(overflow.error.http_status, 400);
 }
 
 }  // namespace
