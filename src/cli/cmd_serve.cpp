@@ -19,6 +19,7 @@
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/scheduler.h"
+#include "tiers/tiered_weight_store.h"
 
 namespace tierlm::cli {
 
@@ -165,6 +166,7 @@ int ServeCommand(int argc, char** argv) {
   backend.model_id = alias.empty() ? std::filesystem::path(eo.model_path).stem().string() : alias;
   backend.n_ctx = so.n_ctx;
   backend.created = static_cast<int64_t>(std::time(nullptr));
+  if (e.tiered()) std::fprintf(stderr, "serve: %s\n", e.memory_plan().ToString().c_str());
   http.SetBackend(&backend);
   std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens, chat template %s, %d threads\n",
                backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx), ChatTemplateName(*tmpl),

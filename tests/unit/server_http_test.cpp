@@ -488,5 +488,52 @@ TEST(ServerHttpTest, AModelThatCannotLoadEndsTheServerAndSigtermStopsIt) {
   EXPECT_EQ(s.Stop(), 0) << s.Log();  // SIGTERM: a clean stop
 }
 
+TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
+  // 9.5 MiB is just above the smallest budget for stories260K: most weights stream from the file.
+  const json body = {{"messages", json::array({{{"role", "user"}, {"content", "Tell me a story."}}})},
+                     {"max_tokens", 30}, {"temperature", 0}, {"n", 2}};
+  std::string in_memory, streamed;
+  {
+    ServerProcess s(Args({"-np", "4"}));
+    ASSERT_TRUE(s.ok()) << s.Log();
+    Reply r = Do(s, "POST", "/v1/chat/completions", body.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    in_memory = r.j["choices"].dump() + r.j["usage"].dump();
+  }
+  {
+    ServerProcess s(Args({"-np", "4", "--mem-budget", "9.5M"}));
+    ASSERT_TRUE(s.ok()) << s.Log();
+    EXPECT_NE(s.Log().find("streaming ring"), std::string::npos) << s.Log();  // weights do stream
+    std::vector<std::thread> others;
+    std::vector<int> statuses(3, 0);
+    for (int i = 0; i < 3; ++i)  // company in the batch
+      others.emplace_back([&, i] { statuses[static_cast<size_t>(i)] = Do(s, "POST", "/v1/chat/completions", body.dump()).status; });
+    Reply r = Do(s, "POST", "/v1/chat/completions", body.dump());
+    for (auto& t : others) t.join();
+    ASSERT_EQ(r.status, 200) << r.body;
+    streamed = r.j["choices"].dump() + r.j["usage"].dump();
+    for (int st : statuses) EXPECT_EQ(st, 200);
+  }
+  EXPECT_EQ(streamed, in_memory);
+}
+
+TEST(ServerHttpTest, ARequestPastItsTimeoutIsCutOffWith504) {
+  ServerProcess s(Args({"-c", "2048", "--timeout", "0.3"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  const auto t0 = std::chrono::steady_clock::now();
+  Reply r = Do(s, "POST", "/v1/completions",
+               json{{"prompt", "Once"}, {"max_tokens", 2000}, {"logit_bias", {{"2", -100}}}}.dump());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ExpectOpenAiError(r, 504, "timeout");
+  EXPECT_LT(seconds, 30);
+  std::string metrics;
+  for (int i = 0; i < 100; ++i) {
+    metrics = Do(s, "GET", "/metrics").body;
+    if (MetricValue(metrics, "tierlm_kv_blocks_used") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
+}
+
 }  // namespace
 }  // namespace tierlm
