@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "kernels/matmul.h"
@@ -253,6 +254,58 @@ TEST_F(ServerSchedulerTest, JobsThatCanNeverRunAreRefused) {
   GenerationJob badtok = Greedy("x", 1);
   badtok.prompt.push_back(100000);
   EXPECT_EQ(s->Submit(badtok).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Quantized weights take different matmul kernels for a long batch than for one token unless
+// batch invariance is on (kernels/matmul.h; the server turns it on): with it, 8 random
+// prompts at once, prefilled 3 tokens a step, give each one's tokens alone.
+TEST(ServerSchedulerQuantizedTest, Q4_0AloneEqualsTogether) {
+  SetMatmulBatchInvariant(true);
+  EngineOptions eo;
+  eo.model_path = testing::SynthModel("tiny", "q4_0").string();
+  eo.n_threads = 2;
+  eo.n_ctx = 128;
+  auto e = Engine::Load(eo);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Engine& engine = **e;
+  auto make = [&](int32_t slots, int64_t step) {
+    SchedulerOptions o;
+    o.n_slots = slots;
+    o.n_ctx = 128;
+    o.step_tokens = step;
+    o.kv_format = {GgmlType::kF16, GgmlType::kF16, 16};
+    auto s = Scheduler::Create(engine.model(), engine.tokenizer(), &engine.pool(), o, nullptr);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(*s);
+  };
+  std::mt19937 rng(11);
+  std::vector<GenerationJob> jobs(8);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    std::uniform_int_distribution<int32_t> tok(3, static_cast<int32_t>(engine.model().hparams().n_vocab - 1));
+    for (size_t k = 0; k < 10 + 7 * i; ++k) jobs[i].prompt.push_back(tok(rng));
+    jobs[i].max_tokens = 12;
+    jobs[i].sampling.temperature = 0;
+    jobs[i].sampling.logit_bias = {{engine.tokenizer().vocab().eos_id, -100.0f}};
+    jobs[i].top_logprobs = 0;
+  }
+  std::vector<Output> alone;
+  {
+    auto s = make(1, 512);
+    for (const auto& j : jobs) {
+      auto st = s->Submit(j);
+      ASSERT_TRUE(st.ok()) << st.status().ToString();
+      alone.push_back(Collect(**st, 1));
+    }
+  }
+  auto s = make(8, 3);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const auto& j : jobs) streams.push_back(*s->Submit(j));
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const Output o = Collect(*streams[i], 1);
+    ASSERT_EQ(alone[i].tokens[0].size(), 12u);
+    EXPECT_EQ(o.tokens[0], alone[i].tokens[0]) << "prompt " << i;
+  }
+  SetMatmulBatchInvariant(false);
 }
 
 }  // namespace
