@@ -43,8 +43,10 @@ int ServeCommand(int argc, char** argv) {
   ap.Add({"-m", "--model"}, &eo.model_path, "GGUF model file (default: the built-in stories260K)");
   ap.Add({"--host"}, &ho.host, "address to listen on (default 127.0.0.1: this machine only)");
   ap.Add({"--port"}, &port, "port to listen on; 0: any free one, printed at start (default 8080)");
-  ap.Add({"-np", "--parallel"}, &n_slots, "sequences generated at once (each with a full context) (default 4)");
-  ap.Add({"-c", "--ctx-size"}, &eo.n_ctx, "context per sequence in tokens; 0: the model's, at most 4096 (default 0)");
+  ap.Add({"-np", "--parallel"}, &n_slots, "sequences generated at once (default 4)");
+  ap.Add({"-c", "--ctx-size"}, &eo.n_ctx,
+         "KV cache positions in all, shared by the -np slots (as llama-server: each request gets -c / -np); "
+         "0: the model's, at most 4096 (default 0)");
   ap.Add({"-t", "--threads"}, &eo.n_threads, "compute threads (default and <= 0: all cores)");
   ap.Add({"-b", "--batch-size"}, &step_tokens, "tokens per step: decode tokens first, prefill chunks in the rest (default 512)");
   ap.Add({"--api-key"}, &ho.api_key, "require 'Authorization: Bearer KEY' on every route but /health");
@@ -148,13 +150,21 @@ int ServeCommand(int argc, char** argv) {
       tmpl = ChatTemplate::kChatml;
     }
   }
+  // The engine's KV cache (-c positions, within --mem-budget) is the server's: -np slots of
+  // -c / -np positions each, in whole blocks.
   server::SchedulerOptions so;
   so.n_slots = n_slots;
-  so.n_ctx = e.kv().n_ctx();
+  so.n_ctx = e.kv().n_ctx() / n_slots;
+  const int64_t bs = e.kv().paged().blocks().block_size();
+  if (so.n_ctx >= bs) so.n_ctx -= so.n_ctx % bs;
+  if (so.n_ctx < 1) {
+    ReportError(Status::InvalidArgument("-c " + std::to_string(e.kv().n_ctx()) + " is too small for -np " +
+                                        std::to_string(n_slots) + ": each slot needs at least one position"));
+    return finish(2);
+  }
   so.step_tokens = step_tokens;
   so.max_queue = static_cast<size_t>(max_queue);
-  so.kv_format = eo.kv_format;
-  auto sched = server::Scheduler::Create(e.model(), e.tokenizer(), &e.pool(), so, &metrics);
+  auto sched = server::Scheduler::Create(e.model(), e.tokenizer(), &e.pool(), e.kv().paged(), so, &metrics);
   if (!sched.ok()) {
     ReportError(sched.status());
     return finish(2);

@@ -53,38 +53,43 @@ const char* FinishReasonName(FinishReason r) {
 }
 
 Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
-                                                     ThreadPool* pool, const SchedulerOptions& o, Metrics* metrics) {
+                                                     ThreadPool* pool, kv::PagedKvCache& cache,
+                                                     const SchedulerOptions& o, Metrics* metrics) {
   if (o.n_slots <= 0) return Status::InvalidArgument("server: the number of slots (-np) must be positive");
-  if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context size (-c) must be positive");
+  if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context per slot must be positive");
   if (o.step_tokens <= 0) return Status::InvalidArgument("server: the tokens per step must be positive");
-  if (o.kv_format.block_size <= 0) return Status::InvalidArgument("server: the KV block size must be positive");
-  std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, o, metrics));
-  const ModelHParams& hp = model.hparams();
-  // Each slot a full context, plus one block per slot for the copy a forked choice makes.
-  const int64_t blocks = static_cast<int64_t>(o.n_slots) * (s->BlocksFor(o.n_ctx) + 1);
-  if (blocks > (1 << 30)) return Status::OutOfRange("server: -np x -c is too large a KV cache");
-  const double bytes = KvCache::Bytes(model.kv_shape(), blocks * o.kv_format.block_size, o.kv_format);
-  if (bytes > static_cast<double>(KvCache::kMaxBytes))
-    return Status::ResourceExhausted("server: the KV cache for " + std::to_string(o.n_slots) + " slots of " +
-                                     std::to_string(o.n_ctx) + " positions needs " +
-                                     std::to_string(static_cast<int64_t>(bytes / 1048576)) +
-                                     " MiB, more than the cache's limit: lower -np or -c");
-  kv::PagedKvOptions po;
-  po.n_layer = hp.n_layer;
-  po.n_head_kv = hp.n_head_kv;
-  po.head_dim = hp.head_dim;
-  po.format = o.kv_format;
-  po.n_blocks = static_cast<int32_t>(blocks);
-  TIERLM_ASSIGN_OR_RETURN(s->cache_, kv::PagedKvCache::Create(po));
-  s->published_.kv_blocks_total = blocks;
+  std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics));
+  const int64_t need = static_cast<int64_t>(o.n_slots) * s->BlocksFor(o.n_ctx);
+  if (need > cache.blocks().n_blocks())
+    return Status::InvalidArgument("server: " + std::to_string(o.n_slots) + " slots of " + std::to_string(o.n_ctx) +
+                                   " positions need " + std::to_string(need) + " KV blocks but the cache has " +
+                                   std::to_string(cache.blocks().n_blocks()));
+  s->published_.kv_blocks_total = cache.blocks().n_blocks();
   s->PublishGauges();
   s->thread_ = std::thread([p = s.get()] { p->Loop(); });
   return s;
 }
 
-Scheduler::Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, const SchedulerOptions& o,
-                     Metrics* metrics)
-    : model_(model), tok_(tok), pool_(pool), o_(o), metrics_(metrics) {}
+Scheduler::Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
+                     const SchedulerOptions& o, Metrics* metrics)
+    : model_(model), tok_(tok), pool_(pool), o_(o), metrics_(metrics), cache_(&cache) {}
+
+kv::SeqId Scheduler::NextSeq() {
+  const kv::SeqId id = next_seq_;
+  next_seq_ = next_seq_ == std::numeric_limits<kv::SeqId>::max() ? 1 : next_seq_ + 1;
+  return id;
+}
+
+int64_t Scheduler::BlocksNeeded(const GenerationJob& job) const {
+  const int64_t n_prompt = static_cast<int64_t>(job.prompt.size());
+  const int64_t max_new = job.max_tokens >= 0 ? job.max_tokens : o_.n_ctx;
+  const int64_t positions = std::min(n_prompt + max_new, o_.n_ctx);
+  if (job.n <= 1) return BlocksFor(positions);
+  // The prompt's full blocks are shared; each choice has the rest (its copy of the prompt's
+  // partly filled last block included).
+  const int64_t shared = n_prompt / cache_->blocks().block_size();
+  return shared + job.n * (BlocksFor(positions) - shared);
+}
 
 Scheduler::~Scheduler() {
   {
@@ -98,7 +103,7 @@ Scheduler::~Scheduler() {
 }
 
 int64_t Scheduler::BlocksFor(int64_t positions) const {
-  const int64_t bs = o_.kv_format.block_size;
+  const int64_t bs = cache_->blocks().block_size();
   return (positions + bs - 1) / bs;
 }
 
@@ -285,10 +290,7 @@ void Scheduler::Admit() {
         a = std::move(queue_.front());
         queue_.pop_front();
       } else {
-        const int64_t n_prompt = static_cast<int64_t>(head.job.prompt.size());
-        const int64_t max_new = head.job.max_tokens >= 0 ? head.job.max_tokens : o_.n_ctx;
-        const int64_t positions = std::min(n_prompt + max_new, o_.n_ctx);
-        const int64_t need = head.job.n * (BlocksFor(positions) + (head.job.n > 1 ? 1 : 0));
+        const int64_t need = BlocksNeeded(head.job);
         // Admission by blocks: wait (kLater) while the running requests hold them, in
         // arrival order so that a large request is not starved by small ones.
         if (need > total) {
@@ -314,8 +316,7 @@ void Scheduler::Admit() {
       Finish(*a, 504, "the request timed out while queued");
       continue;
     }
-    a->choices[0]->seq = next_seq_;
-    next_seq_ = next_seq_ == std::numeric_limits<kv::SeqId>::max() ? 0 : next_seq_ + 1;
+    a->choices[0]->seq = NextSeq();
     running_seqs += a->job.n;
     running_.push_back(std::move(a));
   }
@@ -397,8 +398,7 @@ bool Scheduler::Step() {
       // The prompt is in: the other choices share its blocks, then every choice samples.
       a.prefilled = true;
       for (size_t i = 1; i < a.choices.size(); ++i) {
-        a.choices[i]->seq = next_seq_;
-        next_seq_ = next_seq_ == std::numeric_limits<kv::SeqId>::max() ? 0 : next_seq_ + 1;
+        a.choices[i]->seq = NextSeq();
         if (Status st = cache_->Fork(a.choices[0]->seq, a.choices[i]->seq); !st.ok()) {
           Finish(a, 500, st.message());
           break;

@@ -13,9 +13,12 @@
 // A request with n > 1 choices prefills its prompt once; the other choices then Fork the
 // prompt's KV blocks (copy on write) and sample from the same logits.
 //
-// Admission reserves, up front, the blocks a request could need in the worst case
-// (prompt plus max tokens, at most the context, per choice), so a running request never
-// runs out of KV and nothing is preempted. The cache holds n_slots full contexts.
+// Admission reserves, up front, the blocks a request could need in the worst case (prompt
+// plus max tokens, at most the context, per choice; forked choices share the prompt's full
+// blocks), so a running request never runs out of KV and nothing is preempted.
+//
+// The KV cache is the caller's (the engine's: its budget accounts for it); the scheduler
+// uses sequences 1 and up, so sequence 0 (KvCache::kSeq) stays the engine's.
 #pragma once
 
 #include <chrono>
@@ -44,7 +47,6 @@ struct SchedulerOptions {
   int64_t n_ctx = 2048;        // positions per sequence
   int64_t step_tokens = 512;   // tokens per forward pass (decode first, then prefill chunks)
   size_t max_queue = 256;      // requests waiting; Submit refuses more (HTTP 503)
-  kv::KvFormat kv_format;      // the cache's types and block size
 };
 
 // One generation: a tokenized prompt and how to continue it.
@@ -60,10 +62,11 @@ struct GenerationJob {
 
 class Scheduler {
  public:
-  // The model, tokenizer and pool must outlive the scheduler; metrics may be null.
+  // The model, tokenizer, pool and cache must outlive the scheduler; metrics may be null.
+  // InvalidArgument when the cache cannot hold n_slots sequences of n_ctx positions.
   static Result<std::unique_ptr<Scheduler>> Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
-                                                   ThreadPool* pool, const SchedulerOptions& options,
-                                                   Metrics* metrics);
+                                                   ThreadPool* pool, kv::PagedKvCache& cache,
+                                                   const SchedulerOptions& options, Metrics* metrics);
   ~Scheduler();  // stops the compute thread; unfinished requests get an error event
 
   // Queues a job. InvalidArgument (HTTP 400) for a job that can never run (empty prompt,
@@ -79,8 +82,11 @@ class Scheduler {
  private:
   struct Choice;
   struct Active;
-  Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, const SchedulerOptions& o,
-            Metrics* metrics);
+  Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
+            const SchedulerOptions& o, Metrics* metrics);
+  kv::SeqId NextSeq();
+  // Worst-case blocks of a job (see the class comment).
+  int64_t BlocksNeeded(const GenerationJob& job) const;
   void Loop();
   // One step over the running set; false when there was nothing to do.
   bool Step();
@@ -96,9 +102,9 @@ class Scheduler {
   ThreadPool* pool_;
   SchedulerOptions o_;
   Metrics* metrics_;
-  std::unique_ptr<kv::PagedKvCache> cache_;
+  kv::PagedKvCache* cache_;
   int64_t committed_blocks_ = 0;  // worst-case blocks of the admitted requests
-  kv::SeqId next_seq_ = 0;
+  kv::SeqId next_seq_ = 1;
 
   // Shared with Submit (HTTP threads).
   mutable std::mutex mu_;

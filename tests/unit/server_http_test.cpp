@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -26,8 +27,10 @@ using testing::ServerProcess;
 
 std::string Model() { return testing::StoriesModel().string(); }
 
+// -c is the KV positions of all slots together (as llama-server's): each request gets -c / -np.
 std::vector<std::string> Args(std::vector<std::string> extra) {
-  std::vector<std::string> a = {"-m", Model(), "-t", "2", "-c", "256"};
+  std::vector<std::string> a = {"-m", Model(), "-t", "2"};
+  if (std::find(extra.begin(), extra.end(), "-c") == extra.end()) extra.insert(extra.end(), {"-c", "1024"});
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -413,7 +416,7 @@ TEST(ServerHttpTest, ClientThatLeavesMidStreamIsCancelledAndItsBlocksFreed) {
 }
 
 TEST(ServerHttpTest, SixteenConcurrentStreamsEqualEachAloneAndHealthAnswers) {
-  ServerProcess s(Args({"-np", "16", "-b", "64"}));
+  ServerProcess s(Args({"-np", "16", "-c", "4096", "-b", "64"}));
   ASSERT_TRUE(s.ok()) << s.Log();
   const char* prompts[16] = {"Once upon a time", "The little dog", "Lily went to the park", "Tom had a red ball",
                              "One day, a bird", "The sun was", "Sara and Ben", "There was a big tree", "Mom said",
@@ -494,14 +497,14 @@ TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
                      {"max_tokens", 30}, {"temperature", 0}, {"n", 2}};
   std::string in_memory, streamed;
   {
-    ServerProcess s(Args({"-np", "4"}));
+    ServerProcess s(Args({"-np", "4", "-c", "256"}));
     ASSERT_TRUE(s.ok()) << s.Log();
     Reply r = Do(s, "POST", "/v1/chat/completions", body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     in_memory = r.j["choices"].dump() + r.j["usage"].dump();
   }
   {
-    ServerProcess s(Args({"-np", "4", "--mem-budget", "9.5M"}));
+    ServerProcess s(Args({"-np", "4", "-c", "256", "--mem-budget", "9.5M"}));
     ASSERT_TRUE(s.ok()) << s.Log();
     EXPECT_NE(s.Log().find("streaming ring"), std::string::npos) << s.Log();  // weights do stream
     std::vector<std::thread> others;
@@ -518,11 +521,11 @@ TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
 }
 
 TEST(ServerHttpTest, ARequestPastItsTimeoutIsCutOffWith504) {
-  ServerProcess s(Args({"-c", "2048", "--timeout", "0.3"}));
+  ServerProcess s(Args({"-np", "1", "-c", "4096", "--timeout", "0.3"}));
   ASSERT_TRUE(s.ok()) << s.Log();
   const auto t0 = std::chrono::steady_clock::now();
   Reply r = Do(s, "POST", "/v1/completions",
-               json{{"prompt", "Once"}, {"max_tokens", 2000}, {"logit_bias", {{"2", -100}}}}.dump());
+               json{{"prompt", "Once"}, {"max_tokens", 4000}, {"logit_bias", {{"2", -100}}}}.dump());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ExpectOpenAiError(r, 504, "timeout");
   EXPECT_LT(seconds, 30);

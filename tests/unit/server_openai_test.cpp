@@ -78,7 +78,7 @@ TEST(ServerOpenAiClientTest, OfficialClientGetsRunsGreedyAnswersAndExactUsage) {
   fs::copy_file(testing::SourceDir() / "tests" / "server" / "openai_client.mjs", script,
                 fs::copy_options::overwrite_existing);
 
-  testing::ServerProcess s({"-m", Model(), "-t", "2", "-c", "256", "-np", "4", "--api-key", "test-key"});
+  testing::ServerProcess s({"-m", Model(), "-t", "2", "-c", "1024", "-np", "4", "--api-key", "test-key"});
   ASSERT_TRUE(s.ok()) << s.Log();
   auto r = testing::RunShell("node " + testing::Quote(script.string()) + " " + testing::Quote(s.url()) +
                                  " stories260K test-key",

@@ -60,6 +60,19 @@ Output Collect(RequestStream& s, int32_t n) {
   return o;
 }
 
+// A paged cache of n_blocks blocks of 16 f16 positions for the model.
+std::unique_ptr<kv::PagedKvCache> MakeCache(const LlamaModel& m, int32_t n_blocks) {
+  kv::PagedKvOptions o;
+  o.n_layer = m.hparams().n_layer;
+  o.n_head_kv = m.hparams().n_head_kv;
+  o.head_dim = m.hparams().head_dim;
+  o.format = {GgmlType::kF16, GgmlType::kF16, 16};
+  o.n_blocks = n_blocks;
+  auto c = kv::PagedKvCache::Create(o);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return std::move(*c);
+}
+
 class ServerSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -80,8 +93,8 @@ class ServerSchedulerTest : public ::testing::Test {
     o.n_ctx = n_ctx;
     o.step_tokens = step_tokens;
     o.max_queue = max_queue;
-    o.kv_format = {GgmlType::kF16, GgmlType::kF16, 16};
-    auto s = Scheduler::Create(engine_->model(), engine_->tokenizer(), &engine_->pool(), o, &metrics_);
+    cache_ = MakeCache(engine_->model(), static_cast<int32_t>(slots * ((n_ctx + 15) / 16)));
+    auto s = Scheduler::Create(engine_->model(), engine_->tokenizer(), &engine_->pool(), *cache_, o, &metrics_);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return std::move(*s);
   }
@@ -96,6 +109,7 @@ class ServerSchedulerTest : public ::testing::Test {
   }
 
   std::unique_ptr<Engine> engine_;
+  std::unique_ptr<kv::PagedKvCache> cache_;  // declared after the engine: freed before it
   Metrics metrics_;
 };
 
@@ -268,13 +282,14 @@ TEST(ServerSchedulerQuantizedTest, Q4_0AloneEqualsTogether) {
   auto e = Engine::Load(eo);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   Engine& engine = **e;
+  std::vector<std::unique_ptr<kv::PagedKvCache>> caches;
   auto make = [&](int32_t slots, int64_t step) {
     SchedulerOptions o;
     o.n_slots = slots;
     o.n_ctx = 128;
     o.step_tokens = step;
-    o.kv_format = {GgmlType::kF16, GgmlType::kF16, 16};
-    auto s = Scheduler::Create(engine.model(), engine.tokenizer(), &engine.pool(), o, nullptr);
+    caches.push_back(MakeCache(engine.model(), slots * 8));
+    auto s = Scheduler::Create(engine.model(), engine.tokenizer(), &engine.pool(), *caches.back(), o, nullptr);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return std::move(*s);
   };
