@@ -280,42 +280,45 @@ void Scheduler::Admit() {
   const int64_t total = cache_->blocks().n_blocks();
   int32_t running_seqs = 0;
   for (auto& a : running_) running_seqs += a->job.n;
+  // Waiting requests whose client left or whose time is up leave the queue wherever they are.
+  std::vector<std::unique_ptr<Active>> dropped;
+  {
+    const auto now = Clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->stream->cancelled() || now >= (*it)->job.deadline) {
+        dropped.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& a : dropped) {
+    if (a->stream->cancelled()) Finish(*a, 499, "cancelled");
+    else Finish(*a, 504, "the request timed out while waiting for a slot");
+  }
+  // Admission by blocks, in arrival order (so that a large request is not starved by small
+  // ones): the head waits (Admit::kLater) while the running requests hold what it needs.
   while (true) {
     std::unique_ptr<Active> a;
+    int64_t need = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (queue_.empty()) return;
-      Active& head = *queue_.front();
-      if (head.stream->cancelled() || Clock::now() >= head.job.deadline) {
-        a = std::move(queue_.front());
-        queue_.pop_front();
-      } else {
-        const int64_t need = BlocksNeeded(head.job);
-        // Admission by blocks: wait (kLater) while the running requests hold them, in
-        // arrival order so that a large request is not starved by small ones.
-        if (need > total) {
-          a = std::move(queue_.front());
-          queue_.pop_front();
-          a->committed = 0;
-          Finish(*a, 400, "the request needs " + std::to_string(need) + " KV blocks but the cache has " +
-                              std::to_string(total));
-          continue;
-        }
-        if (committed_blocks_ + need > total || running_seqs + head.job.n > o_.n_slots) return;
-        a = std::move(queue_.front());
-        queue_.pop_front();
-        a->committed = need;
-        committed_blocks_ += need;
-      }
+      need = BlocksNeeded(queue_.front()->job);
+      if (need <= total && (committed_blocks_ + need > total || running_seqs + queue_.front()->job.n > o_.n_slots))
+        return;
+      a = std::move(queue_.front());
+      queue_.pop_front();
     }
-    if (a->stream->cancelled()) {
-      Finish(*a, 499, "cancelled");
+    if (need > total) {  // Admit::kImpossible
+      Finish(*a, 400, "the request needs " + std::to_string(need) + " KV blocks but the cache has " +
+                          std::to_string(total));
       continue;
     }
-    if (Clock::now() >= a->job.deadline) {
-      Finish(*a, 504, "the request timed out while queued");
-      continue;
-    }
+    a->committed = need;
+    committed_blocks_ += need;
     a->choices[0]->seq = NextSeq();
     running_seqs += a->job.n;
     running_.push_back(std::move(a));
