@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -123,9 +124,13 @@ int ServeCommand(int argc, char** argv) {
   std::fprintf(stderr, "serve: listening on http://%s:%d (loading %s)\n", ho.host.c_str(), http.port(),
                eo.model_path.c_str());
   std::thread io([&] { http.Serve(); });
+  // Set once the scheduler runs: a stop signal ends its requests (503) so that no HTTP
+  // thread waits for a generation that will not come.
+  std::atomic<server::Scheduler*> running_scheduler{nullptr};
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
+    if (server::Scheduler* s = running_scheduler.load()) s->Shutdown();
     http.Stop();
   });
   auto finish = [&](int code) {
@@ -177,6 +182,7 @@ int ServeCommand(int argc, char** argv) {
   backend.n_ctx = so.n_ctx;
   backend.created = static_cast<int64_t>(std::time(nullptr));
   if (e.tiered()) std::fprintf(stderr, "serve: %s\n", e.memory_plan().ToString().c_str());
+  running_scheduler.store(sched->get());
   http.SetBackend(&backend);
   std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens, chat template %s, %d threads\n",
                backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx), ChatTemplateName(*tmpl),
@@ -184,6 +190,7 @@ int ServeCommand(int argc, char** argv) {
   io.join();
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
+  running_scheduler.store(nullptr);
   std::fprintf(stderr, "serve: stopped\n");
   return 0;
 }

@@ -91,15 +91,25 @@ int64_t Scheduler::BlocksNeeded(const GenerationJob& job) const {
   return shared + job.n * (BlocksFor(positions) - shared);
 }
 
-Scheduler::~Scheduler() {
+Scheduler::~Scheduler() { Shutdown(); }
+
+void Scheduler::Shutdown() {
+  std::lock_guard<std::mutex> once(shutdown_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  std::deque<std::unique_ptr<Active>> queued;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued.swap(queue_);
+  }
   for (auto& a : running_) Finish(*a, 503, "the server is shutting down");
-  for (auto& a : queue_) Finish(*a, 503, "the server is shutting down");
+  for (auto& a : queued) Finish(*a, 503, "the server is shutting down");
+  running_.clear();
+  PublishGauges();
 }
 
 int64_t Scheduler::BlocksFor(int64_t positions) const {

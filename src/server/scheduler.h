@@ -67,7 +67,11 @@ class Scheduler {
   static Result<std::unique_ptr<Scheduler>> Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
                                                    ThreadPool* pool, kv::PagedKvCache& cache,
                                                    const SchedulerOptions& options, Metrics* metrics);
-  ~Scheduler();  // stops the compute thread; unfinished requests get an error event
+  ~Scheduler();  // Shutdown()
+
+  // Stops the compute thread (after its current step) and ends every unfinished request
+  // with an error event (503); Submit refuses from then on. Any thread; idempotent.
+  void Shutdown();
 
   // Queues a job. InvalidArgument (HTTP 400) for a job that can never run (empty prompt,
   // prompt longer than the context, more choices than slots); ResourceExhausted (HTTP 503)
@@ -117,6 +121,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Active>> running_;
   std::vector<float> logits_;
   std::thread thread_;
+  std::mutex shutdown_mu_;  // one Shutdown at a time
 };
 
 }  // namespace tierlm::server

@@ -486,9 +486,44 @@ TEST(ServerHttpTest, AModelThatCannotLoadEndsTheServerAndSigtermStopsIt) {
   EXPECT_NE(bad.Log().find("listening on"), std::string::npos) << bad.Log();
   EXPECT_NE(bad.Log().find("error:"), std::string::npos) << bad.Log();
   EXPECT_EQ(bad.Stop(), 2) << bad.Log();
-  ServerProcess s(Args({}));
+  ServerProcess s(Args({"-np", "1", "-c", "4096"}));
   ASSERT_TRUE(s.ok()) << s.Log();
-  EXPECT_EQ(s.Stop(), 0) << s.Log();  // SIGTERM: a clean stop
+  // A stream in flight when SIGTERM comes: the server ends it and exits at once.
+  std::atomic<bool> streaming{false};
+  std::string raw;
+  std::thread client([&] {
+    httplib::Client c("127.0.0.1", s.port());
+    c.set_read_timeout(60);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = json{{"prompt", "Once"}, {"max_tokens", 4000}, {"stream", true}, {"logit_bias", {{"2", -100}}}}.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      raw.append(d, n);
+      streaming = true;
+      return true;
+    };
+    c.send(req);
+  });
+  for (int i = 0; i < 500 && !streaming; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(streaming);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(s.Stop(), 0) << s.Log();  // SIGTERM: a clean stop, not the SIGKILL after 10 s
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5);
+  client.join();
+  EXPECT_NE(raw.find("shutting down"), std::string::npos) << raw.substr(raw.size() > 300 ? raw.size() - 300 : 0);
+}
+
+TEST(ServerHttpTest, OddServeFlagsExit2WithAnError) {
+  const std::string bin = testing::Quote(testing::TierlmBinary()) + " serve -m " + testing::Quote(Model()) + " -q ";
+  for (const char* flags : {"--port 70000", "--port -1", "-np 0", "-np 99999999999999999999", "--max-body 0",
+                            "--timeout nan", "--timeout 0", "--max-connections 0", "--max-n 0", "-c 3 -np 16 --port 0",
+                            "--chat-template nope", "--host", "--mem-budget 1K --port 0", "-ctk q9"}) {
+    auto r = testing::RunShell("timeout 30 " + bin + flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
+    EXPECT_NE(r.output.find("error: "), std::string::npos) << flags << ": " << r.output;
+  }
 }
 
 TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {

@@ -186,6 +186,37 @@ TEST_F(ServerSchedulerTest, SixteenAtOnceEqualEachAloneWithAnyChunking) {
   }
 }
 
+// With a seed, sampling is reproducible too, alone or among others (each request draws
+// from its own generator, over logits that do not depend on the batch); n = 2 choices use
+// seeds s and s + 1, so they differ.
+TEST_F(ServerSchedulerTest, SeededSamplingIsTheSameInAnyBatch) {
+  auto sampled = [&](const char* p, uint64_t seed, int32_t n) {
+    GenerationJob j = Greedy(p, 24);
+    j.sampling.temperature = 1.0f;
+    j.sampling.top_k = 0;
+    j.sampling.top_p = 1.0f;
+    j.sampling.min_p = 0.0f;
+    j.sampling.seed = seed;
+    j.n = n;
+    return j;
+  };
+  auto s = Make(8, 7);
+  auto alone = s->Submit(sampled("The little dog", 42, 2));
+  ASSERT_TRUE(alone.ok());
+  const Output a = Collect(**alone, 2);
+  std::vector<std::shared_ptr<RequestStream>> crowd;
+  for (int i = 0; i < 6; ++i) crowd.push_back(*s->Submit(sampled(kPrompts[i], 100 + static_cast<uint64_t>(i), 1)));
+  auto again = s->Submit(sampled("The little dog", 42, 2));
+  ASSERT_TRUE(again.ok());
+  const Output b = Collect(**again, 2);
+  for (auto& c : crowd) Collect(*c, 1);
+  EXPECT_EQ(b.tokens, a.tokens);
+  EXPECT_EQ(b.text, a.text);
+  EXPECT_NE(a.tokens[0], a.tokens[1]);  // 24 tokens drawn at temperature 1 from two seeds
+  auto other = s->Submit(sampled("The little dog", 43, 1));
+  EXPECT_NE(Collect(**other, 1).tokens[0], a.tokens[0]);
+}
+
 TEST_F(ServerSchedulerTest, ForkedChoicesEqualTheSingleOne) {
   auto s = Make(4, 512);
   auto one = s->Submit(Greedy("Lily went to the park", 30));
