@@ -181,6 +181,18 @@ int ServeCommand(int argc, char** argv) {
   backend.model_id = alias.empty() ? std::filesystem::path(eo.model_path).stem().string() : alias;
   backend.n_ctx = so.n_ctx;
   backend.created = static_cast<int64_t>(std::time(nullptr));
+  if (TieredWeightStore* tiered = e.tiered()) {
+    backend.refresh_metrics = [tiered](server::Metrics* m) {
+      const ResidencyStats rs = tiered->residency_stats();  // thread-safe snapshot
+      uint64_t reads = 0, bytes = 0, stalls = 0;
+      for (const ClassStats& c : rs.per_class) {
+        reads += c.reads;
+        bytes += c.bytes_read;
+        stalls += c.stalls;
+      }
+      m->SetWeightReads(reads, bytes, stalls);
+    };
+  }
   if (e.tiered()) std::fprintf(stderr, "serve: %s\n", e.memory_plan().ToString().c_str());
   running_scheduler.store(sched->get());
   http.SetBackend(&backend);

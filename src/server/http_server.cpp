@@ -258,7 +258,10 @@ void HttpServer::Routes() {
   });
 
   s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    if (const Backend* b = backend_.load()) metrics_->SetGauges(b->scheduler->Snapshot());
+    if (const Backend* b = backend_.load()) {
+      metrics_->SetGauges(b->scheduler->Snapshot());
+      if (b->refresh_metrics) b->refresh_metrics(metrics_);
+    }
     res.set_content(metrics_->Text(), "text/plain; version=0.0.4");
   });
 

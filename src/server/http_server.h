@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -51,6 +52,8 @@ struct Backend {
   std::string model_id;  // what /v1/models lists and requests may name
   int64_t n_ctx = 0;
   int64_t created = 0;   // Unix seconds the model was loaded
+  // Called before /metrics is written, to refresh what the engine counts (may be empty).
+  std::function<void(Metrics*)> refresh_metrics;
 };
 
 class HttpServer {

@@ -69,6 +69,12 @@ void Metrics::CountRequestFinished(bool ok) {
   std::lock_guard<std::mutex> lock(mu_);
   ++(ok ? finished_ok_ : finished_error_);
 }
+void Metrics::SetWeightReads(uint64_t reads, uint64_t bytes, uint64_t stalls) {
+  std::lock_guard<std::mutex> lock(mu_);
+  weight_reads_ = reads;
+  weight_bytes_ = bytes;
+  weight_stalls_ = stalls;
+}
 MetricsSnapshot Metrics::gauges() const {
   std::lock_guard<std::mutex> lock(mu_);
   return g_;
@@ -96,6 +102,12 @@ std::string Metrics::Text() const {
   metric("tierlm_requests_finished_total", "counter", "Generation requests finished, by outcome.",
          "tierlm_requests_finished_total{outcome=\"ok\"} " + std::to_string(finished_ok_) + "\n" +
              "tierlm_requests_finished_total{outcome=\"error\"} " + std::to_string(finished_error_) + "\n");
+  metric("tierlm_weight_disk_read_bytes_total", "counter", "Weight bytes read from the model file under --mem-budget.",
+         line("tierlm_weight_disk_read_bytes_total", weight_bytes_));
+  metric("tierlm_weight_disk_reads_total", "counter", "Weight reads from the model file under --mem-budget.",
+         line("tierlm_weight_disk_reads_total", weight_reads_));
+  metric("tierlm_weight_stalls_total", "counter", "Weight acquires that waited for a read.",
+         line("tierlm_weight_stalls_total", weight_stalls_));
   std::string http;
   const char* cls[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t i = 0; i < 6; ++i)

@@ -44,6 +44,8 @@ class Metrics {
   // One answered HTTP request of an endpoint, by status.
   void CountHttp(int status);
   void CountRequestFinished(bool ok);
+  // Weights streamed from the model file under a budget, since load (0 when all are in memory).
+  void SetWeightReads(uint64_t reads, uint64_t bytes, uint64_t stalls);
 
   MetricsSnapshot gauges() const;
   std::string Text() const;
@@ -53,6 +55,7 @@ class Metrics {
   MetricsSnapshot g_;
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   uint64_t finished_ok_ = 0, finished_error_ = 0;
+  uint64_t weight_reads_ = 0, weight_bytes_ = 0, weight_stalls_ = 0;
   std::array<uint64_t, 6> http_by_class_{};  // 1xx..5xx by first digit, [0] other
   Histogram ttft_, itl_;
 };

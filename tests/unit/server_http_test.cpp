@@ -537,6 +537,7 @@ TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
     Reply r = Do(s, "POST", "/v1/chat/completions", body.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     in_memory = r.j["choices"].dump() + r.j["usage"].dump();
+    EXPECT_EQ(MetricValue(Do(s, "GET", "/metrics").body, "tierlm_weight_disk_read_bytes_total"), 0);
   }
   {
     ServerProcess s(Args({"-np", "4", "-c", "256", "--mem-budget", "9.5M"}));
@@ -551,6 +552,9 @@ TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
     ASSERT_EQ(r.status, 200) << r.body;
     streamed = r.j["choices"].dump() + r.j["usage"].dump();
     for (int st : statuses) EXPECT_EQ(st, 200);
+    const std::string metrics = Do(s, "GET", "/metrics").body;
+    EXPECT_GT(MetricValue(metrics, "tierlm_weight_disk_read_bytes_total"), 0) << metrics;
+    EXPECT_GT(MetricValue(metrics, "tierlm_weight_disk_reads_total"), 0) << metrics;
   }
   EXPECT_EQ(streamed, in_memory);
 }
