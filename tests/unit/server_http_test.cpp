@@ -577,5 +577,26 @@ TEST(ServerHttpTest, ARequestPastItsTimeoutIsCutOffWith504) {
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
 }
 
+TEST(ServerHttpTest, PlanNpShowsHowServeDividesTheContext) {
+  const std::string plan = testing::Quote(testing::TierlmBinary()) + " plan -m " + testing::Quote(Model()) +
+                           " --no-measure --mem-budget 20M -c 4096 ";
+  auto r = testing::RunShell(plan + "-np 16");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("serve -np 16: 16 slots of 256 positions each"), std::string::npos) << r.output;
+  auto odd = testing::RunShell(plan + "-np 13");  // 4096 / 13 = 315, in whole blocks of 16: 304
+  EXPECT_NE(odd.output.find("13 slots of 304 positions"), std::string::npos) << odd.output;
+  auto bad = testing::RunShell(plan + "-np 2000");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+  // The server divides the same way: with -c 64 -np 4 a request has 16 positions.
+  ServerProcess s(Args({"-c", "64", "-np", "4"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  EXPECT_NE(s.Log().find("4 slots of 16 tokens"), std::string::npos) << s.Log();
+  Reply c = Do(s, "POST", "/v1/completions",
+               json{{"prompt", "Once upon a time"}, {"max_tokens", 100}, {"logit_bias", {{"2", -100}}}}.dump());
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(c.j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(c.j["usage"]["total_tokens"], 16 + 1);  // the last token is sampled, not fed
+}
+
 }  // namespace
 }  // namespace tierlm
