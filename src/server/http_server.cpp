@@ -271,6 +271,15 @@ void HttpServer::Routes() {
     SendJson(res, {{"object", "list"}, {"data", json::array({m})}});
   });
 
+  s.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+    const Backend* b = backend_.load();
+    const std::string id = req.matches[1];
+    if (id != b->model_id)
+      return SendError(res, 404, "the model '" + id + "' does not exist (this server serves '" + b->model_id + "')",
+                       "invalid_request_error", "model", "model_not_found");
+    SendJson(res, {{"id", b->model_id}, {"object", "model"}, {"created", b->created}, {"owned_by", "tierlm"}});
+  });
+
   s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
     const Backend* b = backend_.load();
     auto j = ParseJsonObject(req.body);

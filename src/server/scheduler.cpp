@@ -352,33 +352,35 @@ bool Scheduler::Step() {
     Choice* c;  // null: the prompt's last token (all choices sample from it)
   };
   std::vector<Row> rows;
+  // Admission reserved every block, so recording a token cannot fail; if it does, the cache
+  // and the batch no longer agree for anyone: every running request fails.
+  auto broken = [&](const Status& st) {
+    for (auto& a : running_) Finish(*a, 500, "internal error: " + st.message());
+    running_.clear();
+    return true;
+  };
   // Decode tokens first: every running choice advances one token per step.
   for (auto& a : running_) {
     for (auto& c : a->choices) {
       if (c->done || c->pending < 0) continue;
       const int32_t t = c->pending;
       const int64_t pos = cache_->blocks().Length(c->seq);
-      if (Status st = cache_->AddTokens(c->seq, std::span<const int32_t>(&t, 1)); !st.ok()) {
-        Finish(*a, 500, st.message());
-        break;
-      }
+      if (Status st = cache_->AddTokens(c->seq, std::span<const int32_t>(&t, 1)); !st.ok()) return broken(st);
       c->pending = -1;
       batch.Add(t, pos, c->seq, true);
       rows.push_back({a.get(), c.get()});
     }
   }
-  // Prefill chunks in the budget left, oldest request first.
-  int64_t budget = o_.step_tokens - batch.size();
+  // Prefill chunks in the budget left (at least one token, so that prompts advance even when
+  // the decode tokens fill the step), oldest request first.
+  int64_t budget = std::max<int64_t>(o_.step_tokens - batch.size(), 1);
   for (auto& a : running_) {
     if (a->finished || a->prefilled || budget <= 0) continue;
     const int64_t n_prompt = static_cast<int64_t>(a->job.prompt.size());
     const int64_t len = std::min(budget, n_prompt - a->n_prefilled);
     const kv::SeqId seq = a->choices[0]->seq;
     std::span<const int32_t> chunk(a->job.prompt.data() + a->n_prefilled, static_cast<size_t>(len));
-    if (Status st = cache_->AddTokens(seq, chunk); !st.ok()) {
-      Finish(*a, 500, st.message());
-      continue;
-    }
+    if (Status st = cache_->AddTokens(seq, chunk); !st.ok()) return broken(st);
     for (int64_t i = 0; i < len; ++i) {
       const bool last = a->n_prefilled + i + 1 == n_prompt;
       batch.Add(chunk[static_cast<size_t>(i)], a->n_prefilled + i, seq, last);

@@ -174,6 +174,10 @@ TEST(ServerHttpTest, GreedyAnswersEqualRunWithExactUsage) {
   ASSERT_EQ(m.status, 200) << m.body;
   EXPECT_EQ(m.j["object"], "list");
   EXPECT_EQ(m.j["data"][0]["id"], "stories260K");
+  Reply one = Do(s, "GET", "/v1/models/stories260K");
+  EXPECT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(one.j["id"], "stories260K");
+  ExpectOpenAiError(Do(s, "GET", "/v1/models/gpt-4"), 404, "unknown model id");
 
   // Completions: the prompt as `tierlm run -p` takes it.
   const std::string prompt = "Once upon a time";
