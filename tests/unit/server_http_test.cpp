@@ -227,6 +227,19 @@ TEST(ServerHttpTest, GreedyAnswersEqualRunWithExactUsage) {
     EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);  // greedy takes the most likely
     EXPECT_LE(e["logprob"].get<double>(), 0.0);
   }
+  // The counters add up the usage of the three generations exactly.
+  const std::string metrics = Do(s, "GET", "/metrics").body;
+  int64_t prompt_sum = 0, completion_sum = 0;
+  for (const Reply* r : {&c, &ch, &lp}) {
+    prompt_sum += r->j["usage"]["prompt_tokens"].get<int64_t>();
+    completion_sum += r->j["usage"]["completion_tokens"].get<int64_t>();
+  }
+  EXPECT_EQ(MetricValue(metrics, "tierlm_prompt_tokens_total"), prompt_sum) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_generation_tokens_total"), completion_sum) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_time_to_first_token_seconds_count"), 3) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_inter_token_latency_seconds_count"), completion_sum - 3) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"ok\"}"), 3) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
 }
 
 TEST(ServerHttpTest, SseIsFramedAsOpenAiStreamsIt) {
