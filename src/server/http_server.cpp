@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <ctime>
@@ -148,6 +149,20 @@ HttpServer::HttpServer(HttpOptions options, Metrics* metrics)
 HttpServer::~HttpServer() { Stop(); }
 
 Status HttpServer::Bind() {
+  // httplib listens with a backlog of 5: a burst of clients would overflow the kernel's
+  // accept queue. Its socket-options hook hands over the listening socket, whose backlog
+  // is raised once it listens.
+  int listen_fd = -1;
+  svr_->set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
+  Status st = BindSocket();
+  if (st.ok() && listen_fd >= 0) ::listen(listen_fd, 1024);
+  return st;
+}
+
+Status HttpServer::BindSocket() {
   if (o_.port == 0) {
     port_ = svr_->bind_to_any_port(o_.host);
     if (port_ <= 0) return Status::IoError("serve: cannot bind " + o_.host + " (any port)");
@@ -231,56 +246,58 @@ void HttpServer::Routes() {
         return HR::Handled;
       }
     }
-    if (req.path == "/health") return HR::Unhandled;
-    if (active_.load() > o_.max_connections) {
-      res.set_header("Connection", "close");
-      SendError(res, 503, "too many connections (at most " + std::to_string(o_.max_connections) + "); try again later",
-                "unavailable_error", "", "too_many_connections");
-      return HR::Handled;
-    }
-    if (!o_.api_key.empty() && req.get_header_value("Authorization") != "Bearer " + o_.api_key) {
-      res.set_header("Connection", "close");  // the body was not read
-      SendError(res, 401, "invalid or missing API key: send 'Authorization: Bearer <key>'", "authentication_error",
-                "", "invalid_api_key");
-      return HR::Handled;
-    }
-    if (!backend_.load() && req.path != "/metrics") {
-      res.set_header("Connection", "close");
-      SendError(res, 503, "the model is loading", "unavailable_error", "", "loading");
-      return HR::Handled;
-    }
     return HR::Unhandled;
   });
+
+  // The checks every route but /health makes, inside the handler: after httplib has read the
+  // body, so that closing the connection never discards unread bytes (a TCP reset that
+  // would destroy the answer before the client reads it).
+  auto gated = [this](httplib::Server::Handler handler) {
+    return [this, handler](const httplib::Request& req, httplib::Response& res) {
+      if (active_.load() > o_.max_connections) {
+        res.set_header("Connection", "close");
+        return SendError(res, 503,
+                         "too many connections (at most " + std::to_string(o_.max_connections) + "); try again later",
+                         "unavailable_error", "", "too_many_connections");
+      }
+      if (!o_.api_key.empty() && req.get_header_value("Authorization") != "Bearer " + o_.api_key)
+        return SendError(res, 401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                         "authentication_error", "", "invalid_api_key");
+      if (!backend_.load() && req.path != "/metrics")
+        return SendError(res, 503, "the model is loading", "unavailable_error", "", "loading");
+      handler(req, res);
+    };
+  };
 
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     if (!backend_.load()) return SendError(res, 503, "the model is loading", "unavailable_error", "", "loading");
     SendJson(res, {{"status", "ok"}});
   });
 
-  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/metrics", gated([this](const httplib::Request&, httplib::Response& res) {
     if (const Backend* b = backend_.load()) {
       metrics_->SetGauges(b->scheduler->Snapshot());
       if (b->refresh_metrics) b->refresh_metrics(metrics_);
     }
     res.set_content(metrics_->Text(), "text/plain; version=0.0.4");
-  });
+  }));
 
-  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+  s.Get("/v1/models", gated([this](const httplib::Request&, httplib::Response& res) {
     const Backend* b = backend_.load();
     json m = {{"id", b->model_id}, {"object", "model"}, {"created", b->created}, {"owned_by", "tierlm"}};
     SendJson(res, {{"object", "list"}, {"data", json::array({m})}});
-  });
+  }));
 
-  s.Get(R"(/v1/models/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Get(R"(/v1/models/(.+))", gated([this](const httplib::Request& req, httplib::Response& res) {
     const Backend* b = backend_.load();
     const std::string id = req.matches[1];
     if (id != b->model_id)
       return SendError(res, 404, "the model '" + id + "' does not exist (this server serves '" + b->model_id + "')",
                        "invalid_request_error", "model", "model_not_found");
     SendJson(res, {{"id", b->model_id}, {"object", "model"}, {"created", b->created}, {"owned_by", "tierlm"}});
-  });
+  }));
 
-  s.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Post("/tokenize", gated([this](const httplib::Request& req, httplib::Response& res) {
     const Backend* b = backend_.load();
     auto j = ParseJsonObject(req.body);
     if (!j.ok()) return SendError(res, 400, j.status().message(), "invalid_request_error");
@@ -303,9 +320,9 @@ void HttpServer::Routes() {
       else tokens.push_back(id);
     }
     SendJson(res, {{"tokens", tokens}});
-  });
+  }));
 
-  s.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
+  s.Post("/detokenize", gated([this](const httplib::Request& req, httplib::Response& res) {
     const Backend* b = backend_.load();
     auto j = ParseJsonObject(req.body);
     if (!j.ok()) return SendError(res, 400, j.status().message(), "invalid_request_error");
@@ -321,7 +338,7 @@ void HttpServer::Routes() {
       ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
     }
     SendJson(res, {{"content", b->tokenizer->Decode(ids)}});
-  });
+  }));
 
   auto completion = [this](RequestKind kind) {
     return [this, kind](const httplib::Request& req, httplib::Response& res) {
@@ -427,11 +444,11 @@ void HttpServer::Routes() {
       }
     };
   };
-  s.Post("/v1/chat/completions", completion(RequestKind::kChat));
-  s.Post("/v1/completions", completion(RequestKind::kCompletion));
+  s.Post("/v1/chat/completions", gated(completion(RequestKind::kChat)));
+  s.Post("/v1/completions", gated(completion(RequestKind::kCompletion)));
   // llama-server's unversioned aliases.
-  s.Post("/chat/completions", completion(RequestKind::kChat));
-  s.Post("/completions", completion(RequestKind::kCompletion));
+  s.Post("/chat/completions", gated(completion(RequestKind::kChat)));
+  s.Post("/completions", gated(completion(RequestKind::kCompletion)));
 }
 
 }  // namespace tierlm::server

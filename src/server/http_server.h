@@ -73,6 +73,7 @@ class HttpServer {
 
  private:
   void Routes();
+  Status BindSocket();
   HttpOptions o_;
   Metrics* metrics_;
   std::unique_ptr<httplib::Server> svr_;

@@ -615,5 +615,35 @@ TEST(ServerHttpTest, PlanNpShowsHowServeDividesTheContext) {
   EXPECT_EQ(c.j["usage"]["total_tokens"], 16 + 1);  // the last token is sampled, not fed
 }
 
+// A burst of clients overflowed httplib's listen backlog of 5 (connections reset before they
+// were read) until the server raised it.
+TEST(ServerHttpTest, SixtyClientsBeyondEveryLimitGet200Or503AndNoneHangs) {
+  ServerProcess s(Args({"-np", "2", "--max-connections", "6", "--max-queue", "3"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  std::vector<int> status(60, 0);
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < status.size(); ++i)
+    clients.emplace_back([&, i] {
+      const bool stream = i % 2 == 1;
+      const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"stream", stream}};
+      httplib::Client c("127.0.0.1", s.port());
+      c.set_read_timeout(60);
+      auto r = c.Post("/v1/completions", body.dump(), "application/json");
+      status[i] = r ? r->status : -100 - static_cast<int>(r.error());  // -104: a read error (reset)
+    });
+  for (auto& t : clients) t.join();
+  int ok = 0, busy = 0;
+  for (int st : status) {
+    EXPECT_TRUE(st == 200 || st == 503) << st;
+    ok += st == 200;
+    busy += st == 503;
+  }
+  EXPECT_GT(ok, 0);
+  EXPECT_EQ(ok + busy, 60);
+  EXPECT_EQ(Do(s, "GET", "/health").status, 200);
+  EXPECT_EQ(Do(s, "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 2}}.dump()).status, 200);
+  EXPECT_EQ(s.Stop(), 0) << s.Log();
+}
+
 }  // namespace
 }  // namespace tierlm
