@@ -645,5 +645,33 @@ TEST(ServerHttpTest, SixtyClientsBeyondEveryLimitGet200Or503AndNoneHangs) {
   EXPECT_EQ(s.Stop(), 0) << s.Log();
 }
 
+// bench/serve_bench against the server: every request succeeds and its token counts add up
+// to the server's (a request may end early at the end token: the count is its usage).
+TEST(ServerHttpTest, ServeBenchCountsEveryRequestAndToken) {
+  ServerProcess s(Args({"-np", "4"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  auto r = testing::RunShell(testing::Quote(TIERLM_SERVE_BENCH) + " --url " + s.url() +
+                                 " --clients 1,3 --requests 2 -n 6 --json",
+                             /*merge_stderr=*/false);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const json rows = json::parse(r.output, nullptr, false);
+  ASSERT_TRUE(rows.is_array()) << r.output;
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["clients"], 1);
+  EXPECT_EQ(rows[0]["requests"], 2);
+  EXPECT_EQ(rows[1]["clients"], 3);
+  EXPECT_EQ(rows[1]["requests"], 6);
+  std::string metrics = Do(s, "GET", "/metrics").body;
+  int64_t tokens = 0;
+  for (const json& row : rows) {
+    EXPECT_EQ(row["failed"], 0);
+    EXPECT_GT(row["tokens"].get<int64_t>(), 0);
+    EXPECT_LE(row["tokens"].get<int64_t>(), 6 * row["requests"].get<int64_t>());
+    tokens += row["tokens"].get<int64_t>();
+  }
+  EXPECT_EQ(MetricValue(metrics, "tierlm_generation_tokens_total"), tokens) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"ok\"}"), 8) << metrics;
+}
+
 }  // namespace
 }  // namespace tierlm
