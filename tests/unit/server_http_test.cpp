@@ -167,6 +167,7 @@ double MetricValue(const std::string& text, const std::string& series) {
 TEST(ServerHttpTest, GreedyAnswersEqualRunWithExactUsage) {
   ServerProcess s(Args({"-np", "4"}));
   ASSERT_TRUE(s.ok()) << s.Log();
+  EXPECT_NE(s.Log().find("listening on http://127.0.0.1:"), std::string::npos) << s.Log();  // loopback by default
   Reply h = Do(s, "GET", "/health");
   EXPECT_EQ(h.status, 200);
   EXPECT_EQ(h.j, (json{{"status", "ok"}}));
