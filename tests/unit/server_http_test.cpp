@@ -371,13 +371,13 @@ TEST(ServerHttpTest, ApiKeyCorsQueueAndConnectionLimits) {
   {
     // One connection at a time: a second one is answered 503 while a stream holds the first;
     // /health still answers.
-    ServerProcess s(Args({"--max-connections", "1", "-c", "2048"}));
+    ServerProcess s(Args({"--max-connections", "1", "-np", "1", "-c", "16384"}));
     ASSERT_TRUE(s.ok()) << s.Log();
     std::atomic<bool> streaming{false}, stop{false};
     std::thread holder([&] {
       httplib::Client c("127.0.0.1", s.port());
       c.set_read_timeout(60);
-      const json body = {{"prompt", "Once"}, {"max_tokens", 2000}, {"stream", true}, {"logit_bias", {{"2", -100}}}};
+      const json body = {{"prompt", "Once"}, {"max_tokens", 16000}, {"stream", true}, {"logit_bias", {{"2", -100}}}};
       httplib::Request req;
       req.method = "POST";
       req.path = "/v1/completions";
@@ -400,12 +400,12 @@ TEST(ServerHttpTest, ApiKeyCorsQueueAndConnectionLimits) {
 }
 
 TEST(ServerHttpTest, ClientThatLeavesMidStreamIsCancelledAndItsBlocksFreed) {
-  ServerProcess s(Args({"-c", "2048", "-np", "2"}));
+  ServerProcess s(Args({"-c", "16384", "-np", "1"}));
   ASSERT_TRUE(s.ok()) << s.Log();
   httplib::Client c("127.0.0.1", s.port());
   c.set_read_timeout(60);
   // Banned end token and a long budget: only the disconnect can end it early.
-  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 2000}, {"stream", true},
+  const json body = {{"prompt", "Once upon a time"}, {"max_tokens", 16000}, {"stream", true},
                      {"logit_bias", {{"2", -100}}}};
   httplib::Request req;
   req.method = "POST";
@@ -426,7 +426,7 @@ TEST(ServerHttpTest, ClientThatLeavesMidStreamIsCancelledAndItsBlocksFreed) {
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"error\"}"), 1) << metrics;  // cancelled
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"ok\"}"), 0) << metrics;
-  EXPECT_LT(MetricValue(metrics, "tierlm_generation_tokens_total"), 2000) << metrics;
+  EXPECT_LT(MetricValue(metrics, "tierlm_generation_tokens_total"), 16000) << metrics;
   EXPECT_GT(MetricValue(metrics, "tierlm_kv_blocks_total"), 0);
   EXPECT_GE(MetricValue(metrics, "tierlm_time_to_first_token_seconds_count"), 1);
   // The server goes on.
@@ -504,7 +504,7 @@ TEST(ServerHttpTest, AModelThatCannotLoadEndsTheServerAndSigtermStopsIt) {
   EXPECT_NE(bad.Log().find("listening on"), std::string::npos) << bad.Log();
   EXPECT_NE(bad.Log().find("error:"), std::string::npos) << bad.Log();
   EXPECT_EQ(bad.Stop(), 2) << bad.Log();
-  ServerProcess s(Args({"-np", "1", "-c", "4096"}));
+  ServerProcess s(Args({"-np", "1", "-c", "16384"}));
   ASSERT_TRUE(s.ok()) << s.Log();
   // A stream in flight when SIGTERM comes: the server ends it and exits at once.
   std::atomic<bool> streaming{false};
@@ -515,7 +515,7 @@ TEST(ServerHttpTest, AModelThatCannotLoadEndsTheServerAndSigtermStopsIt) {
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
-    req.body = json{{"prompt", "Once"}, {"max_tokens", 4000}, {"stream", true}, {"logit_bias", {{"2", -100}}}}.dump();
+    req.body = json{{"prompt", "Once"}, {"max_tokens", 16000}, {"stream", true}, {"logit_bias", {{"2", -100}}}}.dump();
     req.set_header("Content-Type", "application/json");
     req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
       raw.append(d, n);
@@ -578,11 +578,11 @@ TEST(ServerHttpTest, UnderAMemBudgetWithStreamingWeightsTheAnswersAreTheSame) {
 }
 
 TEST(ServerHttpTest, ARequestPastItsTimeoutIsCutOffWith504) {
-  ServerProcess s(Args({"-np", "1", "-c", "4096", "--timeout", "0.3"}));
+  ServerProcess s(Args({"-np", "1", "-c", "16384", "--timeout", "0.3"}));
   ASSERT_TRUE(s.ok()) << s.Log();
   const auto t0 = std::chrono::steady_clock::now();
   Reply r = Do(s, "POST", "/v1/completions",
-               json{{"prompt", "Once"}, {"max_tokens", 4000}, {"logit_bias", {{"2", -100}}}}.dump());
+               json{{"prompt", "Once"}, {"max_tokens", 16000}, {"logit_bias", {{"2", -100}}}}.dump());
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ExpectOpenAiError(r, 504, "timeout");
   EXPECT_LT(seconds, 30);
