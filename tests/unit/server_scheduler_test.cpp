@@ -256,7 +256,7 @@ TEST_F(ServerSchedulerTest, StopStringCutsExactlyAcrossTokens) {
 }
 
 TEST_F(ServerSchedulerTest, CancelFreesBlocksAndAFullQueueRefuses) {
-  auto s = Make(1, 512, /*max_queue=*/1);
+  auto s = Make(1, 512, /*max_queue=*/1, /*n_ctx=*/16384);  // long enough to outlast the test's steps
   GenerationJob endless = Greedy("Once upon a time", -1);
   endless.sampling.logit_bias = {{engine_->tokenizer().vocab().eos_id, -100.0f}};  // never ends by itself
   auto a = s->Submit(endless);
@@ -278,6 +278,8 @@ TEST_F(ServerSchedulerTest, CancelFreesBlocksAndAFullQueueRefuses) {
   EXPECT_EQ(s->Snapshot().requests_running, 0);
   EXPECT_EQ(s->Snapshot().requests_queued, 0);
   // A request that runs into the context ends with "length" at exactly the context.
+  s.reset();
+  s = Make(1, 512);
   GenerationJob ctx = endless;
   auto d = s->Submit(ctx);
   ASSERT_TRUE(d.ok());
