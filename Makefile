@@ -4,7 +4,8 @@
 BUILD ?= build
 JOBS ?= $(shell nproc)
 DEPS := build-essential cmake ninja-build pkg-config git xz-utils libgtest-dev libgmock-dev liburing-dev libxxhash-dev \
-        nlohmann-json3-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev
+        nlohmann-json3-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev \
+        libcpp-httplib-dev curl nodejs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_ARGS ?= -p "Once upon a time" -n 200
 
@@ -35,10 +36,12 @@ test: build
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
 	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
-	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer
-	mkdir -p $(BUILD)-fuzz/corpus
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer
+	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server
 	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus fuzz/corpus/gguf
+	./$(BUILD)-fuzz/fuzz/server_request_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
+	  -max_len=65536 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-server fuzz/corpus/server_request
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz

@@ -29,6 +29,9 @@ int PlanCommand(int argc, char** argv) {
   ap.Add({"-c", "--ctx-size"}, &n_ctx, "context size; 0: the model's, at most 4096 (default 0)");
   ap.Add({"-b", "--batch-size"}, &n_batch, "prompt tokens per batch, at least 1, at most -c (default 512)");
   ap.Add({"-t", "--threads"}, &threads, "threads, at most 1024 (default and <= 0: all cores)");
+  int32_t n_slots = 0;
+  ap.Add({"-np", "--parallel"}, &n_slots,
+         "as tierlm serve -np: how -c divides among this many slots (default 0: not a server)");
   ap.Flag({"--tensors"}, &all, "list every tensor (default: a summary per kind)");
   ap.Flag({"--no-measure"}, &no_measure, "do not measure DRAM and disk bandwidth (no prediction)");
   bool quiet = false;  // plan reads no weights: it has no progress lines to silence
@@ -42,6 +45,7 @@ int PlanCommand(int argc, char** argv) {
   if (model.empty()) return ReportError(Status::InvalidArgument("plan: -m MODEL.gguf is required"));
   if (n_ctx < 0) return ReportError(Status::InvalidArgument("context size (-c) must not be negative (0: the model's)"));
   if (n_batch <= 0) return ReportError(Status::InvalidArgument("batch size (-b) must be positive"));
+  if (n_slots < 0 || n_slots > 1024) return ReportError(Status::InvalidArgument("-np must be in 0..1024"));
   auto resolved_threads = ResolveThreadCount(threads);
   if (!resolved_threads.ok()) return ReportError(resolved_threads.status());
   NoteThreads(threads);
@@ -148,6 +152,17 @@ int PlanCommand(int argc, char** argv) {
     std::printf("KV cache: -ctk %s -ctv %s, %s for -c %lld, all in memory; a token at depth %lld reads all of it\n",
                 kv_types.k.c_str(), kv_types.v.c_str(), FormatBytes(kv_per_token).c_str(), static_cast<long long>(n_ctx),
                 static_cast<long long>(n_ctx));
+  }
+  if (n_slots > 0) {
+    // serve's division (cmd_serve.cpp): -c / -np positions per slot, in whole blocks.
+    int64_t per_slot = n_ctx / n_slots;
+    if (per_slot >= kv_format.block_size) per_slot -= per_slot % kv_format.block_size;
+    if (per_slot < 1)
+      return ReportError(Status::InvalidArgument("-c " + std::to_string(n_ctx) + " is too small for -np " +
+                                                 std::to_string(n_slots)));
+    std::printf("serve -np %d: %d slots of %lld positions each (a request's prompt and reply), sharing the KV "
+                "cache above\n",
+                n_slots, n_slots, static_cast<long long>(per_slot));
   }
   if (no_measure) return 0;
 

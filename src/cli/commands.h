@@ -19,6 +19,7 @@ int BenchCommand(int argc, char** argv);
 int PlanCommand(int argc, char** argv);
 int TraceCommand(int argc, char** argv);
 int MoeReportCommand(int argc, char** argv);
+int ServeCommand(int argc, char** argv);
 
 // Recording a routing trace (trace, moe-report -m): the options, their flags, the run.
 struct TraceOptions {

@@ -22,6 +22,8 @@ void PrintHelp() {
       "  plan     placement under a memory budget and predicted speed:\n"
       "                                 tierlm plan -m model.gguf --mem-budget 6G\n"
       "  trace    record MoE routing:   tierlm trace -m moe.gguf -p \"Hello\" -n 64 -o routing.trace\n"
+      "  serve    OpenAI-compatible server with continuous batching:\n"
+      "                                 tierlm serve -m model.gguf --port 8080 -np 4\n"
       "  moe-report  expert cache hit rates and routing consistency of a trace:\n"
       "                                 tierlm moe-report --trace routing.trace\n"
       "\n"
@@ -44,6 +46,7 @@ static int Dispatch(int argc, char** argv) {
   if (cmd == "plan") return tierlm::cli::PlanCommand(argc, argv);
   if (cmd == "trace") return tierlm::cli::TraceCommand(argc, argv);
   if (cmd == "moe-report") return tierlm::cli::MoeReportCommand(argc, argv);
+  if (cmd == "serve") return tierlm::cli::ServeCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
   return 2;
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace tierlm {
@@ -26,10 +28,24 @@ int32_t Sampler::Sample(std::span<const float> logits) {
   cand_.reserve(logits.size());
   for (size_t i = 0; i < logits.size(); ++i) cand_.emplace_back(logits[i], static_cast<int32_t>(i));
 
+  for (const auto& [id, bias] : p_.logit_bias) {
+    if (id < 0 || static_cast<size_t>(id) >= cand_.size()) continue;
+    float& logit = cand_[static_cast<size_t>(id)].first;
+    logit = bias <= -100.0f ? -std::numeric_limits<float>::infinity() : logit + bias;
+  }
+
   if (p_.repeat_penalty != 1.0f && !recent_.empty()) {
     std::unordered_set<int32_t> seen(recent_.begin(), recent_.end());
     for (auto& [logit, id] : cand_)
       if (seen.count(id)) logit = logit > 0 ? logit / p_.repeat_penalty : logit * p_.repeat_penalty;
+  }
+  if ((p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f) && !recent_.empty()) {
+    std::unordered_map<int32_t, int32_t> count;
+    for (int32_t t : recent_) ++count[t];
+    for (const auto& [id, c] : count) {
+      if (id < 0 || static_cast<size_t>(id) >= cand_.size()) continue;
+      cand_[static_cast<size_t>(id)].first -= p_.presence_penalty + p_.frequency_penalty * static_cast<float>(c);
+    }
   }
 
   if (p_.temperature <= 0.0f) {

@@ -1,14 +1,16 @@
 // Sampler: turns a row of logits into the next token id.
 //
-// The chain follows llama.cpp's default order: repetition penalty, top-k, top-p, min-p,
-// temperature, then a draw from the seeded generator. Temperature <= 0 is greedy (argmax,
-// lowest id wins ties).
+// The chain follows llama.cpp's default order: logit bias, penalties (repetition, then
+// OpenAI's presence and frequency over the same last repeat_last_n tokens), top-k, top-p,
+// min-p, temperature, then a draw from the seeded generator. Temperature <= 0 is greedy
+// (argmax after bias and penalties, lowest id wins ties).
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <random>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace tierlm {
@@ -21,6 +23,13 @@ struct SamplerParams {
   float repeat_penalty = 1.0f;  // 1: off; > 1 discourages the last repeat_last_n tokens
   int32_t repeat_last_n = 64;
   uint64_t seed = 0xFFFFFFFF;   // fixed seed gives reproducible draws
+  // OpenAI's penalties: presence subtracts once from a token seen in the window, frequency
+  // once per occurrence. 0: off.
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
+  // Added to a token's logit before anything else (OpenAI logit_bias); a bias of -100 or
+  // less bans the token. Empty: none.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 class Sampler {

@@ -185,7 +185,7 @@ std::vector<FlagCase> Cases() {
   add("bench", bench, "-ctk", kString);
   // plan
   const std::string plan = "plan -m " + M + " --no-measure";
-  for (const char* flag : {"-c", "-b", "-t"}) add("plan", plan, flag, kInt);
+  for (const char* flag : {"-c", "-b", "-t", "-np"}) add("plan", plan, flag, kInt);
   add("plan", plan, "--mem-budget", kSize);
   add("plan", plan, "-m", kString);
   add("plan", plan, "-ctv", kString);

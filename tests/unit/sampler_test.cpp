@@ -97,5 +97,39 @@ TEST(SamplerTest, RepetitionPenaltyDiscouragesRecentTokens) {
   EXPECT_EQ(s.Sample(logits), 1);
 }
 
+TEST(SamplerTest, LogitBiasShiftsAndBans) {
+  SamplerParams p = Plain(0.0f);
+  p.logit_bias = {{0, -100.0f}, {2, 3.0f}};
+  Sampler s(p);
+  const std::vector<float> logits = {5.0f, 1.0f, 0.5f};
+  EXPECT_EQ(s.Sample(logits), 2);  // 0.5 + 3 beats 1.0; token 0 is banned
+  SamplerParams q = Plain(1.0f);
+  q.logit_bias = {{0, -100.0f}, {99, 5.0f}};  // an id out of range is ignored
+  Sampler t(q);
+  for (int i = 0; i < 200; ++i) EXPECT_NE(t.Sample(logits), 0);
+}
+
+TEST(SamplerTest, PresenceAndFrequencyPenalties) {
+  SamplerParams p = Plain(0.0f);
+  p.presence_penalty = 0.6f;
+  Sampler s(p);
+  const std::vector<float> logits = {1.5f, 1.0f, -3.0f};
+  s.Accept(0);
+  s.Accept(0);
+  EXPECT_EQ(s.Sample(logits), 1);  // once, however often: 1.5 - 0.6 = 0.9 < 1.0
+}
+
+TEST(SamplerTest, FrequencyPenaltyCountsOccurrences) {
+  SamplerParams p = Plain(0.0f);
+  p.frequency_penalty = 0.3f;
+  Sampler once(p), twice(p);
+  const std::vector<float> logits = {1.5f, 1.0f, -3.0f};
+  once.Accept(0);  // 1.5 - 0.3 = 1.2 > 1.0
+  EXPECT_EQ(once.Sample(logits), 0);
+  twice.Accept(0);
+  twice.Accept(0);  // 1.5 - 0.6 = 0.9 < 1.0
+  EXPECT_EQ(twice.Sample(logits), 1);
+}
+
 }  // namespace
 }  // namespace tierlm

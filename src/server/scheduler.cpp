@@ -1,0 +1,442 @@
+#include "server/scheduler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "server/stop_matcher.h"
+#include "tokenizer/detokenizer.h"
+
+namespace tierlm::server {
+
+using Clock = std::chrono::steady_clock;
+
+struct Scheduler::Choice {
+  int32_t index = 0;
+  kv::SeqId seq = -1;
+  Sampler sampler;
+  tokenizer::Detokenizer detok;
+  StopMatcher stop;
+  int64_t n_generated = 0;
+  int32_t pending = -1;  // sampled, to be fed at the next step
+  bool done = false;
+  Clock::time_point last_token;
+
+  Choice(const SamplerParams& p, const tokenizer::Tokenizer& tok, tokenizer::Detokenizer::Options d,
+         std::vector<std::string> stops)
+      : sampler(p), detok(tok, d), stop(std::move(stops)) {}
+};
+
+struct Scheduler::Active {
+  std::shared_ptr<RequestStream> stream;
+  GenerationJob job;
+  Clock::time_point arrived;
+  int64_t n_prefilled = 0;   // prompt tokens added to the primary sequence
+  bool prefilled = false;    // the prompt's logits have been sampled
+  bool first_token_seen = false;
+  int64_t committed = 0;     // blocks reserved at admission
+  std::vector<std::unique_ptr<Choice>> choices;
+  bool finished = false;
+};
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kNone:
+      break;
+  }
+  return "";
+}
+
+Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
+                                                     ThreadPool* pool, kv::PagedKvCache& cache,
+                                                     const SchedulerOptions& o, Metrics* metrics) {
+  if (o.n_slots <= 0) return Status::InvalidArgument("server: the number of slots (-np) must be positive");
+  if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context per slot must be positive");
+  if (o.step_tokens <= 0) return Status::InvalidArgument("server: the tokens per step must be positive");
+  std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics));
+  const int64_t need = static_cast<int64_t>(o.n_slots) * s->BlocksFor(o.n_ctx);
+  if (need > cache.blocks().n_blocks())
+    return Status::InvalidArgument("server: " + std::to_string(o.n_slots) + " slots of " + std::to_string(o.n_ctx) +
+                                   " positions need " + std::to_string(need) + " KV blocks but the cache has " +
+                                   std::to_string(cache.blocks().n_blocks()));
+  s->published_.kv_blocks_total = cache.blocks().n_blocks();
+  s->PublishGauges();
+  s->thread_ = std::thread([p = s.get()] { p->Loop(); });
+  return s;
+}
+
+Scheduler::Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
+                     const SchedulerOptions& o, Metrics* metrics)
+    : model_(model), tok_(tok), pool_(pool), o_(o), metrics_(metrics), cache_(&cache) {}
+
+kv::SeqId Scheduler::NextSeq() {
+  const kv::SeqId id = next_seq_;
+  next_seq_ = next_seq_ == std::numeric_limits<kv::SeqId>::max() ? 1 : next_seq_ + 1;
+  return id;
+}
+
+int64_t Scheduler::BlocksNeeded(const GenerationJob& job) const {
+  const int64_t n_prompt = static_cast<int64_t>(job.prompt.size());
+  const int64_t max_new = job.max_tokens >= 0 ? job.max_tokens : o_.n_ctx;
+  const int64_t positions = std::min(n_prompt + max_new, o_.n_ctx);
+  if (job.n <= 1) return BlocksFor(positions);
+  // The prompt's full blocks are shared; each choice has the rest (its copy of the prompt's
+  // partly filled last block included).
+  const int64_t shared = n_prompt / cache_->blocks().block_size();
+  return shared + job.n * (BlocksFor(positions) - shared);
+}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+void Scheduler::Shutdown() {
+  std::lock_guard<std::mutex> once(shutdown_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::deque<std::unique_ptr<Active>> queued;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued.swap(queue_);
+  }
+  for (auto& a : running_) Finish(*a, 503, "the server is shutting down");
+  for (auto& a : queued) Finish(*a, 503, "the server is shutting down");
+  running_.clear();
+  PublishGauges();
+}
+
+int64_t Scheduler::BlocksFor(int64_t positions) const {
+  const int64_t bs = cache_->blocks().block_size();
+  return (positions + bs - 1) / bs;
+}
+
+MetricsSnapshot Scheduler::Snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return published_;
+}
+
+void Scheduler::PublishGauges() {
+  MetricsSnapshot s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    published_.requests_running = static_cast<int64_t>(running_.size());
+    published_.requests_queued = static_cast<int64_t>(queue_.size());
+    published_.kv_blocks_used = cache_->blocks().n_blocks() - cache_->blocks().n_free();
+    s = published_;
+  }
+  if (metrics_) metrics_->SetGauges(s);
+}
+
+Result<std::shared_ptr<RequestStream>> Scheduler::Submit(GenerationJob job) {
+  const int64_t n_prompt = static_cast<int64_t>(job.prompt.size());
+  if (n_prompt == 0) return Status::InvalidArgument("the prompt is empty: nothing to continue from");
+  if (n_prompt > o_.n_ctx)
+    return Status::OutOfRange("the prompt has " + std::to_string(n_prompt) + " tokens but the context holds " +
+                              std::to_string(o_.n_ctx) + " (-c): shorten the prompt");
+  if (job.n <= 0 || job.n > o_.n_slots)
+    return Status::InvalidArgument("n is " + std::to_string(job.n) + " but the server runs at most " +
+                                   std::to_string(o_.n_slots) + " sequences at once (-np)");
+  const int32_t n_vocab = static_cast<int32_t>(model_.hparams().n_vocab);
+  for (int32_t t : job.prompt)
+    if (t < 0 || t >= n_vocab)
+      return Status::InvalidArgument("prompt token " + std::to_string(t) + " is not in the vocabulary (0.." +
+                                     std::to_string(n_vocab - 1) + ")");
+  for (const auto& [id, bias] : job.sampling.logit_bias)
+    if (id < 0 || id >= n_vocab)
+      return Status::InvalidArgument("logit_bias: token " + std::to_string(id) + " is not in the vocabulary");
+  auto a = std::make_unique<Active>();
+  a->stream = std::make_shared<RequestStream>();
+  a->arrived = Clock::now();
+  tokenizer::Detokenizer::Options d;
+  d.strip_leading_space = false;  // the text continues the prompt (as `tierlm run` prints it)
+  for (int32_t i = 0; i < job.n; ++i) {
+    SamplerParams p = job.sampling;
+    p.seed = job.sampling.seed + static_cast<uint64_t>(i);
+    auto c = std::make_unique<Choice>(p, tok_, d, job.stop);
+    c->index = i;
+    for (int32_t t : job.prompt) c->sampler.Accept(t);
+    a->choices.push_back(std::move(c));
+  }
+  a->job = std::move(job);
+  std::shared_ptr<RequestStream> stream = a->stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return Status::ResourceExhausted("the server is shutting down");
+    if (queue_.size() >= o_.max_queue)
+      return Status::ResourceExhausted("the server is busy: " + std::to_string(queue_.size()) +
+                                       " requests are already waiting; try again later");
+    queue_.push_back(std::move(a));
+    published_.requests_queued = static_cast<int64_t>(queue_.size());
+  }
+  cv_.notify_all();
+  return stream;
+}
+
+void Scheduler::Loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !running_.empty(); });
+      if (stop_) return;
+    }
+    Step();
+    PublishGauges();
+  }
+}
+
+void Scheduler::Finish(Active& a, int http_status, const std::string& error) {
+  if (a.finished) return;
+  a.finished = true;
+  for (auto& c : a.choices)
+    if (c->seq >= 0) {
+      cache_->Free(c->seq);
+      c->seq = -1;
+    }
+  committed_blocks_ -= a.committed;
+  a.committed = 0;
+  StreamEvent e;
+  if (http_status == 0) {
+    e.kind = StreamEvent::Kind::kDone;
+    e.prompt_tokens = static_cast<int64_t>(a.job.prompt.size());
+    for (auto& c : a.choices) e.completion_tokens += c->n_generated;
+  } else {
+    e.kind = StreamEvent::Kind::kError;
+    e.http_status = http_status;
+    e.error = error;
+  }
+  if (metrics_) metrics_->CountRequestFinished(http_status == 0);
+  a.stream->Push(std::move(e));
+}
+
+void Scheduler::FinishChoice(Active& a, Choice& c, FinishReason reason) {
+  StreamEvent d;
+  d.choice = c.index;
+  d.text = c.stop.Push(c.detok.Flush());
+  d.text += c.stop.Flush();
+  if (!d.text.empty()) a.stream->Push(std::move(d));
+  c.done = true;
+  c.pending = -1;
+  if (c.seq >= 0) {
+    cache_->Free(c.seq);
+    c.seq = -1;
+  }
+  StreamEvent f;
+  f.kind = StreamEvent::Kind::kFinish;
+  f.choice = c.index;
+  f.finish = reason;
+  a.stream->Push(std::move(f));
+}
+
+namespace {
+
+// log-softmax of logits at `token`, and the top k alternatives (highest first, lowest id on ties).
+TokenLogprob Logprobs(const float* logits, int64_t n_vocab, int32_t token, int32_t k) {
+  float mx = logits[0];
+  for (int64_t i = 1; i < n_vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - mx));
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  TokenLogprob lp;
+  lp.token = token;
+  lp.logprob = static_cast<float>(logits[token] - lse);
+  if (k > 0) {
+    std::vector<int32_t> ids(static_cast<size_t>(n_vocab));
+    std::iota(ids.begin(), ids.end(), 0);
+    const size_t kk = std::min<size_t>(static_cast<size_t>(k), ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(kk), ids.end(),
+                      [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    for (size_t i = 0; i < kk; ++i) lp.top.push_back({ids[i], static_cast<float>(logits[ids[i]] - lse)});
+  }
+  return lp;
+}
+
+}  // namespace
+
+void Scheduler::SampleChoice(Active& a, Choice& c, const float* logits) {
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  const int32_t tok = c.sampler.Sample(std::span<const float>(logits, static_cast<size_t>(n_vocab)));
+  c.sampler.Accept(tok);
+  ++c.n_generated;
+  const auto now = Clock::now();
+  if (metrics_) {
+    metrics_->AddGeneratedTokens(1);
+    if (!a.first_token_seen) metrics_->ObserveTtft(std::chrono::duration<double>(now - a.arrived).count());
+    else if (c.n_generated > 1) metrics_->ObserveInterToken(std::chrono::duration<double>(now - c.last_token).count());
+  }
+  a.first_token_seen = true;
+  c.last_token = now;
+
+  StreamEvent d;
+  d.choice = c.index;
+  if (a.job.top_logprobs >= 0) d.logprobs.push_back(Logprobs(logits, n_vocab, tok, a.job.top_logprobs));
+  const bool eog = tok_.IsEog(tok);
+  if (!eog) d.text = c.stop.Push(c.detok.Push(tok));
+  const bool stopped = c.stop.matched();
+  if (!d.text.empty() || !d.logprobs.empty()) a.stream->Push(std::move(d));
+  if (eog || stopped) return FinishChoice(a, c, FinishReason::kStop);
+  if (a.job.max_tokens >= 0 && c.n_generated >= a.job.max_tokens) return FinishChoice(a, c, FinishReason::kLength);
+  if (cache_->blocks().Length(c.seq) >= o_.n_ctx) return FinishChoice(a, c, FinishReason::kLength);
+  c.pending = tok;
+}
+
+void Scheduler::Admit() {
+  const int64_t total = cache_->blocks().n_blocks();
+  int32_t running_seqs = 0;
+  for (auto& a : running_) running_seqs += a->job.n;
+  // Waiting requests whose client left or whose time is up leave the queue wherever they are.
+  std::vector<std::unique_ptr<Active>> dropped;
+  {
+    const auto now = Clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = queue_.begin(); it != queue_.end();) {
+      if ((*it)->stream->cancelled() || now >= (*it)->job.deadline) {
+        dropped.push_back(std::move(*it));
+        it = queue_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& a : dropped) {
+    if (a->stream->cancelled()) Finish(*a, 499, "cancelled");
+    else Finish(*a, 504, "the request timed out while waiting for a slot");
+  }
+  // Admission by blocks, in arrival order (so that a large request is not starved by small
+  // ones): the head waits (Admit::kLater) while the running requests hold what it needs.
+  while (true) {
+    std::unique_ptr<Active> a;
+    int64_t need = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.empty()) return;
+      need = BlocksNeeded(queue_.front()->job);
+      if (need <= total && (committed_blocks_ + need > total || running_seqs + queue_.front()->job.n > o_.n_slots))
+        return;
+      a = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    if (need > total) {  // Admit::kImpossible
+      Finish(*a, 400, "the request needs " + std::to_string(need) + " KV blocks but the cache has " +
+                          std::to_string(total));
+      continue;
+    }
+    a->committed = need;
+    committed_blocks_ += need;
+    a->choices[0]->seq = NextSeq();
+    running_seqs += a->job.n;
+    running_.push_back(std::move(a));
+  }
+}
+
+bool Scheduler::Step() {
+  // Drop requests whose client went away or whose time is up: their blocks free now.
+  const auto now = Clock::now();
+  for (auto& a : running_) {
+    if (a->stream->cancelled()) Finish(*a, 499, "cancelled");
+    else if (now >= a->job.deadline) Finish(*a, 504, "the request timed out");
+  }
+  std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });
+  Admit();
+  if (running_.empty()) return false;
+
+  Batch batch;
+  struct Row {
+    Active* a;
+    Choice* c;  // null: the prompt's last token (all choices sample from it)
+  };
+  std::vector<Row> rows;
+  // Admission reserved every block, so recording a token cannot fail; if it does, the cache
+  // and the batch no longer agree for anyone: every running request fails.
+  auto broken = [&](const Status& st) {
+    for (auto& a : running_) Finish(*a, 500, "internal error: " + st.message());
+    running_.clear();
+    return true;
+  };
+  // Decode tokens first: every running choice advances one token per step.
+  for (auto& a : running_) {
+    for (auto& c : a->choices) {
+      if (c->done || c->pending < 0) continue;
+      const int32_t t = c->pending;
+      const int64_t pos = cache_->blocks().Length(c->seq);
+      if (Status st = cache_->AddTokens(c->seq, std::span<const int32_t>(&t, 1)); !st.ok()) return broken(st);
+      c->pending = -1;
+      batch.Add(t, pos, c->seq, true);
+      rows.push_back({a.get(), c.get()});
+    }
+  }
+  // Prefill chunks in the budget left (at least one token, so that prompts advance even when
+  // the decode tokens fill the step), oldest request first.
+  int64_t budget = std::max<int64_t>(o_.step_tokens - batch.size(), 1);
+  for (auto& a : running_) {
+    if (a->finished || a->prefilled || budget <= 0) continue;
+    const int64_t n_prompt = static_cast<int64_t>(a->job.prompt.size());
+    const int64_t len = std::min(budget, n_prompt - a->n_prefilled);
+    const kv::SeqId seq = a->choices[0]->seq;
+    std::span<const int32_t> chunk(a->job.prompt.data() + a->n_prefilled, static_cast<size_t>(len));
+    if (Status st = cache_->AddTokens(seq, chunk); !st.ok()) return broken(st);
+    for (int64_t i = 0; i < len; ++i) {
+      const bool last = a->n_prefilled + i + 1 == n_prompt;
+      batch.Add(chunk[static_cast<size_t>(i)], a->n_prefilled + i, seq, last);
+      if (last) rows.push_back({a.get(), nullptr});
+    }
+    a->n_prefilled += len;
+    budget -= len;
+    if (metrics_) metrics_->AddPromptTokens(len);
+  }
+  if (batch.size() == 0) {
+    std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });
+    return false;
+  }
+
+  std::vector<LlamaModel::SeqFailure> failed;
+  if (Status st = model_.Forward(batch, *cache_, &logits_, pool_, &failed); !st.ok()) {
+    // Every request in the batch fails (the cache no longer matches their tokens).
+    for (auto& a : running_) Finish(*a, 500, "the forward pass failed: " + st.message());
+    running_.clear();
+    return true;
+  }
+  // A sequence whose KV blocks could not be had (a spilled cache's I/O error, a full disk)
+  // ends its request alone; the others' rows are exact.
+  for (const LlamaModel::SeqFailure& f : failed)
+    for (auto& a : running_)
+      if (!a->finished && std::any_of(a->choices.begin(), a->choices.end(), [&](const auto& c) { return c->seq == f.seq; }))
+        Finish(*a, 500, "the KV cache failed: " + f.status.message());
+
+  const int64_t n_vocab = model_.hparams().n_vocab;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    Active& a = *rows[r].a;
+    if (a.finished) continue;
+    const float* row = logits_.data() + static_cast<int64_t>(r) * n_vocab;
+    if (rows[r].c) {
+      SampleChoice(a, *rows[r].c, row);
+    } else {
+      // The prompt is in: the other choices share its blocks, then every choice samples.
+      a.prefilled = true;
+      for (size_t i = 1; i < a.choices.size(); ++i) {
+        a.choices[i]->seq = NextSeq();
+        if (Status st = cache_->Fork(a.choices[0]->seq, a.choices[i]->seq); !st.ok()) {
+          Finish(a, 500, st.message());
+          break;
+        }
+      }
+      for (auto& c : a.choices)
+        if (!a.finished) SampleChoice(a, *c, row);
+    }
+  }
+  for (auto& a : running_) {
+    if (a->finished) continue;
+    const bool all_done = std::all_of(a->choices.begin(), a->choices.end(), [](const auto& c) { return c->done; });
+    if (all_done) Finish(*a, 0, "");
+  }
+  std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });
+  return true;
+}
+
+}  // namespace tierlm::server

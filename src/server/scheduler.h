@@ -1,0 +1,127 @@
+// Scheduler: continuous batching over one model and one paged KV cache.
+//
+// Requests arrive from HTTP threads (Submit) and wait in a queue; one compute thread runs
+// steps. Each step it drops cancelled and timed-out requests (their KV blocks return at
+// once), admits queued requests in arrival order while their KV blocks fit (admission by
+// blocks: a request that would not fit now waits, Admit::kLater; one that never fits is
+// refused, kImpossible), then builds one Batch: a decode token for every running choice,
+// and prefill chunks of admitted prompts in the token budget that is left, so that a long
+// prompt never stalls the others' streams. After the forward pass each choice with logits
+// samples its next token, and its text (detokenized, stop strings held back and cut)
+// goes to the request's RequestStream.
+//
+// A request with n > 1 choices prefills its prompt once; the other choices then Fork the
+// prompt's KV blocks (copy on write) and sample from the same logits.
+//
+// Admission reserves, up front, the blocks a request could need in the worst case (prompt
+// plus max tokens, at most the context, per choice; forked choices share the prompt's full
+// blocks), so a running request never runs out of KV and nothing is preempted.
+//
+// The KV cache is the caller's (the engine's: its budget accounts for it); the scheduler
+// uses sequences 1 and up, so sequence 0 (KvCache::kSeq) stays the engine's.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kv/paged_kv_cache.h"
+#include "model/llama_model.h"
+#include "runtime/sampler.h"
+#include "server/metrics.h"
+#include "server/request_stream.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tierlm::server {
+
+struct SchedulerOptions {
+  int32_t n_slots = 4;         // sequences (choices) running at once
+  int64_t n_ctx = 2048;        // positions per sequence
+  int64_t step_tokens = 512;   // tokens per forward pass (decode first, then prefill chunks)
+  size_t max_queue = 256;      // requests waiting; Submit refuses more (HTTP 503)
+};
+
+// One generation: a tokenized prompt and how to continue it.
+struct GenerationJob {
+  std::vector<int32_t> prompt;
+  int32_t n = 1;               // choices
+  int64_t max_tokens = -1;     // < 0: until end of generation or a full context
+  SamplerParams sampling;      // choice i uses seed + i
+  std::vector<std::string> stop;
+  int32_t top_logprobs = -1;   // < 0: no logprobs; else this many alternatives per token
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+};
+
+class Scheduler {
+ public:
+  // The model, tokenizer, pool and cache must outlive the scheduler; metrics may be null.
+  // InvalidArgument when the cache cannot hold n_slots sequences of n_ctx positions.
+  static Result<std::unique_ptr<Scheduler>> Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
+                                                   ThreadPool* pool, kv::PagedKvCache& cache,
+                                                   const SchedulerOptions& options, Metrics* metrics);
+  ~Scheduler();  // Shutdown()
+
+  // Stops the compute thread (after its current step) and ends every unfinished request
+  // with an error event (503); Submit refuses from then on. Any thread; idempotent.
+  void Shutdown();
+
+  // Queues a job. InvalidArgument (HTTP 400) for a job that can never run (empty prompt,
+  // prompt longer than the context, more choices than slots); ResourceExhausted (HTTP 503)
+  // when the queue is full.
+  Result<std::shared_ptr<RequestStream>> Submit(GenerationJob job);
+
+  const SchedulerOptions& options() const { return o_; }
+  // Requests running and queued, KV blocks held by sequences and in all, as of the last
+  // step (the compute thread publishes them).
+  MetricsSnapshot Snapshot() const;
+
+ private:
+  struct Choice;
+  struct Active;
+  Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
+            const SchedulerOptions& o, Metrics* metrics);
+  kv::SeqId NextSeq();
+  // Worst-case blocks of a job (see the class comment).
+  int64_t BlocksNeeded(const GenerationJob& job) const;
+  void Loop();
+  // One step over the running set; false when there was nothing to do.
+  bool Step();
+  void Admit();
+  void Finish(Active& a, int http_status, const std::string& error);
+  void FinishChoice(Active& a, Choice& c, FinishReason reason);
+  void SampleChoice(Active& a, Choice& c, const float* logits);
+  int64_t BlocksFor(int64_t positions) const;
+  void PublishGauges();
+
+  LlamaModel& model_;
+  const tokenizer::Tokenizer& tok_;
+  ThreadPool* pool_;
+  SchedulerOptions o_;
+  Metrics* metrics_;
+  kv::PagedKvCache* cache_;
+  int64_t committed_blocks_ = 0;  // worst-case blocks of the admitted requests
+  kv::SeqId next_seq_ = 1;
+
+  // Shared with Submit (HTTP threads).
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Active>> queue_;
+  bool stop_ = false;
+  MetricsSnapshot published_;  // under mu_
+
+  // Compute thread only.
+  std::vector<std::unique_ptr<Active>> running_;
+  std::vector<float> logits_;
+  std::thread thread_;
+  std::mutex shutdown_mu_;  // one Shutdown at a time
+};
+
+}  // namespace tierlm::server
