@@ -56,7 +56,7 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
     case ActFormat::kQ8KU: {
       const int64_t d_off = RoundUp64(n_in);
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
-      return {sum_off + RoundUp64(n_in / 32 * 4), d_off, sum_off};
+      return {sum_off + RoundUp64(n_in / 32 * 2), d_off, sum_off};
     }
     case ActFormat::kQ8LQ2: {
       const int64_t d_off = RoundUp64(n_in);
@@ -114,13 +114,12 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
     }
     case ActFormat::kQ8KU: {
       auto* qs = reinterpret_cast<int8_t*>(dst);
-      const auto* d = reinterpret_cast<const float*>(dst + layout.d_offset);
       QuantizeBlocks(x, n_in, 256, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
-      auto* dsum = reinterpret_cast<float*>(dst + layout.sum_offset);
+      auto* sum32 = reinterpret_cast<int16_t*>(dst + layout.sum_offset);
       for (int64_t g = 0; g < n_in / 32; ++g) {
         int s = 0;
         for (int j = 0; j < 32; ++j) s += qs[32 * g + j];
-        dsum[g] = d[g / 8] * static_cast<float>(s);
+        sum32[g] = static_cast<int16_t>(s);
       }
       for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
       return;

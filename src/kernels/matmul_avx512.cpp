@@ -80,6 +80,31 @@ struct Q8_0Pair {
   }
 };
 
+// The canonical order of a Q4_0 / Q8_0 dot product, shared with the prefill panel kernel
+// (PanelTile) so that a token's result never depends on its batch: per block b in order,
+// the exact integer dot I_b of the signed weight and activation codes, then
+//   acc = fma(float(I_b), d_w[b] * d_a[b], acc)       (from acc = 0; the result is acc)
+// Integer sums are exact in any order, so each kernel sums a block's codes as suits it;
+// only this one f32 chain per (row, token) is fixed.
+//
+// A tile of R <= 4 rows x T tokens: per pair of blocks and token, the four rows' dot
+// vectors (block 2p in int32 lanes 0-3 and 8-11, 2p + 1 in 4-7 and 12-15) are reduced
+// together to one vector holding each row's two block sums; the f32 chain of row r then
+// runs in lane 0, 8, 2 or 10 (r = 0..3) of one accumulator per token.
+
+// Lanes 0, 8, 2, 10 of *even hold rows 0-3's I_{2p}; the same lanes of *odd their I_{2p+1}.
+inline void ReducePairDots(const __m512i (&d)[4], __m512i* even, __m512i* odd) {
+  const __m512i p01 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], 0x44), _mm512_shuffle_i64x2(d[0], d[1], 0xEE));
+  const __m512i p23 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], 0x44), _mm512_shuffle_i64x2(d[2], d[3], 0xEE));
+  // p01 = [row 0 even | row 0 odd | row 1 even | row 1 odd] (4 lanes each), p23 likewise.
+  const __m512i q = _mm512_add_epi32(_mm512_unpacklo_epi64(p01, p23), _mm512_unpackhi_epi64(p01, p23));
+  const __m512i s = _mm512_add_epi32(q, _mm512_shuffle_epi32(q, _MM_PERM_CDAB));
+  // s: lane 0 row 0 even, 2 row 2 even, 4 row 0 odd, 6 row 2 odd, 8 row 1 even, 10 row 3
+  // even, 12 row 1 odd, 14 row 3 odd.
+  *even = s;
+  *odd = _mm512_shuffle_i64x2(s, s, 0xB1);  // swap 128-bit groups 0<->1, 2<->3
+}
+
 template <typename W, int R, int T>
 void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
   const int64_t nb = a.n_in / 32;
@@ -94,42 +119,50 @@ void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
     aq[t] = reinterpret_cast<const int8_t*>(row);
     ad[t] = reinterpret_cast<const float*>(row + a.act_layout.d_offset);
   }
-  __m512 acc[R][T];
+  __m512 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   const __m512i offset = _mm512_set1_epi8(W::kOffset);
-  const __m512i pair_idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+  constexpr __mmask16 kLanes = (1u << 0) | (1u << 2) | (1u << 8) | (1u << 10);
+  // Weight scales into the accumulator lanes: the 8 f16 scales are [row r even (r < 4) |
+  // row r odd (r < 4)].
+  const __m512i even_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0, 0, 2, 0, 0);
+  const __m512i odd_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 7, 0, 5, 0, 0, 0, 0, 0, 6, 0, 4);
   for (int64_t b = 0; b < nb; b += 2) {
     const bool has_second = b + 1 < nb;
     __m512i codes[R];
-    __m512 dw[R];
+    uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w[r] + b * W::kBlockBytes;
       if constexpr (T == 1) PrefetchAhead<2 * W::kBlockBytes>(blk, a.w_row_bytes);
       codes[r] = W::Codes(blk, has_second);
-      dw[r] = PairScales(LoadU16(blk), has_second ? LoadU16(blk + W::kBlockBytes) : 0);
+      h[r] = LoadU16(blk);
+      if (has_second) h[4 + r] = LoadU16(blk + W::kBlockBytes);
     }
+    const __m512 f16 = _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))));
+    const __m512 dw_even = _mm512_maskz_permutexvar_ps(kLanes, even_idx, f16);
+    const __m512 dw_odd = _mm512_maskz_permutexvar_ps(kLanes, odd_idx, f16);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512i av = _mm512_load_si512(aq[t] + 32 * b);
       const __m512i neg_corr =
           _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, av));
-      const __m512 da = _mm512_permutexvar_ps(
-          pair_idx, _mm512_zextps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(ad[t] + b)))));
+      __m512i dot[4];
       #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_dpbusd_epi32(neg_corr, codes[r], av);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], da), acc[r][t]);
-      }
+      for (int r = 0; r < 4; ++r) dot[r] = r < R ? _mm512_dpbusd_epi32(neg_corr, codes[r], av) : _mm512_setzero_si512();
+      __m512i even, odd;
+      ReducePairDots(dot, &even, &odd);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(even), _mm512_mul_ps(dw_even, _mm512_set1_ps(ad[t][b])), acc[t]);
+      if (has_second)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(odd), _mm512_mul_ps(dw_odd, _mm512_set1_ps(ad[t][b + 1])), acc[t]);
     }
   }
+  const __m512i out_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 2, 8, 0);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    _mm_mask_storeu_ps(a.y + (t0 + t) * a.y_stride + r0, static_cast<__mmask8>((1u << R) - 1),
+                       _mm512_castps512_ps128(_mm512_permutexvar_ps(out_idx, acc[t])));
 }
 
 // ---- Q4_K / Q6_K against kQ8K activations ----------------------------------------------
@@ -178,22 +211,52 @@ inline __m128i UnpackQ4KScalesMins(const uint8_t* scales) {
                        static_cast<int>(sc_lo));
 }
 
+// The canonical order of a Q4_K / Q6_K dot product, shared with the prefill panel kernel
+// (PanelTileK): per 256-element block i in order, the exact integer sums
+//   A_i = sum over groups g of scale_g * (integer dot of the group's codes and activations)
+//   M_i = sum over sub-blocks j of min_j * (sum of the sub-block's activation codes)  [Q4_K]
+// (Q6_K's codes counted as q - 32), then
+//   acc = fma(float(A_i), d_i * d_a[i], acc);  Q4_K: acc = fnmadd(float(M_i), dmin_i * d_a[i], acc)
+// from acc = 0. A tile reduces its rows' integer vectors exactly (any order) to one lane per
+// row, r in lane r of a 128-bit accumulator per token.
+
+// Lane r (< 4) of the result = the sum of v[r]'s 16 int32 lanes.
+inline __m128i HSum4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i a = _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, 0x44), _mm512_shuffle_i64x2(v0, v1, 0xEE));
+  const __m512i b = _mm512_add_epi32(_mm512_shuffle_i64x2(v2, v3, 0x44), _mm512_shuffle_i64x2(v2, v3, 0xEE));
+  const __m512i c = _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
+  // c: 128-bit group r holds v[r]'s partial sums.
+  const __m512i d = _mm512_add_epi32(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));
+  const __m512i e = _mm512_add_epi32(d, _mm512_shuffle_epi32(d, _MM_PERM_CDAB));
+  return _mm512_castsi512_si128(
+      _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), e));
+}
+
+template <int R>
+inline __m128i HSumRows(const __m512i* v) {
+  const __m512i z = _mm512_setzero_si512();
+  return HSum4(v[0], R > 1 ? v[1] : z, R > 2 ? v[2] : z, R > 3 ? v[3] : z);
+}
+
+template <int R>
+inline void StoreRows(float* y, __m128 v) {
+  _mm_mask_storeu_ps(y, static_cast<__mmask8>((1u << R) - 1), v);
+}
+
 template <int R, int T>
 void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
   const int64_t nsb = a.n_in / 256;
   Q8KRowPtrs act[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) act[t] = Q8KAt(a, t0 + t);
-  __m512 acc[R][T];
+  __m128 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i mins[R];
-    float d[R], dmin[R];
+    float d[4] = {}, dmin[4] = {};
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ4_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -211,12 +274,14 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
       d[r] = _cvtsh_ss(blk->d);
       dmin[r] = _cvtsh_ss(blk->dmin);
     }
+    const __m128 vd = _mm_setr_ps(d[0], R > 1 ? d[1] : 0.0f, R > 2 ? d[2] : 0.0f, R > 3 ? d[3] : 0.0f);
+    const __m128 vdmin = _mm_setr_ps(dmin[0], R > 1 ? dmin[1] : 0.0f, R > 2 ? dmin[2] : 0.0f, R > 3 ? dmin[3] : 0.0f);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[t].bsums + 16 * i));
       const float da = act[t].d[i];
-      __m512i sum[R];
+      __m512i sum[R], msum[R];
       #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_si512();
       #pragma GCC unroll 8
@@ -227,18 +292,14 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
           sum[r] = _mm512_dpwssd_epi32(sum[r], _mm512_maddubs_epi16(codes[r][c], av), scales[r][c]);
       }
       #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m256i m = _mm256_madd_epi16(bsums, mins[r]);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]), _mm512_set1_ps(d[r] * da), acc[r][t]);
-        acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(m)), _mm512_set1_ps(dmin[r] * da),
-                                     acc[r][t]);
-      }
+      for (int r = 0; r < R; ++r) msum[r] = _mm512_zextsi256_si512(_mm256_madd_epi16(bsums, mins[r]));
+      const __m128 va = _mm_set1_ps(da);
+      acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(sum)), _mm_mul_ps(vd, va), acc[t]);
+      acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(msum)), _mm_mul_ps(vdmin, va), acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+  for (int t = 0; t < T; ++t) StoreRows<R>(a.y + (t0 + t) * a.y_stride + r0, acc[t]);
 }
 
 template <int R, int T>
@@ -247,17 +308,15 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
   Q8KRowPtrs act[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) act[t] = Q8KAt(a, t0 + t);
-  __m512 acc[R][T];
+  __m128 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512i low2 = _mm512_set1_epi8(0x03);
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i sc32[R];  // 32 * scales as int16, for the offset correction
-    float d[R];
+    float d[4] = {};
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ6_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -281,6 +340,7 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
       for (int k = 0; k < 4; ++k) scales[r][k] = Spread4(s512, 4 * k);
       d[r] = _cvtsh_ss(blk->d);
     }
+    const __m128 vd = _mm_setr_ps(d[0], R > 1 ? d[1] : 0.0f, R > 2 ? d[2] : 0.0f, R > 3 ? d[3] : 0.0f);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
@@ -297,15 +357,11 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
         for (int r = 0; r < R; ++r)
           sum[r] = _mm512_dpwssd_epi32(sum[r], _mm512_maddubs_epi16(codes[r][k], av), scales[r][k]);
       }
-      #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r)
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]), _mm512_set1_ps(d[r] * da), acc[r][t]);
+      acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(sum)), _mm_mul_ps(vd, _mm_set1_ps(da)), acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+  for (int t = 0; t < T; ++t) StoreRows<R>(a.y + (t0 + t) * a.y_stride + r0, acc[t]);
 }
 
 // ---- F32 / F16 / BF16 ------------------------------------------------------------------
@@ -351,34 +407,108 @@ void TileFloat(const GemmArgs& a, int64_t r0, int64_t t0) {
     for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
-template <int R, int T>
-void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
-  __m512 acc[R][T];
+// ---- BF16 ------------------------------------------------------------------------------
+// The canonical order of a BF16 dot product, shared with the prefill panel kernel
+// (Bf16PanelTile): one vdpbf16ps chain per (row, token) over the input pairs in order,
+//   acc = dpbf16(acc, (w[2j], w[2j + 1]), (x[2j], x[2j + 1]))   j = 0, 1, ... (from 0)
+// (an odd n_in's last pair padded with zeros). The decode kernel takes 16 rows at a time,
+// transposes each 16 pairs x 16 rows in registers so lane r holds row r, and runs the
+// chains of 16 rows side by side, each token's pair broadcast.
+
+// v[r] = 16 dwords of row r; on return v[c] = dword c of rows 0..15.
+inline void Transpose16x16(__m512i (&v)[16]) {
+  __m512i a[16], b[16];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < a.n_in; i += 32) {
-    const __mmask32 m = a.n_in - i >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << (a.n_in - i)) - 1);
-    __m512bh wv[R];
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      if constexpr (T == 1) PrefetchAhead<64>(a.w + (r0 + r) * a.w_row_bytes + 2 * i, a.w_row_bytes);
-      wv[r] = reinterpret_cast<__m512bh>(
-          _mm512_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(a.w + (r0 + r) * a.w_row_bytes) + i));
-    }
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512bh xv = reinterpret_cast<__m512bh>(
-          _mm512_load_si512(reinterpret_cast<const uint16_t*>(a.act + (t0 + t) * a.act_layout.row_bytes) + i));
-      #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
-    }
+  for (int i = 0; i < 8; ++i) {
+    a[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+    a[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+  for (int i = 0; i < 4; ++i) {
+    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+  }
+  // b[4i + e], 128-bit group g: dword 4g + e of rows 4i..4i+3.
+  #pragma GCC unroll 8
+  for (int e = 0; e < 4; ++e) {
+    const __m512i c_lo = _mm512_shuffle_i32x4(b[e], b[4 + e], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i c_hi = _mm512_shuffle_i32x4(b[e], b[4 + e], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512i d_lo = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512i d_hi = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], _MM_SHUFFLE(3, 2, 3, 2));
+    v[e] = _mm512_shuffle_i32x4(c_lo, d_lo, _MM_SHUFFLE(2, 0, 2, 0));
+    v[4 + e] = _mm512_shuffle_i32x4(c_lo, d_lo, _MM_SHUFFLE(3, 1, 3, 1));
+    v[8 + e] = _mm512_shuffle_i32x4(c_hi, d_hi, _MM_SHUFFLE(2, 0, 2, 0));
+    v[12 + e] = _mm512_shuffle_i32x4(c_hi, d_hi, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
+constexpr int kBf16RowToks = 8;
+
+template <int T>
+void Bf16RowTile(const GemmArgs& a, int64_t r0, int64_t nr, int64_t t0) {
+  const int64_t n_pairs = (a.n_in + 1) / 2;
+  const uint8_t* w = a.w + r0 * a.w_row_bytes;
+  const uint8_t* x[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_layout.row_bytes;
+  __m512 acc[T];
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t j0 = 0; j0 < n_pairs; j0 += 16) {
+    const int64_t left = a.n_in - 2 * j0;  // inputs left in the rows
+    const __mmask32 m = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << left) - 1);
+    __m512i v[16];
+    #pragma GCC unroll 16
+    for (int r = 0; r < 16; ++r) {
+      if (r < nr) {
+        const uint8_t* p = w + r * a.w_row_bytes + 4 * j0;
+        if constexpr (T == 1) _mm_prefetch(reinterpret_cast<const char*>(p) + 1024, _MM_HINT_T0);
+        v[r] = _mm512_maskz_loadu_epi16(m, p);
+      } else {
+        v[r] = _mm512_setzero_si512();
+      }
+    }
+    Transpose16x16(v);
+    const int np = static_cast<int>(n_pairs - j0 < 16 ? n_pairs - j0 : 16);
+    if (np == 16) {
+      #pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k)
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          int32_t x2;
+          std::memcpy(&x2, x[t] + 4 * (j0 + k), 4);
+          acc[t] = _mm512_dpbf16_ps(acc[t], reinterpret_cast<__m512bh>(v[k]),
+                                    reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2)));
+        }
+    } else {
+      for (int k = 0; k < np; ++k)
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          int32_t x2;
+          std::memcpy(&x2, x[t] + 4 * (j0 + k), 4);
+          acc[t] = _mm512_dpbf16_ps(acc[t], reinterpret_cast<__m512bh>(v[k]),
+                                    reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2)));
+        }
+    }
+  }
+  const __mmask16 store = nr >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nr) - 1);
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(a.y + (t0 + t) * a.y_stride + r0, store, acc[t]);
+}
+
+void Bf16Gemm(const GemmArgs& a) {
+  using Fn = void (*)(const GemmArgs&, int64_t, int64_t, int64_t);
+  static constexpr Fn kTiles[kBf16RowToks] = {Bf16RowTile<1>, Bf16RowTile<2>, Bf16RowTile<3>, Bf16RowTile<4>,
+                                              Bf16RowTile<5>, Bf16RowTile<6>, Bf16RowTile<7>, Bf16RowTile<8>};
+  for (int64_t r0 = 0; r0 < a.n_rows; r0 += 16) {
+    const int64_t nr = a.n_rows - r0 < 16 ? a.n_rows - r0 : 16;
+    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kBf16RowToks) {
+      const int64_t nt = a.n_tok - t0 < kBf16RowToks ? a.n_tok - t0 : kBf16RowToks;
+      kTiles[nt - 1](a, r0, nr, t0);
+    }
+  }
 }
 
 // ---- Prefill: int8 panel GEMM over rows repacked per call -------------------------------
@@ -386,31 +516,42 @@ void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
 // repacked once into a scratch buffer that every token then reuses from L1/L2:
 //   per group g of G weights (G = 32, or 16 for Q6_K), per panel:
 //     int8 code[G / 4][16 rows][4]  (signed weight codes, 4 consecutive inputs per lane)
-//     float scale[16]               (the group's scale: what code * activation is worth)
+//     scale[16]                     (Q4_0 / Q8_0: float d of the block; K-quants: the
+//                                    group's integer scale as int32)
 //     int32 corr[16]                (-128 * sum of the group's codes, see below)
-//     float minsc[16]               (Q4_K only: dmin * m of the group)
+//     aux[16] (K-quants only)       per 256-element block, in its groups k = 0, 1, ...:
+//                                    Q4_K: k < 4 the int16 mins (m_2k, m_2k+1), k = 4 float
+//                                    d, k = 5 float dmin; Q6_K: k = 0 float d
 // so one vpdpbusd multiplies 16 rows by 4 inputs of one token, the token's 4 activation
 // bytes broadcast. Activations are unsigned (q + 128, kQ8U / kQ8KU); starting each group's
-// dot at corr removes the +128. Each group then costs one convert and one FMA per 16 rows
-// and token, against G / 4 dot products.
+// dot at corr removes the +128, leaving the exact integer dot of the signed codes.
+//
+// The f32 operations per (row, token) are the decode kernels' canonical ones, in the same
+// order (so results do not depend on the batch): Q4_0 / Q8_0 one FMA per block (see
+// TileQ8Pair); K-quants one integer sum per 256-element block, A = sum of scale * group
+// dot (and for Q4_K M = sum of min * activation sum per 32), then
+//   acc = fma(float(A), d * d_a, acc)  [Q4_K: acc = fnmadd(float(M), dmin * d_a, acc)]
+// (see TileQ4K / TileQ6K).
 
 struct PanelLayout {
   int group;            // weights per group
   int64_t code_bytes;   // group * 16
-  int64_t rec_bytes;    // code_bytes + scale + corr (+ minsc)
+  int64_t rec_bytes;    // code_bytes + scale + corr (+ aux)
 };
 
-inline PanelLayout MakePanelLayout(int group, bool mins) {
+inline PanelLayout MakePanelLayout(int group, bool aux) {
   const int64_t code = group * 16;
-  return {group, code, code + 128 + (mins ? 64 : 0)};
+  return {group, code, code + 128 + (aux ? 64 : 0)};
 }
 
-// Writes row `lane`'s group (codes, scale, min) into a record, codes row-major for now:
+// Writes row `lane`'s group (codes, 4-byte scale) into a record, codes row-major for now:
 // FinishPanel then transposes them to the kernel's order and adds the corrections.
-inline void PutGroup(uint8_t* rec, const PanelLayout& L, int lane, const int8_t* codes, float scale, float minsc) {
+inline void PutGroup(uint8_t* rec, const PanelLayout& L, int lane, const int8_t* codes, const void* scale4) {
   std::memcpy(rec + lane * L.group, codes, static_cast<size_t>(L.group));
-  std::memcpy(rec + L.code_bytes + 4 * lane, &scale, 4);
-  if (L.rec_bytes > L.code_bytes + 128) std::memcpy(rec + L.code_bytes + 128 + 4 * lane, &minsc, 4);
+  std::memcpy(rec + L.code_bytes + 4 * lane, scale4, 4);
+}
+inline void PutAux(uint8_t* rec, const PanelLayout& L, int lane, const void* v4) {
+  std::memcpy(rec + L.code_bytes + 128 + 4 * lane, v4, 4);
 }
 
 // Transposes every record's codes from [16 rows][G] to [G / 4][16 rows][4] and writes
@@ -444,6 +585,7 @@ inline void PrefetchLines(const uint8_t* p) {
 // Packs one weight row into lane `lane` of a panel (n_groups records of L.rec_bytes).
 struct PackQ4_0 {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
@@ -461,23 +603,27 @@ struct PackQ4_0 {
 };
 struct PackQ8_0 {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
     for (int64_t g = 0; g < n_in / 32; ++g) {
       _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, _cvtsh_ss(b[g].d), 0.0f);
+      const float d = _cvtsh_ss(b[g].d);
+      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, &d);
     }
   }
 };
 struct PackQ4_K {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = true;
   static constexpr bool kMins = true;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ4_K*>(row);
     for (int64_t i = 0; i < n_in / 256; ++i) {
       PrefetchLines<sizeof(BlockQ4_K)>(reinterpret_cast<const uint8_t*>(b + i) + pf);
       const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+      uint8_t* rec0 = panel + 8 * i * L.rec_bytes;
       for (int c = 0; c < 4; ++c) {
         alignas(32) int8_t lo[32], hi[32];
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
@@ -487,14 +633,20 @@ struct PackQ4_K {
         int sc0, m0, sc1, m1;
         UnpackQ4KScaleMin(b[i].scales, 2 * c, &sc0, &m0);
         UnpackQ4KScaleMin(b[i].scales, 2 * c + 1, &sc1, &m1);
-        PutGroup(panel + (8 * i + 2 * c) * L.rec_bytes, L, lane, lo, d * sc0, dmin * m0);
-        PutGroup(panel + (8 * i + 2 * c + 1) * L.rec_bytes, L, lane, hi, d * sc1, dmin * m1);
+        const int32_t s0 = sc0, s1 = sc1;
+        PutGroup(rec0 + (2 * c) * L.rec_bytes, L, lane, lo, &s0);
+        PutGroup(rec0 + (2 * c + 1) * L.rec_bytes, L, lane, hi, &s1);
+        const int16_t mins[2] = {static_cast<int16_t>(m0), static_cast<int16_t>(m1)};
+        PutAux(rec0 + c * L.rec_bytes, L, lane, mins);
       }
+      PutAux(rec0 + 4 * L.rec_bytes, L, lane, &d);
+      PutAux(rec0 + 5 * L.rec_bytes, L, lane, &dmin);
     }
   }
 };
 struct PackQ6_K {
   static constexpr int kGroup = 16;
+  static constexpr bool kKQuant = true;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(row);
@@ -518,8 +670,12 @@ struct PackQ6_K {
           _mm256_store_si256(reinterpret_cast<__m256i*>(c + 128 * h + 32 * k), code);
         }
       }
-      for (int g = 0; g < 16; ++g)
-        PutGroup(panel + (16 * i + g) * L.rec_bytes, L, lane, c + 16 * g, d * b[i].scales[g], 0.0f);
+      uint8_t* rec0 = panel + 16 * i * L.rec_bytes;
+      for (int g = 0; g < 16; ++g) {
+        const int32_t sc = b[i].scales[g];
+        PutGroup(rec0 + g * L.rec_bytes, L, lane, c + 16 * g, &sc);
+      }
+      PutAux(rec0, L, lane, &d);
     }
   }
 };
@@ -527,14 +683,15 @@ struct PackQ6_K {
 // Activation pointers of one token for the panel kernel.
 struct PanelAct {
   const uint8_t* qs;
-  const float* d;     // one per kActBlock inputs
-  const float* dsum;  // kQ8KU: d * (sum of the signed codes) per 32 inputs
+  const float* d;        // one per block (32 inputs; 256 for kQ8KU)
+  const int16_t* sum32;  // kQ8KU: sum of the signed codes per 32 inputs
 };
 
-// acc[rv][t] over all groups for RV panels (16 rows each) and T tokens; writes y.
-template <int RV, int T, int G, int kActBlock, bool kMins>
+// Q4_0 / Q8_0: acc[rv][t] over all blocks for RV panels (16 rows each) and T tokens; writes y.
+template <int RV, int T>
 void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes, const PanelAct* act,
                float* y, int64_t y_stride, int64_t rows_left) {
+  constexpr int G = 32;
   constexpr int64_t kCode = G * 16;
   __m512 acc[RV][T];
   #pragma GCC unroll 8
@@ -570,16 +727,94 @@ void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes
     for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode));
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const __m512 da = _mm512_set1_ps(act[t].d[g * G / kActBlock]);
+      const __m512 da = _mm512_set1_ps(act[t].d[g]);
       #pragma GCC unroll 8
       for (int rv = 0; rv < RV; ++rv)
         acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
-      if constexpr (kMins) {
-        const __m512 ds = _mm512_set1_ps(act[t].dsum[g]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) {
+    const int64_t n = rows_left - 16 * rv;
+    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
+  }
+}
+
+// K-quants: per 256-element block the exact integer sums A (and M), then the f32 chain.
+template <int RV, int T, int G, bool kMins>
+void PanelTileK(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes, const PanelAct* act,
+                float* y, int64_t y_stride, int64_t rows_left) {
+  constexpr int64_t kCode = G * 16;
+  constexpr int kGroups = 256 / G;  // per 256-element block
+  __m512 acc[RV][T];
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv)
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kGroups) {
+    const int64_t i = g0 / kGroups;
+    __m512i sum[RV][T];
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) sum[rv][t] = _mm512_setzero_si512();
+    for (int j = 0; j < kGroups; ++j) {
+      const int64_t g = g0 + j;
+      const uint8_t* rec[RV];
+      __m512i dot[RV][T];
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        rec[rv] = panels[rv] + g * rec_bytes;
+        const __m512i corr = _mm512_load_si512(rec[rv] + kCode + 64);
         #pragma GCC unroll 8
-        for (int rv = 0; rv < RV; ++rv)
-          acc[rv][t] = _mm512_fnmadd_ps(_mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode + 128)), ds,
-                                        acc[rv][t]);
+        for (int t = 0; t < T; ++t) dot[rv][t] = corr;
+      }
+      #pragma GCC unroll 8
+      for (int k = 0; k < G / 4; ++k) {
+        __m512i w[RV];
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) w[rv] = _mm512_load_si512(rec[rv] + 64 * k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          int32_t a4;
+          std::memcpy(&a4, act[t].qs + g * G + 4 * k, 4);
+          const __m512i av = _mm512_set1_epi32(a4);
+          #pragma GCC unroll 8
+          for (int rv = 0; rv < RV; ++rv) dot[rv][t] = _mm512_dpbusd_epi32(dot[rv][t], av, w[rv]);
+        }
+      }
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        const __m512i sc = _mm512_load_si512(rec[rv] + kCode);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) sum[rv][t] = _mm512_add_epi32(sum[rv][t], _mm512_mullo_epi32(dot[rv][t], sc));
+      }
+    }
+    const uint8_t* rec0[RV];
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv) rec0[rv] = panels[rv] + g0 * rec_bytes + kCode + 128;  // aux of group 0
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 da = _mm512_set1_ps(act[t].d[i]);
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(rec0[rv] + (kMins ? 4 : 0) * rec_bytes));
+        acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[rv][t]), _mm512_mul_ps(d, da), acc[rv][t]);
+      }
+      if constexpr (kMins) {
+        int32_t s2[4];
+        std::memcpy(s2, act[t].sum32 + 8 * i, 16);
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) {
+          __m512i m = _mm512_setzero_si512();
+          #pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k)
+            m = _mm512_dpwssd_epi32(m, _mm512_load_si512(rec0[rv] + k * rec_bytes), _mm512_set1_epi32(s2[k]));
+          const __m512 dmin = _mm512_load_ps(reinterpret_cast<const float*>(rec0[rv] + 5 * rec_bytes));
+          acc[rv][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, da), acc[rv][t]);
+        }
       }
     }
   }
@@ -592,12 +827,22 @@ void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes
   }
 }
 
-constexpr int kPanelToks = 6;  // tokens per register tile: 2 x 6 x 2 accumulators + 2 weights
+constexpr int kPanelToks = 6;   // tokens per register tile: 2 x 6 x 2 accumulators + 2 weights
+constexpr int kPanelToksK = 4;  // K-quants also hold the integer block sums: 2 x 4 x 3
 
-template <typename P, int kActBlock>
+using PanelTileFn = void (*)(const uint8_t* const*, int64_t, int64_t, const PanelAct*, float*, int64_t, int64_t);
+
+template <int RV, int T, typename P>
+constexpr PanelTileFn PanelTileFor() {
+  if constexpr (P::kKQuant) return PanelTileK<RV, T, P::kGroup, P::kMins>;
+  else return PanelTile<RV, T>;
+}
+
+template <typename P>
 void PanelGemm(const GemmArgs& a) {
   constexpr int G = P::kGroup;
-  const PanelLayout L = MakePanelLayout(G, P::kMins);
+  constexpr int kToks = P::kKQuant ? kPanelToksK : kPanelToks;
+  const PanelLayout L = MakePanelLayout(G, P::kKQuant);
   const int64_t n_groups = a.n_in / G;
   const int64_t panel_bytes = n_groups * L.rec_bytes;
   struct Scratch {
@@ -612,15 +857,11 @@ void PanelGemm(const GemmArgs& a) {
     scratch.p = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(scratch.cap)));
     if (!scratch.p) std::abort();
   }
-  const bool q8ku = P::kMins || G == 16;  // K-quants read kQ8KU activations
-  using TileFn = void (*)(const uint8_t* const*, int64_t, int64_t, const PanelAct*, float*, int64_t, int64_t);
-  static constexpr TileFn kTiles[2][kPanelToks] = {
-      {PanelTile<1, 1, G, kActBlock, P::kMins>, PanelTile<1, 2, G, kActBlock, P::kMins>,
-       PanelTile<1, 3, G, kActBlock, P::kMins>, PanelTile<1, 4, G, kActBlock, P::kMins>,
-       PanelTile<1, 5, G, kActBlock, P::kMins>, PanelTile<1, 6, G, kActBlock, P::kMins>},
-      {PanelTile<2, 1, G, kActBlock, P::kMins>, PanelTile<2, 2, G, kActBlock, P::kMins>,
-       PanelTile<2, 3, G, kActBlock, P::kMins>, PanelTile<2, 4, G, kActBlock, P::kMins>,
-       PanelTile<2, 5, G, kActBlock, P::kMins>, PanelTile<2, 6, G, kActBlock, P::kMins>}};
+  static constexpr PanelTileFn kTiles[2][6] = {
+      {PanelTileFor<1, 1, P>(), PanelTileFor<1, 2, P>(), PanelTileFor<1, 3, P>(), PanelTileFor<1, 4, P>(),
+       PanelTileFor<1, 5, P>(), PanelTileFor<1, 6, P>()},
+      {PanelTileFor<2, 1, P>(), PanelTileFor<2, 2, P>(), PanelTileFor<2, 3, P>(), PanelTileFor<2, 4, P>(),
+       PanelTileFor<2, 5, P>(), PanelTileFor<2, 6, P>()}};
   for (int64_t r0 = 0; r0 < a.n_rows; r0 += 32) {
     const int64_t rows = a.n_rows - r0 < 32 ? a.n_rows - r0 : 32;
     const int rv_count = rows > 16 ? 2 : 1;
@@ -634,13 +875,13 @@ void PanelGemm(const GemmArgs& a) {
                32 * a.w_row_bytes);
       FinishPanel<G>(panel, n_groups, L.rec_bytes);
     }
-    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kPanelToks) {
-      const int nt = static_cast<int>(a.n_tok - t0 < kPanelToks ? a.n_tok - t0 : kPanelToks);
+    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kToks) {
+      const int nt = static_cast<int>(a.n_tok - t0 < kToks ? a.n_tok - t0 : kToks);
       PanelAct act[kPanelToks];
       for (int t = 0; t < nt; ++t) {
         const uint8_t* row = a.act + (t0 + t) * a.act_layout.row_bytes;
         act[t] = {row, reinterpret_cast<const float*>(row + a.act_layout.d_offset),
-                  q8ku ? reinterpret_cast<const float*>(row + a.act_layout.sum_offset) : nullptr};
+                  P::kKQuant ? reinterpret_cast<const int16_t*>(row + a.act_layout.sum_offset) : nullptr};
       }
       kTiles[rv_count - 1][nt - 1](panels, n_groups, L.rec_bytes, act, a.y + t0 * a.y_stride + r0, a.y_stride, rows);
     }
@@ -877,22 +1118,17 @@ template <int R, int T>
 struct F16Tile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileFloat<LoadF16, R, T>(a, r0, t0); }
 };
-template <int R, int T>
-struct Bf16Tile {
-  static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileBf16<R, T>(a, r0, t0); }
-};
-
 }  // namespace
 
 const KernelSet& Avx512Kernels() {
   static const KernelSet kSet = {{
       {ActFormat::kF32, GemmTiled<F32Tile>, kRows},
       {ActFormat::kF32, GemmTiled<F16Tile>, kRows},
-      {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16, Bf16PanelGemm, 32, kBf16PanelMinTok},
-      {ActFormat::kQ8Pair, GemmTiled<Q8_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ8_0, 32>, 32, kPanelMinTok},
-      {ActFormat::kQ8Pair, GemmTiled<Q4_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ4_0, 32>, 32, kPanelMinTok},
-      {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K, 256>, 32, kPanelMinTok},
-      {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K, 256>, 32, kPanelMinTok},
+      {ActFormat::kBf16, Bf16Gemm, 16, ActFormat::kBf16, Bf16PanelGemm, 32, kBf16PanelMinTok},
+      {ActFormat::kQ8Pair, GemmTiled<Q8_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ8_0>, 32, kPanelMinTok},
+      {ActFormat::kQ8Pair, GemmTiled<Q4_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ4_0>, 32, kPanelMinTok},
+      {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K>, 32, kPanelMinTok},
+      {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K>, 32, kPanelMinTok},
       {ActFormat::kQ8LQ2, GemmTiled<LQ2Tile>, kRows},
   }};
   return kSet;
