@@ -40,6 +40,8 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
       return {RoundUp64(n_in * 4), 0, 0};
     case ActFormat::kBf16:
       return {RoundUp64(n_in * 2), 0, 0};
+    case ActFormat::kBf16Chains:
+      return {RoundUp64(16 * ((n_in + 31) / 32) * 4), 0, 0};
     case ActFormat::kQ8:
     case ActFormat::kQ8U:
     case ActFormat::kQ8Pair: {
@@ -78,6 +80,16 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
     case ActFormat::kBf16: {
       auto* h = reinterpret_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n_in; ++i) h[i] = F32ToBf16(x[i]);
+      return;
+    }
+    case ActFormat::kBf16Chains: {
+      auto* h = reinterpret_cast<uint16_t*>(dst);
+      const int64_t n_pairs = (n_in + 1) / 2, p = (n_in + 31) / 32;
+      for (int64_t j = 0; j < n_pairs; ++j) {
+        uint16_t* slot = h + 2 * ((j % 16) * p + j / 16);
+        slot[0] = F32ToBf16(x[2 * j]);
+        slot[1] = 2 * j + 1 < n_in ? F32ToBf16(x[2 * j + 1]) : 0;
+      }
       return;
     }
     case ActFormat::kQ8:

@@ -12,6 +12,10 @@ namespace tierlm {
 enum class ActFormat {
   kF32,   // float x[n_in]
   kBf16,  // bf16 x[n_in], rounded to nearest even
+  // As kBf16, but the pairs (x[2j], x[2j + 1]) (the last padded with 0 for an odd n_in)
+  // reordered for the AVX-512 BF16 panel kernel's 16 chains: with P = ceil(n_in / 32), pair
+  // j at pair slot (j % 16) P + j / 16; unused slots zero.
+  kBf16Chains,
   // 32-element blocks quantized like Q8_0 (d = amax / 127, q = round(x / d)), the block
   // count nb rounded up to even with zero blocks:
   //   int8 qs[32 * nb] | float d[nb] | int32 sum[nb] (sum of the block's qs)

@@ -544,106 +544,61 @@ void TileFloat(const GemmArgs& a, int64_t r0, int64_t t0) {
 
 // ---- BF16 ------------------------------------------------------------------------------
 // The canonical order of a BF16 dot product, shared with the prefill panel kernel
-// (Bf16PanelTile): one vdpbf16ps chain per (row, token) over the input pairs in order,
-//   acc = dpbf16(acc, (w[2j], w[2j + 1]), (x[2j], x[2j + 1]))   j = 0, 1, ... (from 0)
-// (an odd n_in's last pair padded with zeros). The decode kernel takes 16 rows at a time,
-// transposes each 16 pairs x 16 rows in registers so lane r holds row r, and runs the
-// chains of 16 rows side by side, each token's pair broadcast.
+// (Bf16PanelTile): 16 vdpbf16ps chains per (row, token), chain j over the input pairs
+// p = j, j + 16, j + 32, ... in order (pair p = inputs 2p, 2p + 1; an odd n_in's last pair
+// padded with zeros), each from 0, then the fixed tree
+//   a_i = c_i + c_(i+8),  b_i = a_i + a_(i+4),  e_i = b_i + b_(i+2),  result = e_0 + e_1.
+// The decode tiles hold chain j in lane j of one accumulator per (row, token) (TileBf16);
+// the panel kernel, with rows in lanes, runs the 16 chains one after another.
 
-// v[r] = 16 dwords of row r; on return v[c] = dword c of rows 0..15.
-inline void Transpose16x16(__m512i (&v)[16]) {
-  __m512i a[16], b[16];
+// The tree over the 16 lanes of v.
+inline float Bf16Tree(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 e = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(e, _mm_movehdup_ps(e)));
+}
+// The same tree over 16 vectors, lane by lane.
+inline __m512 Bf16Tree(const __m512* c) {
+  __m512 a[8];
   #pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    a[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
-    a[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
-  }
-  #pragma GCC unroll 8
-  for (int i = 0; i < 4; ++i) {
-    b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
-    b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
-    b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
-  }
-  // b[4i + e], 128-bit group g: dword 4g + e of rows 4i..4i+3.
-  #pragma GCC unroll 8
-  for (int e = 0; e < 4; ++e) {
-    const __m512i c_lo = _mm512_shuffle_i32x4(b[e], b[4 + e], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i c_hi = _mm512_shuffle_i32x4(b[e], b[4 + e], _MM_SHUFFLE(3, 2, 3, 2));
-    const __m512i d_lo = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], _MM_SHUFFLE(1, 0, 1, 0));
-    const __m512i d_hi = _mm512_shuffle_i32x4(b[8 + e], b[12 + e], _MM_SHUFFLE(3, 2, 3, 2));
-    v[e] = _mm512_shuffle_i32x4(c_lo, d_lo, _MM_SHUFFLE(2, 0, 2, 0));
-    v[4 + e] = _mm512_shuffle_i32x4(c_lo, d_lo, _MM_SHUFFLE(3, 1, 3, 1));
-    v[8 + e] = _mm512_shuffle_i32x4(c_hi, d_hi, _MM_SHUFFLE(2, 0, 2, 0));
-    v[12 + e] = _mm512_shuffle_i32x4(c_hi, d_hi, _MM_SHUFFLE(3, 1, 3, 1));
-  }
+  for (int i = 0; i < 8; ++i) a[i] = _mm512_add_ps(c[i], c[i + 8]);
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) a[i] = _mm512_add_ps(a[i], a[i + 4]);
+  a[0] = _mm512_add_ps(a[0], a[2]);
+  a[1] = _mm512_add_ps(a[1], a[3]);
+  return _mm512_add_ps(a[0], a[1]);
 }
 
-constexpr int kBf16RowToks = 8;
-
-template <int T>
-void Bf16RowTile(const GemmArgs& a, int64_t r0, int64_t nr, int64_t t0) {
-  const int64_t n_pairs = (a.n_in + 1) / 2;
-  const uint8_t* w = a.w + r0 * a.w_row_bytes;
-  const uint8_t* x[T];
+template <int R, int T>
+void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
+  __m512 acc[R][T];
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) x[t] = a.act + (t0 + t) * a.act_layout.row_bytes;
-  __m512 acc[T];
-  #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t j0 = 0; j0 < n_pairs; j0 += 16) {
-    const int64_t left = a.n_in - 2 * j0;  // inputs left in the rows
-    const __mmask32 m = left >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << left) - 1);
-    __m512i v[16];
-    #pragma GCC unroll 16
-    for (int r = 0; r < 16; ++r) {
-      if (r < nr) {
-        const uint8_t* p = w + r * a.w_row_bytes + 4 * j0;
-        if constexpr (T == 1) _mm_prefetch(reinterpret_cast<const char*>(p) + 1024, _MM_HINT_T0);
-        v[r] = _mm512_maskz_loadu_epi16(m, p);
-      } else {
-        v[r] = _mm512_setzero_si512();
-      }
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < a.n_in; i += 32) {
+    const __mmask32 m = a.n_in - i >= 32 ? 0xFFFFFFFFu : static_cast<__mmask32>((1u << (a.n_in - i)) - 1);
+    __m512bh wv[R];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      if constexpr (T == 1) PrefetchAhead<64>(a.w + (r0 + r) * a.w_row_bytes + 2 * i, a.w_row_bytes);
+      wv[r] = reinterpret_cast<__m512bh>(
+          _mm512_maskz_loadu_epi16(m, reinterpret_cast<const uint16_t*>(a.w + (r0 + r) * a.w_row_bytes) + i));
     }
-    Transpose16x16(v);
-    const int np = static_cast<int>(n_pairs - j0 < 16 ? n_pairs - j0 : 16);
-    if (np == 16) {
-      #pragma GCC unroll 16
-      for (int k = 0; k < 16; ++k)
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          int32_t x2;
-          std::memcpy(&x2, x[t] + 4 * (j0 + k), 4);
-          acc[t] = _mm512_dpbf16_ps(acc[t], reinterpret_cast<__m512bh>(v[k]),
-                                    reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2)));
-        }
-    } else {
-      for (int k = 0; k < np; ++k)
-        #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          int32_t x2;
-          std::memcpy(&x2, x[t] + 4 * (j0 + k), 4);
-          acc[t] = _mm512_dpbf16_ps(acc[t], reinterpret_cast<__m512bh>(v[k]),
-                                    reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2)));
-        }
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      // Inputs past n_in are zero in both operands: their chains add 0 * 0.
+      const __m512bh xv = reinterpret_cast<__m512bh>(
+          _mm512_load_si512(reinterpret_cast<const uint16_t*>(a.act + (t0 + t) * a.act_layout.row_bytes) + i));
+      #pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
     }
   }
-  const __mmask16 store = nr >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nr) - 1);
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(a.y + (t0 + t) * a.y_stride + r0, store, acc[t]);
-}
-
-void Bf16Gemm(const GemmArgs& a) {
-  using Fn = void (*)(const GemmArgs&, int64_t, int64_t, int64_t);
-  static constexpr Fn kTiles[kBf16RowToks] = {Bf16RowTile<1>, Bf16RowTile<2>, Bf16RowTile<3>, Bf16RowTile<4>,
-                                              Bf16RowTile<5>, Bf16RowTile<6>, Bf16RowTile<7>, Bf16RowTile<8>};
-  for (int64_t r0 = 0; r0 < a.n_rows; r0 += 16) {
-    const int64_t nr = a.n_rows - r0 < 16 ? a.n_rows - r0 : 16;
-    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kBf16RowToks) {
-      const int64_t nt = a.n_tok - t0 < kBf16RowToks ? a.n_tok - t0 : kBf16RowToks;
-      kTiles[nt - 1](a, r0, nr, t0);
-    }
-  }
+  for (int t = 0; t < T; ++t)
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = Bf16Tree(acc[r][t]);
 }
 
 // ---- Prefill: int8 panel GEMM over rows repacked per call -------------------------------
@@ -1024,9 +979,11 @@ void PanelGemm(const GemmArgs& a) {
 }
 
 // ---- Prefill: BF16 panel GEMM ------------------------------------------------------------
-// As PanelGemm, without scales: a panel holds 16 rows as [n_in / 2][16 rows][2 bf16], so
+// As PanelGemm, without scales: a panel holds 16 rows as [n_in / 2][16 rows][2 bf16] (the
+// pairs in chain order, see Bf16PanelGemm), so
 // one vdpbf16ps multiplies 16 rows by one token's pair of inputs (broadcast), and results
-// accumulate in f32 lanes, one per row: no horizontal sums, no reloading weights per token.
+// accumulate in f32 lanes, one per row, in the canonical order's 16 chains (see TileBf16),
+// summed by its tree at the end: no reloading weights per token.
 
 constexpr int kBf16PanelToks = 8;
 // Below this many tokens the 4 x 4 tiles win: the gathers that build panels cost more.
@@ -1035,36 +992,52 @@ constexpr int kBf16PanelMinTok = 32;
 template <int RV, int T>
 void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs, const uint8_t* const* act, float* y,
                    int64_t y_stride, int64_t rows_left) {
-  __m512 acc[RV][T];
-  #pragma GCC unroll 8
-  for (int rv = 0; rv < RV; ++rv)
+  __m512 chains[16][RV][T];  // the canonical order's 16 chains (see TileBf16)
+  for (int c = 0; c < 16; ++c) {
+    __m512 acc[RV][T];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < n_pairs; ++j) {
-    __m512bh w[RV];
-    #pragma GCC unroll 8
-    for (int rv = 0; rv < RV; ++rv) w[rv] = reinterpret_cast<__m512bh>(_mm512_load_si512(panels[rv] + 64 * j));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      int32_t x2;
-      std::memcpy(&x2, act[t] + 4 * j, 4);
-      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2));
+    for (int rv = 0; rv < RV; ++rv)
       #pragma GCC unroll 8
-      for (int rv = 0; rv < RV; ++rv) acc[rv][t] = _mm512_dpbf16_ps(acc[rv][t], w[rv], xv);
+      for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
+    const int64_t chain_base = 64 * c * ((n_pairs + 15) / 16);  // chain c's pairs, in order
+    for (int64_t j = c, q = chain_base; j < n_pairs; j += 16, q += 64) {
+      __m512bh w[RV];
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) w[rv] = reinterpret_cast<__m512bh>(_mm512_load_si512(panels[rv] + q));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t x2;
+        std::memcpy(&x2, act[t] + q / 16, 4);  // kBf16Chains: the same slot order
+        const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2));
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) acc[rv][t] = _mm512_dpbf16_ps(acc[rv][t], w[rv], xv);
+      }
     }
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) chains[c][rv][t] = acc[rv][t];
   }
   #pragma GCC unroll 8
   for (int rv = 0; rv < RV; ++rv) {
     const int64_t n = rows_left - 16 * rv;
     const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
+    for (int t = 0; t < T; ++t) {
+      __m512 c[16];
+      #pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) c[k] = chains[k][rv][t];
+      _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, Bf16Tree(c));
+    }
   }
 }
 
 void Bf16PanelGemm(const GemmArgs& a) {
   const int64_t n_pairs = (a.n_in + 1) / 2;
-  const int64_t panel_bytes = n_pairs * 64;
+  const int64_t p16 = (n_pairs + 15) / 16;
+  const int64_t panel_bytes = 16 * p16 * 64;
+  // Pair j's 16 rows at slot (j % 16) p16 + j / 16: each chain's pairs back to back.
+  auto slot = [p16](int64_t j) { return 64 * ((j % 16) * p16 + j / 16); };
   struct Scratch {
     uint8_t* p = nullptr;
     int64_t cap = 0;
@@ -1100,7 +1073,7 @@ void Bf16PanelGemm(const GemmArgs& a) {
           for (int64_t lane = 0; lane < n; ++lane)
             _mm_prefetch(reinterpret_cast<const char*>(base + lane * a.w_row_bytes + 4 * j + 512), _MM_HINT_T0);
         }
-        _mm512_store_si512(panel + 64 * j,
+        _mm512_store_si512(panel + slot(j),
                            _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 4 * j, 1));
       }
       if (full_pairs < n_pairs) {  // odd n_in: the last input alone, its pair zero
@@ -1110,7 +1083,7 @@ void Bf16PanelGemm(const GemmArgs& a) {
           std::memcpy(&h, base + lane * a.w_row_bytes + 2 * (a.n_in - 1), 2);
           last[lane] = h;
         }
-        std::memcpy(panel + 64 * full_pairs, last, 64);
+        std::memcpy(panel + slot(full_pairs), last, 64);
       }
     }
     for (int64_t t0 = 0; t0 < a.n_tok; t0 += kBf16PanelToks) {
@@ -1233,6 +1206,10 @@ template <int R, int T>
 struct Q8_0Tile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileQ8Pair<Q8_0Pair, R, T>(a, r0, t0); }
 };
+template <int R, int T>
+struct Bf16Tile {
+  static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileBf16<R, T>(a, r0, t0); }
+};
 template <typename P>
 struct RowTileOf {
   template <int R, int T>
@@ -1272,7 +1249,7 @@ const KernelSet& Avx512Kernels() {
   static const KernelSet kSet = {{
       {ActFormat::kF32, GemmTiled<F32Tile>, kRows},
       {ActFormat::kF32, GemmTiled<F16Tile>, kRows},
-      {ActFormat::kBf16, Bf16Gemm, 16, ActFormat::kBf16, Bf16PanelGemm, 32, kBf16PanelMinTok},
+      {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16Chains, Bf16PanelGemm, 32, kBf16PanelMinTok},
       {ActFormat::kQ8Pair, Q8Gemm<Q8_0Rows, Q8_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ8_0>, 32, kQ8PanelMinTok},
       {ActFormat::kQ8Pair, Q8Gemm<Q4_0Rows, Q4_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ4_0>, 32, kQ8PanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K>, 32, kPanelMinTok},
