@@ -134,16 +134,21 @@ void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
   for (int64_t b = 0; b < nb; b += 2) {
     const bool has_second = b + 1 < nb;
     __m512i codes[R];
-    uint16_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint32_t h[4] = {0, 0, 0, 0};  // f16 scales: rows 0-1 even, 2-3 even, 0-1 odd, 2-3 odd
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w[r] + b * W::kBlockBytes;
       if constexpr (T == 1) PrefetchAhead<2 * W::kBlockBytes>(blk, a.w_row_bytes);
       codes[r] = W::Codes(blk, has_second);
-      h[r] = LoadU16(blk);
-      if (has_second) h[4 + r] = LoadU16(blk + W::kBlockBytes);
+      h[r / 2] |= static_cast<uint32_t>(LoadU16(blk)) << (16 * (r % 2));
+      if (has_second) h[2 + r / 2] |= static_cast<uint32_t>(LoadU16(blk + W::kBlockBytes)) << (16 * (r % 2));
     }
-    const __m512 f16 = _mm512_zextps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))));
+    // Built in registers: a 16-byte load of just-stored scalars would stall on forwarding.
+    __m128i hv = _mm_cvtsi32_si128(static_cast<int>(h[0]));
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[1]), 1);
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[2]), 2);
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[3]), 3);
+    const __m512 f16 = _mm512_zextps256_ps512(_mm256_cvtph_ps(hv));
     const __m512 dw_even = _mm512_maskz_permutexvar_ps(kLanes, even_idx, f16);
     const __m512 dw_odd = _mm512_maskz_permutexvar_ps(kLanes, odd_idx, f16);
     #pragma GCC unroll 8
