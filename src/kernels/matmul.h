@@ -23,14 +23,14 @@ struct WeightMatrix {
 // Batch invariance: a token's output row never depends on the other tokens of the batch
 // (how many, which, or how the rows are split between threads). Every kernel path computes
 // each (row, token) dot product with one fixed sequence of f32 operations per weight type,
-// whichever kernel runs it: the decode kernels (small batches) and the AVX-512 prefill
+// whichever kernel runs it: the decode and small-batch kernels and the AVX-512 prefill
 // panel kernels (BF16, Q8_0, Q4_0, Q4_K, Q6_K weights; batches of at least a kernel's
 // prefill_min_tok tokens) share that order (matmul_avx512.cpp states it per type), and
 // integer partial sums, exact in any order, are free to be grouped as each kernel likes.
-// Results may differ between kernel paths (scalar, AVX2, AVX-512), not within one.
-// (Until this held, a process-wide switch, TIERLM_BATCH_INVARIANT, kept every batch on the
-// decode kernels at 2.5x the prefill time; it is gone, invariance costs nothing now:
-// docs/BENCHMARKS.md.)
+// Results may differ between kernel paths (scalar, AVX2, AVX-512), not within one. This is
+// always on: there is no switch (the former TIERLM_BATCH_INVARIANT / SetMatmulBatchInvariant
+// kept every batch on the decode kernels at 2.5x the prefill time; with the shared order it
+// costs nothing measurable, docs/BENCHMARKS.md).
 
 // y[t][o] = sum_i w[o][i] * x[t][i]  for t < n_tok, o < w.n_out.
 //   x: [n_tok][w.n_in] f32, row stride x_stride floats (>= n_in)

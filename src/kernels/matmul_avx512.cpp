@@ -51,12 +51,6 @@ inline uint16_t LoadU16(const uint8_t* p) {
 //   b[0..16) b+1[0..16) b[16..32) b+1[16..32)
 // so int32 lanes 0-3 and 8-11 belong to block 2p, lanes 4-7 and 12-15 to block 2p + 1.
 
-inline __m512 PairScales(uint16_t d0, uint16_t d1) {
-  const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (static_cast<uint32_t>(d1) << 16)));
-  const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-  return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(f));
-}
-
 struct Q4_0Pair {
   static constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
   static constexpr char kOffset = 8;
@@ -173,10 +167,11 @@ void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
                        _mm512_castps512_ps128(_mm512_permutexvar_ps(out_idx, acc[t])));
 }
 
-// ---- Q4_0 / Q8_0 against kQ8 activations, 16 rows in lanes --------------------------------
-// The decode / small-batch kernel: 16 weight rows at a time, each block's codes transposed
-// in registers so that int32 lane l holds 4 codes of one row (rows 4i + g in lane 4g + i),
-// then for every token one vpdpbusd per 4 inputs, the token's 4 activation bytes broadcast:
+// ---- Q4_0 / Q8_0 against kQ8Pair activations, 16 rows in lanes ---------------------------
+// The small-batch kernel (2 tokens up to the panel threshold): 16 weight rows at a time,
+// each block's codes transposed in registers so that int32 lane l holds 4 codes of one row
+// (rows 4i + g in lane 4g + i), then for every token one vpdpbusd per 4 inputs, the token's
+// 4 activation bytes broadcast:
 // the block's integer dot lands whole in the row's lane (no horizontal sums), and the f32
 // chain of the canonical order (see TileQ8Pair) runs for 16 rows at once. Each weight block
 // is read once for all the call's tokens.
@@ -1073,13 +1068,17 @@ void Bf16PanelGemm(const GemmArgs& a) {
       const uint8_t* base = a.w + (r0 + 16 * rv) * a.w_row_bytes;
       const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                              _mm512_set1_epi32(static_cast<int>(a.w_row_bytes)));
-      for (int64_t j = 0; j < full_pairs; ++j) {
-        if (j % 16 == 0) {  // the 16 row streams, 8 lines ahead
-          for (int64_t lane = 0; lane < n; ++lane)
-            _mm_prefetch(reinterpret_cast<const char*>(base + lane * a.w_row_bytes + 4 * j + 512), _MM_HINT_T0);
+      // Slots in order (stores stream; stores scattered 4 KiB apart alias the rows' loads):
+      // chain c's pairs j = c, c + 16, ...; the first chain's pass reads every line of the
+      // 16 rows (prefetching 8 lines ahead), the others find them in cache.
+      for (int64_t c = 0; c < 16; ++c) {
+        uint8_t* out = panel + 64 * c * p16;
+        for (int64_t j = c; j < full_pairs; j += 16, out += 64) {
+          if (c == 0)
+            for (int64_t lane = 0; lane < n; ++lane)
+              _mm_prefetch(reinterpret_cast<const char*>(base + lane * a.w_row_bytes + 4 * j + 512), _MM_HINT_T0);
+          _mm512_store_si512(out, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 4 * j, 1));
         }
-        _mm512_store_si512(panel + slot(j),
-                           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 4 * j, 1));
       }
       if (full_pairs < n_pairs) {  // odd n_in: the last input alone, its pair zero
         alignas(64) uint32_t last[16] = {};

@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -342,6 +344,45 @@ std::vector<KernelPath> SimdPaths() {
 }
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulSimdPathTest, ::testing::ValuesIn(SimdPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
+
+// Not a check: the timing loop docs/BENCHMARKS.md quotes (batch invariance section). Run with
+//   tierlm_tests --gtest_also_run_disabled_tests --gtest_filter='*MatmulSpeed*'
+// Eight 2048 x 5632 matrices per type (the TinyLlama FFN shape, together larger than L3) are
+// multiplied in turn on the calling thread alone; thread CPU time per call, so that other
+// processes on a shared machine perturb the figures less than wall time would.
+TEST(MatmulSpeed, DISABLED_ThreadCpuTimePerCall) {
+  const int64_t n_in = 2048, n_out = 5632, n_mat = 8;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(512 * n_in), y(512 * n_out), row(n_in);
+  for (float& v : x) v = dist(rng);
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ6_K, GgmlType::kBF16}) {
+    const int64_t rb = RowBytes(type, n_in);
+    std::vector<std::vector<uint8_t>> w(n_mat, std::vector<uint8_t>(rb * n_out));
+    for (auto& m : w)
+      for (int64_t o = 0; o < n_out; ++o) {
+        if (o < 64) for (float& v : row) v = dist(rng);  // 64 distinct rows are enough
+        QuantizeRow(type, row.data(), m.data() + o * rb, n_in);
+      }
+    for (int64_t n_tok : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
+      const int reps = n_tok >= 256 ? 1 : n_tok >= 32 ? 2 : 8;
+      std::vector<double> ms;
+      for (int rep = 0; rep < 5; ++rep) {
+        timespec c0, c1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+        for (int r = 0; r < reps; ++r)
+          for (const auto& m : w)
+            Matmul(WeightMatrix{type, m.data(), n_in, n_out}, x.data(), n_in, n_tok, y.data(), n_out, nullptr);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        ms.push_back(((c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6) / (reps * n_mat));
+      }
+      std::sort(ms.begin(), ms.end());
+      std::printf("%-5s n_tok %3lld: %7.3f ms per call (min %.3f, max %.3f), %6.1f tokens/ms\n",
+                  std::string(TypeName(type)).c_str(), static_cast<long long>(n_tok), ms[2], ms[0], ms[4],
+                  n_tok / ms[2]);
+    }
+  }
+}
 
 TEST(MatmulTest, ForcedPathIsReported) {
   for (KernelPath p : SupportedPaths()) {
