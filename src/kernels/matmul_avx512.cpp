@@ -391,7 +391,7 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i mins[R];
-    float d[4] = {}, dmin[4] = {};
+    __m128i hd = _mm_setzero_si128(), hdmin = _mm_setzero_si128();  // f16 d, dmin of rows 0..3
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ4_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -406,11 +406,12 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
             _mm512_inserti64x4(_mm512_zextsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
         scales[r][c] = Spread2(sc16, 2 * c);
       }
-      d[r] = _cvtsh_ss(blk->d);
-      dmin[r] = _cvtsh_ss(blk->dmin);
+      hd = _mm_insert_epi16(hd, blk->d, r);
+      hdmin = _mm_insert_epi16(hdmin, blk->dmin, r);
     }
-    const __m128 vd = _mm_setr_ps(d[0], R > 1 ? d[1] : 0.0f, R > 2 ? d[2] : 0.0f, R > 3 ? d[3] : 0.0f);
-    const __m128 vdmin = _mm_setr_ps(dmin[0], R > 1 ? dmin[1] : 0.0f, R > 2 ? dmin[2] : 0.0f, R > 3 ? dmin[3] : 0.0f);
+    // Built in registers (scalars stored and reloaded as a vector stall on forwarding).
+    const __m128 vd = _mm_cvtph_ps(hd);
+    const __m128 vdmin = _mm_cvtph_ps(hdmin);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
@@ -451,7 +452,7 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i sc32[R];  // 32 * scales as int16, for the offset correction
-    float d[4] = {};
+    __m128i hd = _mm_setzero_si128();  // f16 d of rows 0..3
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ6_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -473,9 +474,9 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
       }
       #pragma GCC unroll 8
       for (int k = 0; k < 4; ++k) scales[r][k] = Spread4(s512, 4 * k);
-      d[r] = _cvtsh_ss(blk->d);
+      hd = _mm_insert_epi16(hd, blk->d, r);
     }
-    const __m128 vd = _mm_setr_ps(d[0], R > 1 ? d[1] : 0.0f, R > 2 ? d[2] : 0.0f, R > 3 ? d[3] : 0.0f);
+    const __m128 vd = _mm_cvtph_ps(hd);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
