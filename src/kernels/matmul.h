@@ -30,7 +30,8 @@ struct WeightMatrix {
 // Results may differ between kernel paths (scalar, AVX2, AVX-512), not within one. This is
 // always on: there is no switch (the former TIERLM_BATCH_INVARIANT / SetMatmulBatchInvariant
 // kept every batch on the decode kernels at 2.5x the prefill time; with the shared order it
-// costs nothing measurable, docs/BENCHMARKS.md).
+// costs nothing measurable except in BF16 prefill, whose panel kernel runs the decode
+// tiles' 16 chains: measured in docs/BENCHMARKS.md, batch invariance section).
 
 // y[t][o] = sum_i w[o][i] * x[t][i]  for t < n_tok, o < w.n_out.
 //   x: [n_tok][w.n_in] f32, row stride x_stride floats (>= n_in)
