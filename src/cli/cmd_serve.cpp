@@ -104,10 +104,8 @@ int ServeCommand(int argc, char** argv) {
   ho.limits.max_n = std::min(max_n, n_slots);
   ho.limits.max_messages = static_cast<size_t>(max_messages);
 
-  // Until the matmul kernels are batch-invariant by default, the server turns invariance on:
-  // a greedy request then gives the same tokens alone or in any batch (the decode kernels
-  // for every batch size; see kernels/matmul.h).
-  SetMatmulBatchInvariant(true);
+  // The matmul kernels are batch-invariant (kernels/matmul.h): a greedy request gives the
+  // same tokens alone or in any batch.
 
   // SIGINT / SIGTERM stop the server from one thread that waits for them; a client that
   // goes away must not kill the process with SIGPIPE.

@@ -40,6 +40,8 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
       return {RoundUp64(n_in * 4), 0, 0};
     case ActFormat::kBf16:
       return {RoundUp64(n_in * 2), 0, 0};
+    case ActFormat::kBf16Chains:
+      return {RoundUp64(16 * ((n_in + 31) / 32) * 4), 0, 0};
     case ActFormat::kQ8:
     case ActFormat::kQ8U:
     case ActFormat::kQ8Pair: {
@@ -56,7 +58,7 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
     case ActFormat::kQ8KU: {
       const int64_t d_off = RoundUp64(n_in);
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
-      return {sum_off + RoundUp64(n_in / 32 * 4), d_off, sum_off};
+      return {sum_off + RoundUp64(n_in / 32 * 2), d_off, sum_off};
     }
     case ActFormat::kQ8LQ2: {
       const int64_t d_off = RoundUp64(n_in);
@@ -78,6 +80,16 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
     case ActFormat::kBf16: {
       auto* h = reinterpret_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n_in; ++i) h[i] = F32ToBf16(x[i]);
+      return;
+    }
+    case ActFormat::kBf16Chains: {
+      auto* h = reinterpret_cast<uint16_t*>(dst);
+      const int64_t n_pairs = (n_in + 1) / 2, p = (n_in + 31) / 32;
+      for (int64_t j = 0; j < n_pairs; ++j) {
+        uint16_t* slot = h + 2 * ((j % 16) * p + j / 16);
+        slot[0] = F32ToBf16(x[2 * j]);
+        slot[1] = 2 * j + 1 < n_in ? F32ToBf16(x[2 * j + 1]) : 0;
+      }
       return;
     }
     case ActFormat::kQ8:
@@ -114,13 +126,12 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
     }
     case ActFormat::kQ8KU: {
       auto* qs = reinterpret_cast<int8_t*>(dst);
-      const auto* d = reinterpret_cast<const float*>(dst + layout.d_offset);
       QuantizeBlocks(x, n_in, 256, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
-      auto* dsum = reinterpret_cast<float*>(dst + layout.sum_offset);
+      auto* sum32 = reinterpret_cast<int16_t*>(dst + layout.sum_offset);
       for (int64_t g = 0; g < n_in / 32; ++g) {
         int s = 0;
         for (int j = 0; j < 32; ++j) s += qs[32 * g + j];
-        dsum[g] = d[g / 8] * static_cast<float>(s);
+        sum32[g] = static_cast<int16_t>(s);
       }
       for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
       return;

@@ -12,6 +12,10 @@ namespace tierlm {
 enum class ActFormat {
   kF32,   // float x[n_in]
   kBf16,  // bf16 x[n_in], rounded to nearest even
+  // As kBf16, but the pairs (x[2j], x[2j + 1]) (the last padded with 0 for an odd n_in)
+  // reordered for the AVX-512 BF16 panel kernel's 16 chains: with P = ceil(n_in / 32), pair
+  // j at pair slot (j % 16) P + j / 16; unused slots zero.
+  kBf16Chains,
   // 32-element blocks quantized like Q8_0 (d = amax / 127, q = round(x / d)), the block
   // count nb rounded up to even with zero blocks:
   //   int8 qs[32 * nb] | float d[nb] | int32 sum[nb] (sum of the block's qs)
@@ -26,9 +30,9 @@ enum class ActFormat {
   // As kQ8 (same rounding), but qs stored as unsigned bytes q + 128 (for vpdpbusd with the
   // activations as the unsigned operand); the sums are not written.
   kQ8U,
-  // As kQ8K (same rounding), qs stored as q + 128, and instead of bsums one float per 32
-  // elements: dsum[g] = d[g / 8] * (sum of the 32 signed qs):
-  //   uint8 qs[n_in] | float d[n_in / 256] | float dsum[n_in / 32]
+  // As kQ8K (same rounding), qs stored as q + 128, and instead of bsums one sum per 32
+  // elements: sum32[g] = sum of the 32 signed qs:
+  //   uint8 qs[n_in] | float d[n_in / 256] | int16 sum32[n_in / 32]
   kQ8KU,
   // For kLQ2 weights (AVX-512): 32-element blocks quantized as kQ8 (same rounding), each
   // 256 elements' qs reordered like a BlockLQ2's codes (position 64 k + 4 g + j holds element

@@ -83,8 +83,8 @@ bool ConvertActivationRowAvx512(ActFormat format, const float* x, int64_t n_in, 
             const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
             const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
             const __m128i h3 = _mm_add_epi32(h2, _mm_shuffle_epi32(h2, _MM_SHUFFLE(2, 3, 0, 1)));
-            reinterpret_cast<float*>(dst + layout.sum_offset)[8 * b + g] =
-                d[b] * static_cast<float>(_mm_cvtsi128_si32(h3));
+            reinterpret_cast<int16_t*>(dst + layout.sum_offset)[8 * b + g] =
+                static_cast<int16_t>(_mm_cvtsi128_si32(h3));
           } else {
             // Two 16-element sums: lanes 0-7 of s16 hold pairs of elements 0..15 within each
             // 128-bit half, i.e. half 0 covers elements 0..15, half 1 elements 16..31.

@@ -54,7 +54,9 @@ struct KernelSet {
     // Optional batched (prefill) kernel, used when n_tok >= prefill_min_tok. It is called
     // once per thread with the thread's whole row range (a multiple of prefill_row_tile
     // rows, except at the end) and every token, activations in prefill_act, and does its
-    // own cache blocking (e.g. repacking a panel of rows once for all tokens).
+    // own cache blocking (e.g. repacking a panel of rows once for all tokens). It must
+    // compute each (row, token) product with exactly gemm's f32 operations, in the same
+    // order (batch invariance, matmul.h); only integer partial sums may be grouped freely.
     ActFormat prefill_act = ActFormat::kF32;
     GemmFn prefill = nullptr;
     int prefill_row_tile = 1;

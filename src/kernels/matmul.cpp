@@ -1,7 +1,6 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <vector>
@@ -74,17 +73,7 @@ void RunRows(const KernelSet::Entry& entry, bool batched, const WeightMatrix& w,
   }
 }
 
-// Default from TIERLM_BATCH_INVARIANT (1 on, 0 off), else off.
-bool DefaultBatchInvariant() {
-  const char* e = std::getenv("TIERLM_BATCH_INVARIANT");
-  return e && e[0] == '1';
-}
-std::atomic<bool> g_batch_invariant{DefaultBatchInvariant()};
-
 }  // namespace
-
-void SetMatmulBatchInvariant(bool on) { g_batch_invariant.store(on, std::memory_order_relaxed); }
-bool MatmulBatchInvariant() { return g_batch_invariant.load(std::memory_order_relaxed); }
 
 void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const float* x,
                        int64_t x_stride, int64_t n_tok, float* y, int64_t y_stride,
@@ -95,7 +84,7 @@ void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const fl
     return;
   }
   const KernelSet::Entry& entry = kernels.entries[kt];
-  const bool batched = entry.prefill != nullptr && n_tok >= entry.prefill_min_tok && !MatmulBatchInvariant();
+  const bool batched = entry.prefill != nullptr && n_tok >= entry.prefill_min_tok;
   const ActFormat act_format = batched ? entry.prefill_act : entry.act;
   const ActLayout layout = GetActLayout(act_format, w.n_in);
 
@@ -153,7 +142,7 @@ void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob>
     const KernelSet::Entry& entry = kernels.entries[kt];
     prep.push_back({&entry, GetActLayout(entry.act, job.w.n_in), 0});
     if (job.n_tok <= 0 || job.w.n_out <= 0) continue;
-    if (entry.prefill != nullptr && job.n_tok >= entry.prefill_min_tok && !MatmulBatchInvariant()) {
+    if (entry.prefill != nullptr && job.n_tok >= entry.prefill_min_tok) {
       batched_jobs.push_back(j);
       continue;
     }

@@ -20,16 +20,18 @@ struct WeightMatrix {
   int64_t n_out;
 };
 
-// Batch invariance (process-wide; default off, TIERLM_BATCH_INVARIANT=1 turns it on):
-// when on, every token's row is computed by the decode kernels whatever n_tok is; they
-// compute each (row, token) dot product the same way in any batch, so a token's output never
-// depends on the other tokens. When off, batches of at least a kernel's prefill_min_tok
-// tokens use the prefill panel kernels (BF16, Q8_0, Q4_0, Q4_K, Q6_K weights), whose
-// rounding differs slightly from the decode kernels'. F32 and F16 weights have no panel
-// kernel and are batch-invariant either way. Measured cost of turning it on (TinyLlama
-// shape Q4_0, 2 threads): prefill 2.5x slower, decode unchanged (docs/BENCHMARKS.md).
-void SetMatmulBatchInvariant(bool on);
-bool MatmulBatchInvariant();
+// Batch invariance: a token's output row never depends on the other tokens of the batch
+// (how many, which, or how the rows are split between threads). Every kernel path computes
+// each (row, token) dot product with one fixed sequence of f32 operations per weight type,
+// whichever kernel runs it: the decode and small-batch kernels and the AVX-512 prefill
+// panel kernels (BF16, Q8_0, Q4_0, Q4_K, Q6_K weights; batches of at least a kernel's
+// prefill_min_tok tokens) share that order (matmul_avx512.cpp states it per type), and
+// integer partial sums, exact in any order, are free to be grouped as each kernel likes.
+// Results may differ between kernel paths (scalar, AVX2, AVX-512), not within one. This is
+// always on: there is no switch (the former TIERLM_BATCH_INVARIANT / SetMatmulBatchInvariant
+// kept every batch on the decode kernels at 2.5x the prefill time; with the shared order it
+// costs nothing measurable except in BF16 prefill, whose panel kernel runs the decode
+// tiles' 16 chains: measured in docs/BENCHMARKS.md, batch invariance section).
 
 // y[t][o] = sum_i w[o][i] * x[t][i]  for t < n_tok, o < w.n_out.
 //   x: [n_tok][w.n_in] f32, row stride x_stride floats (>= n_in)

@@ -24,8 +24,11 @@ namespace {
 constexpr int kRows = 4;  // weight rows per register tile
 constexpr int kToks = 4;  // tokens per register tile
 constexpr int kPrefetchRows = 4;  // one tile ahead (measured: 4 > 8 > 16 rows)
-// Batches at least this large use the repacking panel kernel (PanelGemm).
+// Batches at least this large use the repacking panel kernel (PanelGemm). Below, Q4_0 and
+// Q8_0 use RowsQ8Gemm, which reads each weight block once for up to 64 tokens and measured
+// as fast as the panel at 128 tokens (faster below); the K-quants use their 4 x 4 tiles.
 constexpr int kPanelMinTok = 8;
+constexpr int kQ8PanelMinTok = 128;
 
 // Decode streams weights from DRAM once per token: the hardware prefetchers alone leave
 // most of the bandwidth unused (4 interleaved row streams), so single-token tiles prefetch
@@ -47,12 +50,6 @@ inline uint16_t LoadU16(const uint8_t* p) {
 // A step covers blocks (2p, 2p + 1); its 64 codes are ordered
 //   b[0..16) b+1[0..16) b[16..32) b+1[16..32)
 // so int32 lanes 0-3 and 8-11 belong to block 2p, lanes 4-7 and 12-15 to block 2p + 1.
-
-inline __m512 PairScales(uint16_t d0, uint16_t d1) {
-  const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (static_cast<uint32_t>(d1) << 16)));
-  const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-  return _mm512_permutexvar_ps(idx, _mm512_zextps128_ps512(f));
-}
 
 struct Q4_0Pair {
   static constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
@@ -80,6 +77,31 @@ struct Q8_0Pair {
   }
 };
 
+// The canonical order of a Q4_0 / Q8_0 dot product, shared with the prefill panel kernel
+// (PanelTile) so that a token's result never depends on its batch: per block b in order,
+// the exact integer dot I_b of the signed weight and activation codes, then
+//   acc = fma(float(I_b), d_w[b] * d_a[b], acc)       (from acc = 0; the result is acc)
+// Integer sums are exact in any order, so each kernel sums a block's codes as suits it;
+// only this one f32 chain per (row, token) is fixed.
+//
+// A tile of R <= 4 rows x T tokens: per pair of blocks and token, the four rows' dot
+// vectors (block 2p in int32 lanes 0-3 and 8-11, 2p + 1 in 4-7 and 12-15) are reduced
+// together to one vector holding each row's two block sums; the f32 chain of row r then
+// runs in lane 0, 8, 2 or 10 (r = 0..3) of one accumulator per token.
+
+// Lanes 0, 8, 2, 10 of *even hold rows 0-3's I_{2p}; the same lanes of *odd their I_{2p+1}.
+inline void ReducePairDots(const __m512i (&d)[4], __m512i* even, __m512i* odd) {
+  const __m512i p01 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[0], d[1], 0x44), _mm512_shuffle_i64x2(d[0], d[1], 0xEE));
+  const __m512i p23 = _mm512_add_epi32(_mm512_shuffle_i64x2(d[2], d[3], 0x44), _mm512_shuffle_i64x2(d[2], d[3], 0xEE));
+  // p01 = [row 0 even | row 0 odd | row 1 even | row 1 odd] (4 lanes each), p23 likewise.
+  const __m512i q = _mm512_add_epi32(_mm512_unpacklo_epi64(p01, p23), _mm512_unpackhi_epi64(p01, p23));
+  const __m512i s = _mm512_add_epi32(q, _mm512_shuffle_epi32(q, _MM_PERM_CDAB));
+  // s: lane 0 row 0 even, 2 row 2 even, 4 row 0 odd, 6 row 2 odd, 8 row 1 even, 10 row 3
+  // even, 12 row 1 odd, 14 row 3 odd.
+  *even = s;
+  *odd = _mm512_shuffle_i64x2(s, s, 0xB1);  // swap 128-bit groups 0<->1, 2<->3
+}
+
 template <typename W, int R, int T>
 void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
   const int64_t nb = a.n_in / 32;
@@ -94,43 +116,189 @@ void TileQ8Pair(const GemmArgs& a, int64_t r0, int64_t t0) {
     aq[t] = reinterpret_cast<const int8_t*>(row);
     ad[t] = reinterpret_cast<const float*>(row + a.act_layout.d_offset);
   }
-  __m512 acc[R][T];
+  __m512 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   const __m512i offset = _mm512_set1_epi8(W::kOffset);
-  const __m512i pair_idx = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+  constexpr __mmask16 kLanes = (1u << 0) | (1u << 2) | (1u << 8) | (1u << 10);
+  // Weight scales into the accumulator lanes: the 8 f16 scales are [row r even (r < 4) |
+  // row r odd (r < 4)].
+  const __m512i even_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 3, 0, 1, 0, 0, 0, 0, 0, 2, 0, 0);
+  const __m512i odd_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 7, 0, 5, 0, 0, 0, 0, 0, 6, 0, 4);
   for (int64_t b = 0; b < nb; b += 2) {
     const bool has_second = b + 1 < nb;
     __m512i codes[R];
-    __m512 dw[R];
+    uint32_t h[4] = {0, 0, 0, 0};  // f16 scales: rows 0-1 even, 2-3 even, 0-1 odd, 2-3 odd
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w[r] + b * W::kBlockBytes;
       if constexpr (T == 1) PrefetchAhead<2 * W::kBlockBytes>(blk, a.w_row_bytes);
       codes[r] = W::Codes(blk, has_second);
-      dw[r] = PairScales(LoadU16(blk), has_second ? LoadU16(blk + W::kBlockBytes) : 0);
+      h[r / 2] |= static_cast<uint32_t>(LoadU16(blk)) << (16 * (r % 2));
+      if (has_second) h[2 + r / 2] |= static_cast<uint32_t>(LoadU16(blk + W::kBlockBytes)) << (16 * (r % 2));
     }
+    // Built in registers: a 16-byte load of just-stored scalars would stall on forwarding.
+    __m128i hv = _mm_cvtsi32_si128(static_cast<int>(h[0]));
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[1]), 1);
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[2]), 2);
+    hv = _mm_insert_epi32(hv, static_cast<int>(h[3]), 3);
+    const __m512 f16 = _mm512_zextps256_ps512(_mm256_cvtph_ps(hv));
+    const __m512 dw_even = _mm512_maskz_permutexvar_ps(kLanes, even_idx, f16);
+    const __m512 dw_odd = _mm512_maskz_permutexvar_ps(kLanes, odd_idx, f16);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512i av = _mm512_load_si512(aq[t] + 32 * b);
       const __m512i neg_corr =
           _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, av));
-      const __m512 da = _mm512_permutexvar_ps(
-          pair_idx, _mm512_zextps128_ps512(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(ad[t] + b)))));
+      __m512i dot[4];
       #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512i dot = _mm512_dpbusd_epi32(neg_corr, codes[r], av);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[r], da), acc[r][t]);
-      }
+      for (int r = 0; r < 4; ++r) dot[r] = r < R ? _mm512_dpbusd_epi32(neg_corr, codes[r], av) : _mm512_setzero_si512();
+      __m512i even, odd;
+      ReducePairDots(dot, &even, &odd);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(even), _mm512_mul_ps(dw_even, _mm512_set1_ps(ad[t][b])), acc[t]);
+      if (has_second)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(odd), _mm512_mul_ps(dw_odd, _mm512_set1_ps(ad[t][b + 1])), acc[t]);
     }
   }
+  const __m512i out_idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 10, 2, 8, 0);
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    _mm_mask_storeu_ps(a.y + (t0 + t) * a.y_stride + r0, static_cast<__mmask8>((1u << R) - 1),
+                       _mm512_castps512_ps128(_mm512_permutexvar_ps(out_idx, acc[t])));
 }
+
+// ---- Q4_0 / Q8_0 against kQ8Pair activations, 16 rows in lanes ---------------------------
+// The small-batch kernel (2 tokens up to the panel threshold): 16 weight rows at a time,
+// each block's codes transposed in registers so that int32 lane l holds 4 codes of one row
+// (rows 4i + g in lane 4g + i), then for every token one vpdpbusd per 4 inputs, the token's
+// 4 activation bytes broadcast:
+// the block's integer dot lands whole in the row's lane (no horizontal sums), and the f32
+// chain of the canonical order (see TileQ8Pair) runs for 16 rows at once. Each weight block
+// is read once for all the call's tokens.
+
+// v[i] holds rows 4i..4i+3 in its 128-bit groups (4 dwords each); on return v[j] holds
+// dword j of every row, row 4i + g in lane 4g + i.
+inline void Transpose4x4Groups(__m512i (&v)[4]) {
+  const __m512i a0 = _mm512_unpacklo_epi32(v[0], v[1]), a1 = _mm512_unpackhi_epi32(v[0], v[1]);
+  const __m512i a2 = _mm512_unpacklo_epi32(v[2], v[3]), a3 = _mm512_unpackhi_epi32(v[2], v[3]);
+  v[0] = _mm512_unpacklo_epi64(a0, a2);
+  v[1] = _mm512_unpackhi_epi64(a0, a2);
+  v[2] = _mm512_unpacklo_epi64(a1, a3);
+  v[3] = _mm512_unpackhi_epi64(a1, a3);
+}
+
+// 16 bytes at p + roff[r] for each of 16 rows r, as 4 vectors (see Transpose4x4Groups).
+inline void Load16x16(const uint8_t* p, const int64_t* roff, __m512i (&v)[4]) {
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i])));
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 1])), 1);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 2])), 2);
+    v[i] = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 3])), 3);
+  }
+  Transpose4x4Groups(v);
+}
+
+struct Q4_0Rows {
+  static constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
+  static constexpr int kOffset = 8;
+  // u[k]: unsigned codes of inputs 4k..4k+3 of the block at blk + roff[r] (k < 8).
+  static void Codes(const uint8_t* blk, const int64_t* roff, __m512i (&u)[8]) {
+    __m512i v[4];
+    Load16x16(blk + 2, roff, v);
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      u[j] = _mm512_and_si512(v[j], low4);
+      u[4 + j] = _mm512_and_si512(_mm512_srli_epi16(v[j], 4), low4);
+    }
+  }
+};
+
+struct Q8_0Rows {
+  static constexpr int64_t kBlockBytes = sizeof(BlockQ8_0);
+  static constexpr int kOffset = 128;
+  static void Codes(const uint8_t* blk, const int64_t* roff, __m512i (&u)[8]) {
+    __m512i v[4], w[4];
+    Load16x16(blk + 2, roff, v);
+    Load16x16(blk + 18, roff, w);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      u[j] = _mm512_xor_si512(v[j], flip);
+      u[4 + j] = _mm512_xor_si512(w[j], flip);
+    }
+  }
+};
+
+// Lane l of a 16-row tile holds row RowOfLane()[l] = 4 (l % 4) + l / 4 (an involution: also
+// the lane of row l).
+inline __m512i RowOfLane() { return _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0); }
+
+inline int32_t LoadI32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+constexpr int kRowsMaxToks = 64;  // tokens per call at most (Matmul's kTokBlock)
+
+template <typename W>
+void RowsQ8Gemm(const GemmArgs& a) {
+  const int64_t nb = a.n_in / 32;
+  const int64_t n_tok = a.n_tok;
+  if (n_tok > kRowsMaxToks) std::abort();
+  alignas(64) float acc[kRowsMaxToks][16];
+  const __m512i row_of_lane = RowOfLane();
+  const uint8_t* act = a.act;  // kQ8Pair
+  const int64_t act_rb = a.act_layout.row_bytes, d_off = a.act_layout.d_offset, s_off = a.act_layout.sum_offset;
+  for (int64_t r0 = 0; r0 < a.n_rows; r0 += 16) {
+    const int64_t nr = a.n_rows - r0 < 16 ? a.n_rows - r0 : 16;
+    // Rows past the end repeat the last row (computed, never stored).
+    int64_t roff[16];
+    for (int r = 0; r < 16; ++r) roff[r] = (r < nr ? r : nr - 1) * a.w_row_bytes;
+    const __m512i d_idx = _mm512_mullo_epi32(
+        _mm512_min_epi32(row_of_lane, _mm512_set1_epi32(static_cast<int>(nr - 1))),
+        _mm512_set1_epi32(static_cast<int>(a.w_row_bytes)));
+    for (int64_t t = 0; t < n_tok; ++t) _mm512_store_ps(acc[t], _mm512_setzero_ps());
+    const uint8_t* base = a.w + r0 * a.w_row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* blk = base + b * W::kBlockBytes;
+      if (b % 2 == 0) {
+        #pragma GCC unroll 16
+        for (int r = 0; r < 16; ++r) _mm_prefetch(reinterpret_cast<const char*>(blk + roff[r]) + 512, _MM_HINT_T0);
+      }
+      __m512i u[8];
+      W::Codes(blk, roff, u);
+      const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(d_idx, blk, 1)));
+      // kQ8Pair: block b's inputs 0..15 at 64 (b / 2) + 16 (b % 2), inputs 16..31 32 bytes on.
+      const uint8_t* at = act + 64 * (b / 2) + 16 * (b % 2);
+      const uint8_t* as = act + s_off + 4 * b;
+      const uint8_t* ad = act + d_off + 4 * b;
+      for (int64_t t = 0; t < n_tok; ++t, at += act_rb, as += act_rb, ad += act_rb) {
+        __m512i d0 = _mm512_set1_epi32(-W::kOffset * LoadI32(as));
+        __m512i d1 = _mm512_setzero_si512();
+        #pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          d0 = _mm512_dpbusd_epi32(d0, u[k], _mm512_set1_epi32(LoadI32(at + 4 * k)));
+          d1 = _mm512_dpbusd_epi32(d1, u[4 + k], _mm512_set1_epi32(LoadI32(at + 32 + 4 * k)));
+        }
+        float da;
+        std::memcpy(&da, ad, 4);
+        const __m512 f = _mm512_cvtepi32_ps(_mm512_add_epi32(d0, d1));
+        _mm512_store_ps(acc[t], _mm512_fmadd_ps(f, _mm512_mul_ps(dw, _mm512_set1_ps(da)), _mm512_load_ps(acc[t])));
+      }
+    }
+    const __mmask16 m = nr >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << nr) - 1);
+    for (int64_t t = 0; t < n_tok; ++t)
+      _mm512_mask_storeu_ps(a.y + t * a.y_stride + r0, m, _mm512_permutexvar_ps(row_of_lane, _mm512_load_ps(acc[t])));
+  }
+}
+
+// One token: the 4-row tiles (TileQ8Pair) stream the weights fastest; more: RowsQ8Gemm.
+// Both compute the canonical order, so the choice never changes a result.
+template <typename W, typename P>
+void Q8Gemm(const GemmArgs& a);
 
 // ---- Q4_K / Q6_K against kQ8K activations ----------------------------------------------
 
@@ -178,22 +346,52 @@ inline __m128i UnpackQ4KScalesMins(const uint8_t* scales) {
                        static_cast<int>(sc_lo));
 }
 
+// The canonical order of a Q4_K / Q6_K dot product, shared with the prefill panel kernel
+// (PanelTileK): per 256-element block i in order, the exact integer sums
+//   A_i = sum over groups g of scale_g * (integer dot of the group's codes and activations)
+//   M_i = sum over sub-blocks j of min_j * (sum of the sub-block's activation codes)  [Q4_K]
+// (Q6_K's codes counted as q - 32), then
+//   acc = fma(float(A_i), d_i * d_a[i], acc);  Q4_K: acc = fnmadd(float(M_i), dmin_i * d_a[i], acc)
+// from acc = 0. A tile reduces its rows' integer vectors exactly (any order) to one lane per
+// row, r in lane r of a 128-bit accumulator per token.
+
+// Lane r (< 4) of the result = the sum of v[r]'s 16 int32 lanes.
+inline __m128i HSum4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const __m512i a = _mm512_add_epi32(_mm512_shuffle_i64x2(v0, v1, 0x44), _mm512_shuffle_i64x2(v0, v1, 0xEE));
+  const __m512i b = _mm512_add_epi32(_mm512_shuffle_i64x2(v2, v3, 0x44), _mm512_shuffle_i64x2(v2, v3, 0xEE));
+  const __m512i c = _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, 0x88), _mm512_shuffle_i64x2(a, b, 0xDD));
+  // c: 128-bit group r holds v[r]'s partial sums.
+  const __m512i d = _mm512_add_epi32(c, _mm512_shuffle_epi32(c, _MM_PERM_BADC));
+  const __m512i e = _mm512_add_epi32(d, _mm512_shuffle_epi32(d, _MM_PERM_CDAB));
+  return _mm512_castsi512_si128(
+      _mm512_permutexvar_epi32(_mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0), e));
+}
+
+template <int R>
+inline __m128i HSumRows(const __m512i* v) {
+  const __m512i z = _mm512_setzero_si512();
+  return HSum4(v[0], R > 1 ? v[1] : z, R > 2 ? v[2] : z, R > 3 ? v[3] : z);
+}
+
+template <int R>
+inline void StoreRows(float* y, __m128 v) {
+  _mm_mask_storeu_ps(y, static_cast<__mmask8>((1u << R) - 1), v);
+}
+
 template <int R, int T>
 void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
   const int64_t nsb = a.n_in / 256;
   Q8KRowPtrs act[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) act[t] = Q8KAt(a, t0 + t);
-  __m512 acc[R][T];
+  __m128 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i mins[R];
-    float d[R], dmin[R];
+    __m128i hd = _mm_setzero_si128(), hdmin = _mm_setzero_si128();  // f16 d, dmin of rows 0..3
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ4_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -208,15 +406,18 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
             _mm512_inserti64x4(_mm512_zextsi256_si512(q), _mm256_srli_epi16(q, 4), 1), low4);
         scales[r][c] = Spread2(sc16, 2 * c);
       }
-      d[r] = _cvtsh_ss(blk->d);
-      dmin[r] = _cvtsh_ss(blk->dmin);
+      hd = _mm_insert_epi16(hd, blk->d, r);
+      hdmin = _mm_insert_epi16(hdmin, blk->dmin, r);
     }
+    // Built in registers (scalars stored and reloaded as a vector stall on forwarding).
+    const __m128 vd = _mm_cvtph_ps(hd);
+    const __m128 vdmin = _mm_cvtph_ps(hdmin);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
       const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(act[t].bsums + 16 * i));
       const float da = act[t].d[i];
-      __m512i sum[R];
+      __m512i sum[R], msum[R];
       #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) sum[r] = _mm512_setzero_si512();
       #pragma GCC unroll 8
@@ -227,18 +428,14 @@ void TileQ4K(const GemmArgs& a, int64_t r0, int64_t t0) {
           sum[r] = _mm512_dpwssd_epi32(sum[r], _mm512_maddubs_epi16(codes[r][c], av), scales[r][c]);
       }
       #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m256i m = _mm256_madd_epi16(bsums, mins[r]);
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]), _mm512_set1_ps(d[r] * da), acc[r][t]);
-        acc[r][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(m)), _mm512_set1_ps(dmin[r] * da),
-                                     acc[r][t]);
-      }
+      for (int r = 0; r < R; ++r) msum[r] = _mm512_zextsi256_si512(_mm256_madd_epi16(bsums, mins[r]));
+      const __m128 va = _mm_set1_ps(da);
+      acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(sum)), _mm_mul_ps(vd, va), acc[t]);
+      acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(msum)), _mm_mul_ps(vdmin, va), acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+  for (int t = 0; t < T; ++t) StoreRows<R>(a.y + (t0 + t) * a.y_stride + r0, acc[t]);
 }
 
 template <int R, int T>
@@ -247,17 +444,15 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
   Q8KRowPtrs act[T];
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) act[t] = Q8KAt(a, t0 + t);
-  __m512 acc[R][T];
+  __m128 acc[T];
   #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  for (int t = 0; t < T; ++t) acc[t] = _mm_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m512i low2 = _mm512_set1_epi8(0x03);
   for (int64_t i = 0; i < nsb; ++i) {
     __m512i codes[R][4], scales[R][4];
     __m256i sc32[R];  // 32 * scales as int16, for the offset correction
-    float d[R];
+    __m128i hd = _mm_setzero_si128();  // f16 d of rows 0..3
     #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const auto* blk = reinterpret_cast<const BlockQ6_K*>(a.w + (r0 + r) * a.w_row_bytes) + i;
@@ -279,8 +474,9 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
       }
       #pragma GCC unroll 8
       for (int k = 0; k < 4; ++k) scales[r][k] = Spread4(s512, 4 * k);
-      d[r] = _cvtsh_ss(blk->d);
+      hd = _mm_insert_epi16(hd, blk->d, r);
     }
+    const __m128 vd = _mm_cvtph_ps(hd);
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const int8_t* q = act[t].qs + 256 * i;
@@ -297,15 +493,11 @@ void TileQ6K(const GemmArgs& a, int64_t r0, int64_t t0) {
         for (int r = 0; r < R; ++r)
           sum[r] = _mm512_dpwssd_epi32(sum[r], _mm512_maddubs_epi16(codes[r][k], av), scales[r][k]);
       }
-      #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r)
-        acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r]), _mm512_set1_ps(d[r] * da), acc[r][t]);
+      acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(HSumRows<R>(sum)), _mm_mul_ps(vd, _mm_set1_ps(da)), acc[t]);
     }
   }
   #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+  for (int t = 0; t < T; ++t) StoreRows<R>(a.y + (t0 + t) * a.y_stride + r0, acc[t]);
 }
 
 // ---- F32 / F16 / BF16 ------------------------------------------------------------------
@@ -351,6 +543,34 @@ void TileFloat(const GemmArgs& a, int64_t r0, int64_t t0) {
     for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
+// ---- BF16 ------------------------------------------------------------------------------
+// The canonical order of a BF16 dot product, shared with the prefill panel kernel
+// (Bf16PanelTile): 16 vdpbf16ps chains per (row, token), chain j over the input pairs
+// p = j, j + 16, j + 32, ... in order (pair p = inputs 2p, 2p + 1; an odd n_in's last pair
+// padded with zeros), each from 0, then the fixed tree
+//   a_i = c_i + c_(i+8),  b_i = a_i + a_(i+4),  e_i = b_i + b_(i+2),  result = e_0 + e_1.
+// The decode tiles hold chain j in lane j of one accumulator per (row, token) (TileBf16);
+// the panel kernel, with rows in lanes, runs the 16 chains one after another.
+
+// The tree over the 16 lanes of v.
+inline float Bf16Tree(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 e = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(e, _mm_movehdup_ps(e)));
+}
+// The same tree over 16 vectors, lane by lane.
+inline __m512 Bf16Tree(const __m512* c) {
+  __m512 a[8];
+  #pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) a[i] = _mm512_add_ps(c[i], c[i + 8]);
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) a[i] = _mm512_add_ps(a[i], a[i + 4]);
+  a[0] = _mm512_add_ps(a[0], a[2]);
+  a[1] = _mm512_add_ps(a[1], a[3]);
+  return _mm512_add_ps(a[0], a[1]);
+}
+
 template <int R, int T>
 void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
   __m512 acc[R][T];
@@ -369,6 +589,7 @@ void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
     }
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
+      // Inputs past n_in are zero in both operands: their chains add 0 * 0.
       const __m512bh xv = reinterpret_cast<__m512bh>(
           _mm512_load_si512(reinterpret_cast<const uint16_t*>(a.act + (t0 + t) * a.act_layout.row_bytes) + i));
       #pragma GCC unroll 8
@@ -378,7 +599,7 @@ void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
   #pragma GCC unroll 8
   for (int t = 0; t < T; ++t)
     #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = _mm512_reduce_add_ps(acc[r][t]);
+    for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = Bf16Tree(acc[r][t]);
 }
 
 // ---- Prefill: int8 panel GEMM over rows repacked per call -------------------------------
@@ -386,31 +607,42 @@ void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
 // repacked once into a scratch buffer that every token then reuses from L1/L2:
 //   per group g of G weights (G = 32, or 16 for Q6_K), per panel:
 //     int8 code[G / 4][16 rows][4]  (signed weight codes, 4 consecutive inputs per lane)
-//     float scale[16]               (the group's scale: what code * activation is worth)
+//     scale[16]                     (Q4_0 / Q8_0: float d of the block; K-quants: the
+//                                    group's integer scale as int32)
 //     int32 corr[16]                (-128 * sum of the group's codes, see below)
-//     float minsc[16]               (Q4_K only: dmin * m of the group)
+//     aux[16] (K-quants only)       per 256-element block, in its groups k = 0, 1, ...:
+//                                    Q4_K: k < 4 the int16 mins (m_2k, m_2k+1), k = 4 float
+//                                    d, k = 5 float dmin; Q6_K: k = 0 float d
 // so one vpdpbusd multiplies 16 rows by 4 inputs of one token, the token's 4 activation
 // bytes broadcast. Activations are unsigned (q + 128, kQ8U / kQ8KU); starting each group's
-// dot at corr removes the +128. Each group then costs one convert and one FMA per 16 rows
-// and token, against G / 4 dot products.
+// dot at corr removes the +128, leaving the exact integer dot of the signed codes.
+//
+// The f32 operations per (row, token) are the decode kernels' canonical ones, in the same
+// order (so results do not depend on the batch): Q4_0 / Q8_0 one FMA per block (see
+// TileQ8Pair); K-quants one integer sum per 256-element block, A = sum of scale * group
+// dot (and for Q4_K M = sum of min * activation sum per 32), then
+//   acc = fma(float(A), d * d_a, acc)  [Q4_K: acc = fnmadd(float(M), dmin * d_a, acc)]
+// (see TileQ4K / TileQ6K).
 
 struct PanelLayout {
   int group;            // weights per group
   int64_t code_bytes;   // group * 16
-  int64_t rec_bytes;    // code_bytes + scale + corr (+ minsc)
+  int64_t rec_bytes;    // code_bytes + scale + corr (+ aux)
 };
 
-inline PanelLayout MakePanelLayout(int group, bool mins) {
+inline PanelLayout MakePanelLayout(int group, bool aux) {
   const int64_t code = group * 16;
-  return {group, code, code + 128 + (mins ? 64 : 0)};
+  return {group, code, code + 128 + (aux ? 64 : 0)};
 }
 
-// Writes row `lane`'s group (codes, scale, min) into a record, codes row-major for now:
+// Writes row `lane`'s group (codes, 4-byte scale) into a record, codes row-major for now:
 // FinishPanel then transposes them to the kernel's order and adds the corrections.
-inline void PutGroup(uint8_t* rec, const PanelLayout& L, int lane, const int8_t* codes, float scale, float minsc) {
+inline void PutGroup(uint8_t* rec, const PanelLayout& L, int lane, const int8_t* codes, const void* scale4) {
   std::memcpy(rec + lane * L.group, codes, static_cast<size_t>(L.group));
-  std::memcpy(rec + L.code_bytes + 4 * lane, &scale, 4);
-  if (L.rec_bytes > L.code_bytes + 128) std::memcpy(rec + L.code_bytes + 128 + 4 * lane, &minsc, 4);
+  std::memcpy(rec + L.code_bytes + 4 * lane, scale4, 4);
+}
+inline void PutAux(uint8_t* rec, const PanelLayout& L, int lane, const void* v4) {
+  std::memcpy(rec + L.code_bytes + 128 + 4 * lane, v4, 4);
 }
 
 // Transposes every record's codes from [16 rows][G] to [G / 4][16 rows][4] and writes
@@ -444,6 +676,7 @@ inline void PrefetchLines(const uint8_t* p) {
 // Packs one weight row into lane `lane` of a panel (n_groups records of L.rec_bytes).
 struct PackQ4_0 {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
@@ -461,23 +694,27 @@ struct PackQ4_0 {
 };
 struct PackQ8_0 {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
     for (int64_t g = 0; g < n_in / 32; ++g) {
       _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, _cvtsh_ss(b[g].d), 0.0f);
+      const float d = _cvtsh_ss(b[g].d);
+      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, &d);
     }
   }
 };
 struct PackQ4_K {
   static constexpr int kGroup = 32;
+  static constexpr bool kKQuant = true;
   static constexpr bool kMins = true;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ4_K*>(row);
     for (int64_t i = 0; i < n_in / 256; ++i) {
       PrefetchLines<sizeof(BlockQ4_K)>(reinterpret_cast<const uint8_t*>(b + i) + pf);
       const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
+      uint8_t* rec0 = panel + 8 * i * L.rec_bytes;
       for (int c = 0; c < 4; ++c) {
         alignas(32) int8_t lo[32], hi[32];
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
@@ -487,14 +724,20 @@ struct PackQ4_K {
         int sc0, m0, sc1, m1;
         UnpackQ4KScaleMin(b[i].scales, 2 * c, &sc0, &m0);
         UnpackQ4KScaleMin(b[i].scales, 2 * c + 1, &sc1, &m1);
-        PutGroup(panel + (8 * i + 2 * c) * L.rec_bytes, L, lane, lo, d * sc0, dmin * m0);
-        PutGroup(panel + (8 * i + 2 * c + 1) * L.rec_bytes, L, lane, hi, d * sc1, dmin * m1);
+        const int32_t s0 = sc0, s1 = sc1;
+        PutGroup(rec0 + (2 * c) * L.rec_bytes, L, lane, lo, &s0);
+        PutGroup(rec0 + (2 * c + 1) * L.rec_bytes, L, lane, hi, &s1);
+        const int16_t mins[2] = {static_cast<int16_t>(m0), static_cast<int16_t>(m1)};
+        PutAux(rec0 + c * L.rec_bytes, L, lane, mins);
       }
+      PutAux(rec0 + 4 * L.rec_bytes, L, lane, &d);
+      PutAux(rec0 + 5 * L.rec_bytes, L, lane, &dmin);
     }
   }
 };
 struct PackQ6_K {
   static constexpr int kGroup = 16;
+  static constexpr bool kKQuant = true;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(row);
@@ -518,8 +761,12 @@ struct PackQ6_K {
           _mm256_store_si256(reinterpret_cast<__m256i*>(c + 128 * h + 32 * k), code);
         }
       }
-      for (int g = 0; g < 16; ++g)
-        PutGroup(panel + (16 * i + g) * L.rec_bytes, L, lane, c + 16 * g, d * b[i].scales[g], 0.0f);
+      uint8_t* rec0 = panel + 16 * i * L.rec_bytes;
+      for (int g = 0; g < 16; ++g) {
+        const int32_t sc = b[i].scales[g];
+        PutGroup(rec0 + g * L.rec_bytes, L, lane, c + 16 * g, &sc);
+      }
+      PutAux(rec0, L, lane, &d);
     }
   }
 };
@@ -527,14 +774,15 @@ struct PackQ6_K {
 // Activation pointers of one token for the panel kernel.
 struct PanelAct {
   const uint8_t* qs;
-  const float* d;     // one per kActBlock inputs
-  const float* dsum;  // kQ8KU: d * (sum of the signed codes) per 32 inputs
+  const float* d;        // one per block (32 inputs; 256 for kQ8KU)
+  const int16_t* sum32;  // kQ8KU: sum of the signed codes per 32 inputs
 };
 
-// acc[rv][t] over all groups for RV panels (16 rows each) and T tokens; writes y.
-template <int RV, int T, int G, int kActBlock, bool kMins>
+// Q4_0 / Q8_0: acc[rv][t] over all blocks for RV panels (16 rows each) and T tokens; writes y.
+template <int RV, int T>
 void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes, const PanelAct* act,
                float* y, int64_t y_stride, int64_t rows_left) {
+  constexpr int G = 32;
   constexpr int64_t kCode = G * 16;
   __m512 acc[RV][T];
   #pragma GCC unroll 8
@@ -570,16 +818,94 @@ void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes
     for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode));
     #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      const __m512 da = _mm512_set1_ps(act[t].d[g * G / kActBlock]);
+      const __m512 da = _mm512_set1_ps(act[t].d[g]);
       #pragma GCC unroll 8
       for (int rv = 0; rv < RV; ++rv)
         acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
-      if constexpr (kMins) {
-        const __m512 ds = _mm512_set1_ps(act[t].dsum[g]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) {
+    const int64_t n = rows_left - 16 * rv;
+    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
+  }
+}
+
+// K-quants: per 256-element block the exact integer sums A (and M), then the f32 chain.
+template <int RV, int T, int G, bool kMins>
+void PanelTileK(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes, const PanelAct* act,
+                float* y, int64_t y_stride, int64_t rows_left) {
+  constexpr int64_t kCode = G * 16;
+  constexpr int kGroups = 256 / G;  // per 256-element block
+  __m512 acc[RV][T];
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv)
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kGroups) {
+    const int64_t i = g0 / kGroups;
+    __m512i sum[RV][T];
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) sum[rv][t] = _mm512_setzero_si512();
+    for (int j = 0; j < kGroups; ++j) {
+      const int64_t g = g0 + j;
+      const uint8_t* rec[RV];
+      __m512i dot[RV][T];
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        rec[rv] = panels[rv] + g * rec_bytes;
+        const __m512i corr = _mm512_load_si512(rec[rv] + kCode + 64);
         #pragma GCC unroll 8
-        for (int rv = 0; rv < RV; ++rv)
-          acc[rv][t] = _mm512_fnmadd_ps(_mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode + 128)), ds,
-                                        acc[rv][t]);
+        for (int t = 0; t < T; ++t) dot[rv][t] = corr;
+      }
+      #pragma GCC unroll 8
+      for (int k = 0; k < G / 4; ++k) {
+        __m512i w[RV];
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) w[rv] = _mm512_load_si512(rec[rv] + 64 * k);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          int32_t a4;
+          std::memcpy(&a4, act[t].qs + g * G + 4 * k, 4);
+          const __m512i av = _mm512_set1_epi32(a4);
+          #pragma GCC unroll 8
+          for (int rv = 0; rv < RV; ++rv) dot[rv][t] = _mm512_dpbusd_epi32(dot[rv][t], av, w[rv]);
+        }
+      }
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        const __m512i sc = _mm512_load_si512(rec[rv] + kCode);
+        #pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) sum[rv][t] = _mm512_add_epi32(sum[rv][t], _mm512_mullo_epi32(dot[rv][t], sc));
+      }
+    }
+    const uint8_t* rec0[RV];
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv) rec0[rv] = panels[rv] + g0 * rec_bytes + kCode + 128;  // aux of group 0
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 da = _mm512_set1_ps(act[t].d[i]);
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) {
+        const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(rec0[rv] + (kMins ? 4 : 0) * rec_bytes));
+        acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[rv][t]), _mm512_mul_ps(d, da), acc[rv][t]);
+      }
+      if constexpr (kMins) {
+        int32_t s2[4];
+        std::memcpy(s2, act[t].sum32 + 8 * i, 16);
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) {
+          __m512i m = _mm512_setzero_si512();
+          #pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k)
+            m = _mm512_dpwssd_epi32(m, _mm512_load_si512(rec0[rv] + k * rec_bytes), _mm512_set1_epi32(s2[k]));
+          const __m512 dmin = _mm512_load_ps(reinterpret_cast<const float*>(rec0[rv] + 5 * rec_bytes));
+          acc[rv][t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(m), _mm512_mul_ps(dmin, da), acc[rv][t]);
+        }
       }
     }
   }
@@ -592,12 +918,22 @@ void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes
   }
 }
 
-constexpr int kPanelToks = 6;  // tokens per register tile: 2 x 6 x 2 accumulators + 2 weights
+constexpr int kPanelToks = 6;   // tokens per register tile: 2 x 6 x 2 accumulators + 2 weights
+constexpr int kPanelToksK = 4;  // K-quants also hold the integer block sums: 2 x 4 x 3
 
-template <typename P, int kActBlock>
+using PanelTileFn = void (*)(const uint8_t* const*, int64_t, int64_t, const PanelAct*, float*, int64_t, int64_t);
+
+template <int RV, int T, typename P>
+constexpr PanelTileFn PanelTileFor() {
+  if constexpr (P::kKQuant) return PanelTileK<RV, T, P::kGroup, P::kMins>;
+  else return PanelTile<RV, T>;
+}
+
+template <typename P>
 void PanelGemm(const GemmArgs& a) {
   constexpr int G = P::kGroup;
-  const PanelLayout L = MakePanelLayout(G, P::kMins);
+  constexpr int kToks = P::kKQuant ? kPanelToksK : kPanelToks;
+  const PanelLayout L = MakePanelLayout(G, P::kKQuant);
   const int64_t n_groups = a.n_in / G;
   const int64_t panel_bytes = n_groups * L.rec_bytes;
   struct Scratch {
@@ -612,15 +948,11 @@ void PanelGemm(const GemmArgs& a) {
     scratch.p = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(scratch.cap)));
     if (!scratch.p) std::abort();
   }
-  const bool q8ku = P::kMins || G == 16;  // K-quants read kQ8KU activations
-  using TileFn = void (*)(const uint8_t* const*, int64_t, int64_t, const PanelAct*, float*, int64_t, int64_t);
-  static constexpr TileFn kTiles[2][kPanelToks] = {
-      {PanelTile<1, 1, G, kActBlock, P::kMins>, PanelTile<1, 2, G, kActBlock, P::kMins>,
-       PanelTile<1, 3, G, kActBlock, P::kMins>, PanelTile<1, 4, G, kActBlock, P::kMins>,
-       PanelTile<1, 5, G, kActBlock, P::kMins>, PanelTile<1, 6, G, kActBlock, P::kMins>},
-      {PanelTile<2, 1, G, kActBlock, P::kMins>, PanelTile<2, 2, G, kActBlock, P::kMins>,
-       PanelTile<2, 3, G, kActBlock, P::kMins>, PanelTile<2, 4, G, kActBlock, P::kMins>,
-       PanelTile<2, 5, G, kActBlock, P::kMins>, PanelTile<2, 6, G, kActBlock, P::kMins>}};
+  static constexpr PanelTileFn kTiles[2][6] = {
+      {PanelTileFor<1, 1, P>(), PanelTileFor<1, 2, P>(), PanelTileFor<1, 3, P>(), PanelTileFor<1, 4, P>(),
+       PanelTileFor<1, 5, P>(), PanelTileFor<1, 6, P>()},
+      {PanelTileFor<2, 1, P>(), PanelTileFor<2, 2, P>(), PanelTileFor<2, 3, P>(), PanelTileFor<2, 4, P>(),
+       PanelTileFor<2, 5, P>(), PanelTileFor<2, 6, P>()}};
   for (int64_t r0 = 0; r0 < a.n_rows; r0 += 32) {
     const int64_t rows = a.n_rows - r0 < 32 ? a.n_rows - r0 : 32;
     const int rv_count = rows > 16 ? 2 : 1;
@@ -634,13 +966,13 @@ void PanelGemm(const GemmArgs& a) {
                32 * a.w_row_bytes);
       FinishPanel<G>(panel, n_groups, L.rec_bytes);
     }
-    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kPanelToks) {
-      const int nt = static_cast<int>(a.n_tok - t0 < kPanelToks ? a.n_tok - t0 : kPanelToks);
+    for (int64_t t0 = 0; t0 < a.n_tok; t0 += kToks) {
+      const int nt = static_cast<int>(a.n_tok - t0 < kToks ? a.n_tok - t0 : kToks);
       PanelAct act[kPanelToks];
       for (int t = 0; t < nt; ++t) {
         const uint8_t* row = a.act + (t0 + t) * a.act_layout.row_bytes;
         act[t] = {row, reinterpret_cast<const float*>(row + a.act_layout.d_offset),
-                  q8ku ? reinterpret_cast<const float*>(row + a.act_layout.sum_offset) : nullptr};
+                  P::kKQuant ? reinterpret_cast<const int16_t*>(row + a.act_layout.sum_offset) : nullptr};
       }
       kTiles[rv_count - 1][nt - 1](panels, n_groups, L.rec_bytes, act, a.y + t0 * a.y_stride + r0, a.y_stride, rows);
     }
@@ -648,9 +980,11 @@ void PanelGemm(const GemmArgs& a) {
 }
 
 // ---- Prefill: BF16 panel GEMM ------------------------------------------------------------
-// As PanelGemm, without scales: a panel holds 16 rows as [n_in / 2][16 rows][2 bf16], so
+// As PanelGemm, without scales: a panel holds 16 rows as [n_in / 2][16 rows][2 bf16] (the
+// pairs in chain order, see Bf16PanelGemm), so
 // one vdpbf16ps multiplies 16 rows by one token's pair of inputs (broadcast), and results
-// accumulate in f32 lanes, one per row: no horizontal sums, no reloading weights per token.
+// accumulate in f32 lanes, one per row, in the canonical order's 16 chains (see TileBf16),
+// summed by its tree at the end: no reloading weights per token.
 
 constexpr int kBf16PanelToks = 8;
 // Below this many tokens the 4 x 4 tiles win: the gathers that build panels cost more.
@@ -659,36 +993,52 @@ constexpr int kBf16PanelMinTok = 32;
 template <int RV, int T>
 void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs, const uint8_t* const* act, float* y,
                    int64_t y_stride, int64_t rows_left) {
-  __m512 acc[RV][T];
-  #pragma GCC unroll 8
-  for (int rv = 0; rv < RV; ++rv)
+  __m512 chains[16][RV][T];  // the canonical order's 16 chains (see TileBf16)
+  for (int c = 0; c < 16; ++c) {
+    __m512 acc[RV][T];
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < n_pairs; ++j) {
-    __m512bh w[RV];
-    #pragma GCC unroll 8
-    for (int rv = 0; rv < RV; ++rv) w[rv] = reinterpret_cast<__m512bh>(_mm512_load_si512(panels[rv] + 64 * j));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      int32_t x2;
-      std::memcpy(&x2, act[t] + 4 * j, 4);
-      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2));
+    for (int rv = 0; rv < RV; ++rv)
       #pragma GCC unroll 8
-      for (int rv = 0; rv < RV; ++rv) acc[rv][t] = _mm512_dpbf16_ps(acc[rv][t], w[rv], xv);
+      for (int t = 0; t < T; ++t) acc[rv][t] = _mm512_setzero_ps();
+    const int64_t chain_base = 64 * c * ((n_pairs + 15) / 16);  // chain c's pairs, in order
+    for (int64_t j = c, q = chain_base; j < n_pairs; j += 16, q += 64) {
+      __m512bh w[RV];
+      #pragma GCC unroll 8
+      for (int rv = 0; rv < RV; ++rv) w[rv] = reinterpret_cast<__m512bh>(_mm512_load_si512(panels[rv] + q));
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        int32_t x2;
+        std::memcpy(&x2, act[t] + q / 16, 4);  // kBf16Chains: the same slot order
+        const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_set1_epi32(x2));
+        #pragma GCC unroll 8
+        for (int rv = 0; rv < RV; ++rv) acc[rv][t] = _mm512_dpbf16_ps(acc[rv][t], w[rv], xv);
+      }
     }
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      #pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) chains[c][rv][t] = acc[rv][t];
   }
   #pragma GCC unroll 8
   for (int rv = 0; rv < RV; ++rv) {
     const int64_t n = rows_left - 16 * rv;
     const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
     #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
+    for (int t = 0; t < T; ++t) {
+      __m512 c[16];
+      #pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) c[k] = chains[k][rv][t];
+      _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, Bf16Tree(c));
+    }
   }
 }
 
 void Bf16PanelGemm(const GemmArgs& a) {
   const int64_t n_pairs = (a.n_in + 1) / 2;
-  const int64_t panel_bytes = n_pairs * 64;
+  const int64_t p16 = (n_pairs + 15) / 16;
+  const int64_t panel_bytes = 16 * p16 * 64;
+  // Pair j's 16 rows at slot (j % 16) p16 + j / 16: each chain's pairs back to back.
+  auto slot = [p16](int64_t j) { return 64 * ((j % 16) * p16 + j / 16); };
   struct Scratch {
     uint8_t* p = nullptr;
     int64_t cap = 0;
@@ -719,13 +1069,17 @@ void Bf16PanelGemm(const GemmArgs& a) {
       const uint8_t* base = a.w + (r0 + 16 * rv) * a.w_row_bytes;
       const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                              _mm512_set1_epi32(static_cast<int>(a.w_row_bytes)));
-      for (int64_t j = 0; j < full_pairs; ++j) {
-        if (j % 16 == 0) {  // the 16 row streams, 8 lines ahead
-          for (int64_t lane = 0; lane < n; ++lane)
-            _mm_prefetch(reinterpret_cast<const char*>(base + lane * a.w_row_bytes + 4 * j + 512), _MM_HINT_T0);
+      // Slots in order (stores stream; stores scattered 4 KiB apart alias the rows' loads):
+      // chain c's pairs j = c, c + 16, ...; the first chain's pass reads every line of the
+      // 16 rows (prefetching 8 lines ahead), the others find them in cache.
+      for (int64_t c = 0; c < 16; ++c) {
+        uint8_t* out = panel + 64 * c * p16;
+        for (int64_t j = c; j < full_pairs; j += 16, out += 64) {
+          if (c == 0)
+            for (int64_t lane = 0; lane < n; ++lane)
+              _mm_prefetch(reinterpret_cast<const char*>(base + lane * a.w_row_bytes + 4 * j + 512), _MM_HINT_T0);
+          _mm512_store_si512(out, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 4 * j, 1));
         }
-        _mm512_store_si512(panel + 64 * j,
-                           _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, base + 4 * j, 1));
       }
       if (full_pairs < n_pairs) {  // odd n_in: the last input alone, its pair zero
         alignas(64) uint32_t last[16] = {};
@@ -734,7 +1088,7 @@ void Bf16PanelGemm(const GemmArgs& a) {
           std::memcpy(&h, base + lane * a.w_row_bytes + 2 * (a.n_in - 1), 2);
           last[lane] = h;
         }
-        std::memcpy(panel + 64 * full_pairs, last, 64);
+        std::memcpy(panel + slot(full_pairs), last, 64);
       }
     }
     for (int64_t t0 = 0; t0 < a.n_tok; t0 += kBf16PanelToks) {
@@ -858,6 +1212,17 @@ struct Q8_0Tile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileQ8Pair<Q8_0Pair, R, T>(a, r0, t0); }
 };
 template <int R, int T>
+struct Bf16Tile {
+  static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileBf16<R, T>(a, r0, t0); }
+};
+template <typename P>
+struct RowTileOf {
+  template <int R, int T>
+  struct Tile {
+    static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileQ8Pair<P, R, T>(a, r0, t0); }
+  };
+};
+template <int R, int T>
 struct Q4KTile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileQ4K<R, T>(a, r0, t0); }
 };
@@ -877,10 +1242,11 @@ template <int R, int T>
 struct F16Tile {
   static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileFloat<LoadF16, R, T>(a, r0, t0); }
 };
-template <int R, int T>
-struct Bf16Tile {
-  static void Run(const GemmArgs& a, int64_t r0, int64_t t0) { TileBf16<R, T>(a, r0, t0); }
-};
+template <typename W, typename P>
+void Q8Gemm(const GemmArgs& a) {
+  if (a.n_tok == 1) GemmTiled<RowTileOf<P>::template Tile>(a);
+  else RowsQ8Gemm<W>(a);
+}
 
 }  // namespace
 
@@ -888,11 +1254,11 @@ const KernelSet& Avx512Kernels() {
   static const KernelSet kSet = {{
       {ActFormat::kF32, GemmTiled<F32Tile>, kRows},
       {ActFormat::kF32, GemmTiled<F16Tile>, kRows},
-      {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16, Bf16PanelGemm, 32, kBf16PanelMinTok},
-      {ActFormat::kQ8Pair, GemmTiled<Q8_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ8_0, 32>, 32, kPanelMinTok},
-      {ActFormat::kQ8Pair, GemmTiled<Q4_0Tile>, kRows, ActFormat::kQ8U, PanelGemm<PackQ4_0, 32>, 32, kPanelMinTok},
-      {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K, 256>, 32, kPanelMinTok},
-      {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K, 256>, 32, kPanelMinTok},
+      {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16Chains, Bf16PanelGemm, 32, kBf16PanelMinTok},
+      {ActFormat::kQ8Pair, Q8Gemm<Q8_0Rows, Q8_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ8_0>, 32, kQ8PanelMinTok},
+      {ActFormat::kQ8Pair, Q8Gemm<Q4_0Rows, Q4_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ4_0>, 32, kQ8PanelMinTok},
+      {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K>, 32, kPanelMinTok},
+      {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K>, 32, kPanelMinTok},
       {ActFormat::kQ8LQ2, GemmTiled<LQ2Tile>, kRows},
   }};
   return kSet;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -85,12 +86,10 @@ struct InvCase {
   const char* preset;
   const char* type;
   const char* kv_type;
-  bool invariant_matmul;  // SetMatmulBatchInvariant (needed for weights with prefill kernels)
   KernelPath path;
 };
 void PrintTo(const InvCase& c, std::ostream* os) {
-  *os << c.preset << "-" << c.type << " kv " << c.kv_type << (c.invariant_matmul ? " invariant" : "") << " "
-      << KernelPathName(c.path);
+  *os << c.preset << "-" << c.type << " kv " << c.kv_type << " " << KernelPathName(c.path);
 }
 
 class BatchInvarianceTest : public ::testing::TestWithParam<InvCase> {
@@ -98,12 +97,8 @@ class BatchInvarianceTest : public ::testing::TestWithParam<InvCase> {
   void SetUp() override {
     if (!KernelPathSupported(GetParam().path)) GTEST_SKIP() << "this CPU lacks " << KernelPathName(GetParam().path);
     ForceKernelPath(GetParam().path);
-    SetMatmulBatchInvariant(GetParam().invariant_matmul);
   }
-  void TearDown() override {
-    SetMatmulBatchInvariant(false);
-    ForceKernelPath(std::nullopt);
-  }
+  void TearDown() override { ForceKernelPath(std::nullopt); }
 };
 
 // Several sequences of different lengths are fed in random chunks, mixed with each other
@@ -191,54 +186,83 @@ constexpr KernelPath kS = KernelPath::kScalar, kA2 = KernelPath::kAvx2, kA5 = Ke
 INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvarianceTest,
     ::testing::Values(
-        // F16 weights have no prefill kernel: invariant without the switch.
-        InvCase{"tiny", "f16", "f16", false, kA5}, InvCase{"tiny", "f32", "f32", false, kA5},
-        // Quantized weights: every KV type, with invariant matmuls.
-        InvCase{"tiny", "q4_0", "f32", true, kA5}, InvCase{"tiny", "q4_0", "f16", true, kA5},
-        InvCase{"tiny", "q4_0", "bf16", true, kA5}, InvCase{"tiny", "q4_0", "q8_0", true, kA5},
-        InvCase{"tiny", "q4_0", "q4_0", true, kA5}, InvCase{"tiny", "q4_k_m", "f16", true, kA5},
-        InvCase{"tiny", "bf16", "f16", true, kA5}, InvCase{"qwen2-tiny", "q8_0", "f16", true, kA5},
-        InvCase{"moe-tiny", "q8_0", "f16", true, kA5}, InvCase{"moe-tiny", "q8_0", "q8_0", true, kA5},
-        InvCase{"qwen3moe-tiny", "q4_0", "f16", true, kA5},
-        // The other kernel paths have no prefill kernels.
-        InvCase{"tiny", "q4_0", "f16", false, kA2}, InvCase{"moe-tiny", "q8_0", "q4_0", false, kA2},
-        InvCase{"tiny", "q4_k_m", "f16", false, kS}),
+        InvCase{"tiny", "f16", "f16", kA5}, InvCase{"tiny", "f32", "f32", kA5},
+        // Quantized and BF16 weights (AVX-512 prefill panel kernels for long chunks): every KV type.
+        InvCase{"tiny", "q4_0", "f32", kA5}, InvCase{"tiny", "q4_0", "f16", kA5},
+        InvCase{"tiny", "q4_0", "bf16", kA5}, InvCase{"tiny", "q4_0", "q8_0", kA5},
+        InvCase{"tiny", "q4_0", "q4_0", kA5}, InvCase{"tiny", "q4_k_m", "f16", kA5},
+        InvCase{"tiny", "bf16", "f16", kA5}, InvCase{"qwen2-tiny", "q8_0", "f16", kA5},
+        InvCase{"moe-tiny", "q8_0", "f16", kA5}, InvCase{"moe-tiny", "q8_0", "q8_0", kA5},
+        InvCase{"qwen3moe-tiny", "q4_0", "f16", kA5},
+        // The other kernel paths (no prefill kernels).
+        InvCase{"tiny", "q4_0", "f16", kA2}, InvCase{"moe-tiny", "q8_0", "q4_0", kA2},
+        InvCase{"tiny", "q4_k_m", "f16", kS}, InvCase{"tiny", "bf16", "f16", kA2}),
     [](const auto& info) {
-      std::string n = std::string(info.param.preset) + "_" + info.param.type + "_kv_" + info.param.kv_type +
-                      (info.param.invariant_matmul ? "_invariant_" : "_") + std::string(KernelPathName(info.param.path));
+      std::string n = std::string(info.param.preset) + "_" + info.param.type + "_kv_" + info.param.kv_type + "_" +
+                      std::string(KernelPathName(info.param.path));
       return testing::CaseName(n);
     });
 
-// Without the switch, quantized weights take the prefill kernels for a long prompt and the
-// decode kernels for one token: the same position's logits then differ (slightly). This is
-// what SetMatmulBatchInvariant exists for; if it ever stops differing, the switch and its
-// cost can go.
-TEST(BatchInvarianceDefaultTest, QuantizedPrefillKernelsRoundDifferently) {
-  if (!KernelPathSupported(KernelPath::kAvx512)) GTEST_SKIP() << "prefill panel kernels are AVX-512 only";
-  ForceKernelPath(KernelPath::kAvx512);
-  SetMatmulBatchInvariant(false);
-  auto l = Load(testing::SynthModel("tiny", "q4_0"));
+// Logits of `tokens` fed in chunks of `chunk` positions, one forward per chunk.
+std::vector<std::vector<float>> Chunked(LlamaModel& m, kv::KvFormat f, const std::vector<int32_t>& tokens,
+                                        size_t chunk, ThreadPool* pool) {
+  auto cache = MakeCache(m, f, 64);
+  std::vector<std::vector<float>> rows;
+  const int64_t V = m.hparams().n_vocab;
+  for (size_t i = 0; i < tokens.size(); i += chunk) {
+    const size_t n = std::min(chunk, tokens.size() - i);
+    EXPECT_TRUE(cache->AddTokens(0, {&tokens[i], n}).ok());
+    Batch b;
+    for (size_t j = i; j < i + n; ++j) b.Add(tokens[j], static_cast<int64_t>(j), 0, true);
+    std::vector<float> logits;
+    const Status st = m.Forward(b, *cache, &logits, pool);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    for (size_t j = 0; j < n; ++j) rows.emplace_back(logits.begin() + j * V, logits.begin() + (j + 1) * V);
+  }
+  return rows;
+}
+
+// A prompt prefilled whole (the prefill panel kernels, in 64-token cache blocks), in chunks
+// of 512, 64 or 7, or one token per forward (the decode kernels) gives the same logits at
+// every position, bit for bit: the prefill kernels compute exactly the decode kernels'
+// arithmetic. Every weight type with a prefill kernel (q4_k_m: Q4_K and Q6_K).
+class PrefillChunkingTest : public ::testing::TestWithParam<std::tuple<const char*, KernelPath>> {
+ protected:
+  void SetUp() override {
+    if (!KernelPathSupported(std::get<1>(GetParam())))
+      GTEST_SKIP() << "this CPU lacks " << KernelPathName(std::get<1>(GetParam()));
+    ForceKernelPath(std::get<1>(GetParam()));
+  }
+  void TearDown() override { ForceKernelPath(std::nullopt); }
+};
+
+TEST_P(PrefillChunkingTest, ChunkSizesGiveIdenticalLogits) {
+  auto l = Load(testing::SynthModel("tiny", std::get<0>(GetParam())));
   ThreadPool pool(2);
   std::mt19937 rng(7);
-  const auto toks = RandomTokens(rng, 40, l->model->hparams().n_vocab);
+  const auto toks = RandomTokens(rng, 600, l->model->hparams().n_vocab);
   const kv::KvFormat fmt{GgmlType::kF16, GgmlType::kF16, 16};
   const auto whole = Alone(*l->model, fmt, toks, &pool);
-  // The same prompt one token per forward.
-  auto cache = MakeCache(*l->model, fmt, 64);
-  double max_diff = 0;
-  for (size_t i = 0; i < toks.size(); ++i) {
-    ASSERT_TRUE(cache->AddTokens(0, {&toks[i], 1}).ok());
-    Batch b;
-    b.Add(toks[i], static_cast<int64_t>(i), 0, true);
-    std::vector<float> logits;
-    ASSERT_TRUE(l->model->Forward(b, *cache, &logits, &pool).ok());
-    for (size_t v = 0; v < logits.size(); ++v) max_diff = std::max(max_diff, std::fabs(double(logits[v]) - whole[i][v]));
+  for (size_t chunk : {512, 64, 7, 1}) {
+    const auto got = Chunked(*l->model, fmt, toks, chunk, &pool);
+    ASSERT_EQ(got.size(), whole.size());
+    for (size_t p = 0; p < got.size(); ++p) {
+      ASSERT_EQ(got[p].size(), whole[p].size());
+      ASSERT_EQ(std::memcmp(got[p].data(), whole[p].data(), got[p].size() * sizeof(float)), 0)
+          << "chunks of " << chunk << ": position " << p << " differs from the whole prompt in one batch";
+    }
   }
-  ForceKernelPath(std::nullopt);
-  EXPECT_GT(max_diff, 0.0);
-  EXPECT_LT(max_diff, 0.05);  // rounding, not a bug
-  std::printf("prefill vs decode kernels, Q4_0 weights: max abs logit difference %.3g\n", max_diff);
 }
+
+// The other paths have no prefill kernels (and are slower): one type each.
+INSTANTIATE_TEST_SUITE_P(Types, PrefillChunkingTest,
+                         ::testing::Values(std::make_tuple("q4_0", kA5), std::make_tuple("q8_0", kA5),
+                                           std::make_tuple("q4_k_m", kA5), std::make_tuple("bf16", kA5),
+                                           std::make_tuple("q4_0", kA2), std::make_tuple("q4_0", kS)),
+                         [](const auto& info) {
+                           return testing::CaseName(std::string(std::get<0>(info.param)) + "_" +
+                                                    std::string(KernelPathName(std::get<1>(info.param))));
+                         });
 
 // A batch that does not continue its sequences where the cache says fails with the
 // sequence and position named, and leaves the cache usable.

@@ -146,8 +146,6 @@ class KvSpillFaultTest : public ::testing::TestWithParam<Fault> {
   static constexpr int32_t kBlocks = 64;
 
   void SetUp() override {
-    was_invariant_ = MatmulBatchInvariant();
-    SetMatmulBatchInvariant(true);  // batches of 4 and of 3 rows compare bit for bit
     auto f = gguf::GgufFile::Open(testing::StoriesModel().string());
     ASSERT_TRUE(f.ok()) << f.status().ToString();
     m_.file = std::move(*f);
@@ -156,7 +154,6 @@ class KvSpillFaultTest : public ::testing::TestWithParam<Fault> {
     pool_ = std::move(ThreadPool::Create(2)).value();
     fault_ = std::make_unique<io::FaultInjectionEnv>(&mem_);
   }
-  void TearDown() override { SetMatmulBatchInvariant(was_invariant_); }
 
   std::unique_ptr<kv::PagedKvCache> MakeCache(bool tiered) {
     const ModelHParams& hp = m_.model->hparams();
@@ -187,7 +184,6 @@ class KvSpillFaultTest : public ::testing::TestWithParam<Fault> {
   std::unique_ptr<ThreadPool> pool_;
   io::MemStorageEnv mem_;
   std::unique_ptr<io::FaultInjectionEnv> fault_;
-  bool was_invariant_ = false;
 };
 
 // Four sequences (one a fork of another) prefill together, then decode step by step. The

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -261,6 +264,76 @@ TEST_P(MatmulPathTest, BatchOfManyJobsEqualsSeparateMatmuls) {
   }
 }
 
+// Batch invariance, kernel level: for every weight type and batch size, each token's output
+// row must equal, bit for bit, what the same token gives alone (n_tok = 1), through Matmul
+// and MatmulBatch, with no pool and pools of 1..3 threads. Batch sizes cross every kernel's
+// switch points (register tiles of 4, panels of 6 or 8 tokens, prefill from 8 or 32 tokens,
+// 64-token cache blocks); n_out is not a multiple of any row tile; n_in has an odd block count
+// (and is odd for the float types).
+// Returns whether they were.
+bool ExpectRowsBitIdentical(const std::vector<float>& got, const std::vector<float>& alone, const Problem& p,
+                            const char* what) {
+  for (int64_t t = 0; t < p.n_tok; ++t) {
+    const float* g = got.data() + t * p.y_stride;
+    const float* a = alone.data() + t * p.n_out;
+    if (std::memcmp(g, a, static_cast<size_t>(p.n_out) * sizeof(float)) != 0) {
+      int64_t o = 0;
+      while (std::memcmp(g + o, a + o, sizeof(float)) == 0) ++o;
+      ADD_FAILURE() << what << ": n_tok=" << p.n_tok << " token " << t << " row " << o << " is " << g[o]
+                    << " in the batch but " << a[o] << " alone";
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST_P(MatmulPathTest, EveryTokenOfABatchEqualsItselfAlone) {
+  ForcedPath forced(GetParam());
+  ThreadPool pool1(1), pool2(2), pool3(3);
+  const int64_t kToks[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 130, 512};
+  // Checks one type; returns at its first failure (so one report per type, every type run).
+  auto check = [&](GgmlType type) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    const bool k = Block256(type);
+    const bool flt = type == GgmlType::kF32 || type == GgmlType::kF16 || type == GgmlType::kBF16;
+    const int64_t n_in = k ? 768 : flt ? 161 : 224;  // 3 / 7 blocks; odd for floats
+    const int64_t n_out = 83;
+    const Problem p = MakeProblem(type, n_in, n_out, 512, 77);
+    const WeightMatrix w{p.type, p.w.data(), p.n_in, p.n_out};
+    // Each token alone, no pool.
+    std::vector<float> alone(p.n_tok * n_out);
+    for (int64_t t = 0; t < p.n_tok; ++t)
+      Matmul(w, p.x.data() + t * p.x_stride, p.x_stride, 1, alone.data() + t * n_out, n_out, nullptr);
+    for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool1, &pool2, &pool3}) {
+      for (int64_t n_tok : kToks) {
+        // Tokens [first, first + n_tok) of the 512, so batches do not all start at token 0.
+        const int64_t first = (n_tok * 37) % (p.n_tok - n_tok + 1);
+        Problem view{p.type, p.n_in, p.n_out, n_tok, p.x_stride, p.y_stride, {}, {}, {}};
+        const float* x = p.x.data() + first * p.x_stride;
+        const std::vector<float> want(alone.begin() + first * n_out, alone.begin() + (first + n_tok) * n_out);
+        std::vector<float> y(n_tok * p.y_stride, -7.0f);
+        Matmul(w, x, p.x_stride, n_tok, y.data(), p.y_stride, pool);
+        bool ok = ExpectRowsBitIdentical(y, want, view, "Matmul");
+        // MatmulBatch: the same product as one job beside a single-token job and a second
+        // product of the same input.
+        std::vector<float> y2(n_tok * p.y_stride, -7.0f), y3(p.y_stride, -7.0f), y4(n_tok * p.y_stride, -7.0f);
+        const MatmulJob jobs[] = {{w, x, p.x_stride, n_tok, y2.data(), p.y_stride},
+                                  {w, p.x.data(), p.x_stride, 1, y3.data(), p.y_stride},
+                                  {w, x, p.x_stride, n_tok, y4.data(), p.y_stride}};
+        MatmulBatch(jobs, pool);
+        ok &= ExpectRowsBitIdentical(y2, want, view, "MatmulBatch");
+        ok &= ExpectRowsBitIdentical(y4, want, view, "MatmulBatch, shared input");
+        Problem one = view;
+        one.n_tok = 1;
+        ok &= ExpectRowsBitIdentical(y3, std::vector<float>(alone.begin(), alone.begin() + n_out), one,
+                                     "MatmulBatch, single-token job");
+        if (!ok) return;
+      }
+    }
+  };
+  for (GgmlType type : kTypes) check(type);
+}
+
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulPathTest, ::testing::ValuesIn(SupportedPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
 
@@ -271,6 +344,45 @@ std::vector<KernelPath> SimdPaths() {
 }
 INSTANTIATE_TEST_SUITE_P(Paths, MatmulSimdPathTest, ::testing::ValuesIn(SimdPaths()),
                          [](const auto& info) { return std::string(KernelPathName(info.param)); });
+
+// Not a check: the timing loop docs/BENCHMARKS.md quotes (batch invariance section). Run with
+//   tierlm_tests --gtest_also_run_disabled_tests --gtest_filter='*MatmulSpeed*'
+// Eight 2048 x 5632 matrices per type (the TinyLlama FFN shape, together larger than L3) are
+// multiplied in turn on the calling thread alone; thread CPU time per call, so that other
+// processes on a shared machine perturb the figures less than wall time would.
+TEST(MatmulSpeed, DISABLED_ThreadCpuTimePerCall) {
+  const int64_t n_in = 2048, n_out = 5632, n_mat = 8;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(512 * n_in), y(512 * n_out), row(n_in);
+  for (float& v : x) v = dist(rng);
+  for (GgmlType type : {GgmlType::kQ4_0, GgmlType::kQ8_0, GgmlType::kQ4_K, GgmlType::kQ6_K, GgmlType::kBF16}) {
+    const int64_t rb = RowBytes(type, n_in);
+    std::vector<std::vector<uint8_t>> w(n_mat, std::vector<uint8_t>(rb * n_out));
+    for (auto& m : w)
+      for (int64_t o = 0; o < n_out; ++o) {
+        if (o < 64) for (float& v : row) v = dist(rng);  // 64 distinct rows are enough
+        QuantizeRow(type, row.data(), m.data() + o * rb, n_in);
+      }
+    for (int64_t n_tok : {1, 2, 4, 8, 16, 32, 64, 128, 512}) {
+      const int reps = n_tok >= 256 ? 1 : n_tok >= 32 ? 2 : 8;
+      std::vector<double> ms;
+      for (int rep = 0; rep < 5; ++rep) {
+        timespec c0, c1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+        for (int r = 0; r < reps; ++r)
+          for (const auto& m : w)
+            Matmul(WeightMatrix{type, m.data(), n_in, n_out}, x.data(), n_in, n_tok, y.data(), n_out, nullptr);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+        ms.push_back(((c1.tv_sec - c0.tv_sec) * 1e3 + (c1.tv_nsec - c0.tv_nsec) / 1e6) / (reps * n_mat));
+      }
+      std::sort(ms.begin(), ms.end());
+      std::printf("%-5s n_tok %3lld: %7.3f ms per call (min %.3f, max %.3f), %6.1f tokens/ms\n",
+                  std::string(TypeName(type)).c_str(), static_cast<long long>(n_tok), ms[2], ms[0], ms[4],
+                  n_tok / ms[2]);
+    }
+  }
+}
 
 TEST(MatmulTest, ForcedPathIsReported) {
   for (KernelPath p : SupportedPaths()) {

@@ -76,7 +76,6 @@ std::unique_ptr<kv::PagedKvCache> MakeCache(const LlamaModel& m, int32_t n_block
 class ServerSchedulerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    SetMatmulBatchInvariant(true);
     EngineOptions eo;
     eo.model_path = testing::StoriesModel().string();
     eo.n_threads = 2;
@@ -85,7 +84,6 @@ class ServerSchedulerTest : public ::testing::Test {
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
   }
-  void TearDown() override { SetMatmulBatchInvariant(false); }
 
   std::unique_ptr<Scheduler> Make(int32_t slots, int64_t step_tokens, size_t max_queue = 64, int64_t n_ctx = 512) {
     SchedulerOptions o;
@@ -303,11 +301,10 @@ TEST_F(ServerSchedulerTest, JobsThatCanNeverRunAreRefused) {
   EXPECT_EQ(s->Submit(badtok).status().code(), StatusCode::kInvalidArgument);
 }
 
-// Quantized weights take different matmul kernels for a long batch than for one token unless
-// batch invariance is on (kernels/matmul.h; the server turns it on): with it, 8 random
-// prompts at once, prefilled 3 tokens a step, give each one's tokens alone.
+// Quantized weights take other matmul kernels for a long batch than for one token, all of
+// them batch-invariant (kernels/matmul.h): 8 random prompts at once, prefilled 3 tokens a
+// step, give each one's tokens alone.
 TEST(ServerSchedulerQuantizedTest, Q4_0AloneEqualsTogether) {
-  SetMatmulBatchInvariant(true);
   EngineOptions eo;
   eo.model_path = testing::SynthModel("tiny", "q4_0").string();
   eo.n_threads = 2;
@@ -353,7 +350,6 @@ TEST(ServerSchedulerQuantizedTest, Q4_0AloneEqualsTogether) {
     ASSERT_EQ(alone[i].tokens[0].size(), 12u);
     EXPECT_EQ(o.tokens[0], alone[i].tokens[0]) << "prompt " << i;
   }
-  SetMatmulBatchInvariant(false);
 }
 
 }  // namespace
