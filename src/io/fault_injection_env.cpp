@@ -128,6 +128,8 @@ class FaultFile : public RandomAccessFile {
         return Status::IoError(Where(name(), offset, len) + ": unexpected end of file after " +
                                std::to_string(have) + " bytes (file truncated?)");
       }
+      case FaultInjectionEnv::Fault::kDiskFull:  // decided for writes only
+        break;
     }
     return Status::Internal("unknown fault");
   }

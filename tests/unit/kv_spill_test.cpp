@@ -269,7 +269,9 @@ TEST_P(KvSpillFaultTest, EndsOnlyTheSequenceItHitsAndTheOthersGoOnExactly) {
       step(which, c, add);
       if (which == 1)
         for (const auto& [s, l] : last[1])
-          if (!failed.count(s)) ASSERT_EQ(l, last[0][s]) << "sequence " << s << " at step " << t;
+          if (!failed.count(s)) {
+            ASSERT_EQ(l, last[0][s]) << "sequence " << s << " at step " << t;
+          }
     }
   }
   ASSERT_FALSE(failed.empty()) << FaultName(fault) << " never hit (the test would prove nothing)";
