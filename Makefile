@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 DEPS := build-essential cmake ninja-build pkg-config git xz-utils libgtest-dev libgmock-dev liburing-dev libxxhash-dev \
         nlohmann-json3-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev \
-        libcpp-httplib-dev curl nodejs
+        libcpp-httplib-dev curl nodejs libhiredis-dev redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 RUN_ARGS ?= -p "Once upon a time" -n 200
 
