@@ -6,6 +6,7 @@
 #include "cli/args.h"
 #include "core/format_bytes.h"
 #include "cli/kv_options.h"
+#include "cli/prefix_options.h"
 #include "cli/commands.h"
 #include "cli/default_model.h"
 #include "cli/load_progress.h"
@@ -37,6 +38,7 @@ struct RunOptions {
   bool seed_random = false;  // --seed -1: drawn at parse time, printed on stderr
   bool synthetic = false;
   KvTypeFlags kv_types;
+  PrefixFlags prefix;
 };
 
 void AddCommonOptions(ArgParser& ap, RunOptions& o) {
@@ -67,6 +69,7 @@ void AddCommonOptions(ArgParser& ap, RunOptions& o) {
   ap.Add({"--lowbit-cache"}, &o.engine.lowbit_cache_path, "low-bit expert cache file (default: <model>.tierlm-lowbit)");
   ap.Flag({"-v", "--verbose"}, &o.verbose, "print load details and statistics");
   ap.Flag({"-q", "--quiet"}, &o.quiet, "print no progress lines on stderr (loading, low-bit cache, prefill)");
+  AddPrefixOptions(ap, &o.prefix, /*with_off=*/false);
 }
 
 // The sampling flags a demanding user expects to be refused rather than silently bent
@@ -118,6 +121,24 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   return e;
 }
 
+// Starts the engine's sequence from the longest cached prefix of `prompt` (a previous run's,
+// from the prefix cache's disk or Redis tier); returns the tokens still to evaluate.
+Result<std::span<const int32_t>> AttachPrefix(prefix::PrefixCache* pc, Engine& e, std::span<const int32_t> prompt,
+                                              prefix::PrefixHit* hit) {
+  *hit = {};
+  if (!pc) return prompt;
+  kv::PagedKvCache& cache = e.kv().paged();
+  cache.Free(KvCache::kSeq);
+  TIERLM_ASSIGN_OR_RETURN(*hit, pc->Attach(cache, KvCache::kSeq, prompt, 0));
+  return prompt.subspan(static_cast<size_t>(hit->tokens()));
+}
+
+void PrintPrefix(const prefix::PrefixHit& hit, size_t n_prompt) {
+  std::fprintf(stderr, "prefix cache: %lld of %zu prompt tokens reused (disk %lld, redis %lld) in %.0f ms\n",
+               static_cast<long long>(hit.tokens()), n_prompt, static_cast<long long>(hit.disk_tokens),
+               static_cast<long long>(hit.redis_tokens), hit.load_ms);
+}
+
 void PrintStats(Engine& e, const GenerateStats& s) {
   std::fprintf(stderr,
                "\n\nload: %.0f ms | prompt: %lld tokens, %.1f tokens/s | first token after %.0f ms | "
@@ -160,6 +181,8 @@ int RunCommand(int argc, char** argv) {
   }
   if (!st.ok()) return ReportError(st);
   if (Status c = CheckOptions(o); !c.ok()) return ReportError(c);
+  auto pc = OpenPrefixFromFlags(o.prefix, /*memory_by_default=*/false);
+  if (!pc.ok()) return ReportError(pc.status());
   if (!o.prompt_file.empty()) {
     std::ifstream in(o.prompt_file, std::ios::binary);
     if (!in) return ReportError(Status::IoError(o.prompt_file + ": cannot read the prompt file"));
@@ -194,13 +217,16 @@ int RunCommand(int argc, char** argv) {
   dopt.strip_leading_space = false;
   tokenizer::Detokenizer detok(tok, dopt);
   bool first_id = true;
+  prefix::PrefixHit hit;
+  auto rest = AttachPrefix(pc->get(), e, prompt, &hit);
+  if (!rest.ok()) return ReportError(rest.status());
   GenerateRequest req;
-  req.prompt = prompt;
+  req.prompt = *rest;
   req.n_predict = o.n_predict;
   req.sampling = o.sampling;
   req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
   Progress prefill(ProgressOptions::FromEnvironment(o.quiet));
-  prefill.Start("prefill", prompt.size(), Progress::Unit::kItems, "tokens");
+  prefill.Start("prefill", rest->size(), Progress::Unit::kItems, "tokens");
   req.prefill_progress = prefill.Reporter();
   req.on_token = [&](int32_t id) {
     echo_prompt();
@@ -227,6 +253,12 @@ int RunCommand(int argc, char** argv) {
   }
   std::printf("\n");
   std::fflush(stdout);
+  if (*pc) {
+    // The next run with this prompt starts from these blocks.
+    (*pc)->Publish(e.kv().paged(), KvCache::kSeq);
+    (*pc)->Flush();
+    PrintPrefix(hit, prompt.size());
+  }
   PrintStats(e, *stats);
   return 0;
 }
@@ -245,6 +277,8 @@ int ChatCommand(int argc, char** argv) {
   }
   if (!st.ok()) return ReportError(st);
   if (Status c = CheckOptions(o); !c.ok()) return ReportError(c);
+  auto pc = OpenPrefixFromFlags(o.prefix, /*memory_by_default=*/false);
+  if (!pc.ok()) return ReportError(pc.status());
 
   auto engine = LoadEngine(o);
   if (!engine.ok()) return ReportError(engine.status());
@@ -276,22 +310,29 @@ int ChatCommand(int argc, char** argv) {
     msgs.push_back({"user", line});
     const std::string full = FormatChat(*tmpl, msgs, /*add_assistant_prefix=*/true);
     std::vector<int32_t> new_tokens;
+    std::span<const int32_t> to_eval;
     if (!in_kv.empty() && full.compare(0, in_kv.size(), in_kv) == 0) {
       new_tokens = tok.Encode(full.substr(in_kv.size()), /*add_special=*/false, /*parse_special=*/true);
+      to_eval = new_tokens;
     } else {
-      e.kv().set_n_past(0);  // the template rewrote history: start over
+      e.kv().set_n_past(0);  // the template rewrote history (or this is the first turn): start over
       new_tokens = tok.Encode(full, /*add_special=*/true, /*parse_special=*/true);
+      prefix::PrefixHit hit;
+      auto rest = AttachPrefix(pc->get(), e, new_tokens, &hit);
+      if (!rest.ok()) return ReportError(rest.status());
+      to_eval = *rest;
+      if (o.verbose && *pc) PrintPrefix(hit, new_tokens.size());
     }
     std::string reply;
     tokenizer::Detokenizer detok(tok);
     GenerateRequest req;
-    req.prompt = new_tokens;
+    req.prompt = to_eval;
     req.n_predict = o.n_predict;
     req.sampling = o.sampling;
     req.is_eog = [&](int32_t id) { return tok.IsEog(id); };
     req.eval_last = true;  // the next turn continues from this reply's tokens
     Progress prefill(ProgressOptions::FromEnvironment(o.quiet));
-    prefill.Start("prefill", new_tokens.size(), Progress::Unit::kItems, "tokens");
+    prefill.Start("prefill", to_eval.size(), Progress::Unit::kItems, "tokens");
     req.prefill_progress = prefill.Reporter();
     req.on_token = [&](int32_t id) {
       const std::string text = detok.Push(id);
@@ -307,6 +348,7 @@ int ChatCommand(int argc, char** argv) {
       return ReportError(stats.status());
     }
     reply += detok.Flush();
+    if (*pc) (*pc)->Publish(e.kv().paged(), KvCache::kSeq);
     if (o.verbose) PrintStats(e, *stats);
     msgs.push_back({"assistant", reply});
     in_kv = full + reply;

@@ -14,6 +14,7 @@
 #include "cli/default_model.h"
 #include "cli/kv_options.h"
 #include "cli/load_progress.h"
+#include "cli/prefix_options.h"
 #include "kernels/matmul.h"
 #include "runtime/chat_template.h"
 #include "runtime/engine.h"
@@ -36,6 +37,7 @@ int ServeCommand(int argc, char** argv) {
   std::string mem_budget, chat_template, alias;
   bool quiet = false;
   KvTypeFlags kv_types;
+  PrefixFlags prefix_flags;
   int64_t port = ho.port;
   int32_t max_n = ho.limits.max_n;
   int64_t max_messages = static_cast<int64_t>(ho.limits.max_messages);
@@ -57,6 +59,7 @@ int ServeCommand(int argc, char** argv) {
          "template: chatml, llama2, llama3, mistral, zephyr, phi3, gemma (default: from the model, else chatml)");
   ap.Add({"--mem-budget"}, &mem_budget, "bound on the engine's memory, e.g. 6G; weights beyond it stream from disk");
   AddKvTypeOptions(ap, &kv_types);
+  AddPrefixOptions(ap, &prefix_flags, /*with_off=*/true);
   ap.Add({"--max-queue"}, &max_queue, "requests waiting for a slot; more are answered 503 (default 256)");
   ap.Add({"--max-body"}, &max_body, "largest request body in bytes; larger: 413 (default 4194304)");
   ap.Add({"--max-connections"}, &max_conn, "connections served at once; more: 503 (default 64)");
@@ -92,6 +95,10 @@ int ServeCommand(int argc, char** argv) {
     eo.mem_budget_bytes = *budget;
   }
   if (Status k = ApplyKvTypes(kv_types, &eo.kv_format); !k.ok()) return ReportError(k);
+  // The prefix cache's directory and Redis URL are checked before the model loads. Prompt
+  // prefixes are kept in memory unless --no-prefix-cache.
+  auto prefix_cache = OpenPrefixFromFlags(prefix_flags, /*memory_by_default=*/true);
+  if (!prefix_cache.ok()) return ReportError(prefix_cache.status());
   if (eo.model_path.empty()) {
     auto path = EnsureDefaultModel(false);
     if (!path.ok()) return ReportError(path.status());
@@ -167,7 +174,8 @@ int ServeCommand(int argc, char** argv) {
   }
   so.step_tokens = step_tokens;
   so.max_queue = static_cast<size_t>(max_queue);
-  auto sched = server::Scheduler::Create(e.model(), e.tokenizer(), &e.pool(), e.kv().paged(), so, &metrics);
+  auto sched = server::Scheduler::Create(e.model(), e.tokenizer(), &e.pool(), e.kv().paged(), so, &metrics,
+                                         prefix_cache->get());
   if (!sched.ok()) {
     ReportError(sched.status());
     return finish(2);
@@ -179,8 +187,10 @@ int ServeCommand(int argc, char** argv) {
   backend.model_id = alias.empty() ? std::filesystem::path(eo.model_path).stem().string() : alias;
   backend.n_ctx = so.n_ctx;
   backend.created = static_cast<int64_t>(std::time(nullptr));
-  if (TieredWeightStore* tiered = e.tiered()) {
-    backend.refresh_metrics = [tiered](server::Metrics* m) {
+  TieredWeightStore* tiered = e.tiered();
+  prefix::PrefixCache* pc = prefix_cache->get();
+  backend.refresh_metrics = [tiered, pc](server::Metrics* m) {
+    if (tiered) {
       const ResidencyStats rs = tiered->residency_stats();  // thread-safe snapshot
       uint64_t reads = 0, bytes = 0, stalls = 0;
       for (const ClassStats& c : rs.per_class) {
@@ -189,18 +199,26 @@ int ServeCommand(int argc, char** argv) {
         stalls += c.stalls;
       }
       m->SetWeightReads(reads, bytes, stalls);
-    };
-  }
+    }
+    if (pc) m->SetPrefixCache(pc->Stats());  // thread-safe
+  };
   if (e.tiered()) std::fprintf(stderr, "serve: %s\n", e.memory_plan().ToString().c_str());
   running_scheduler.store(sched->get());
   http.SetBackend(&backend);
   std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens, chat template %s, %d threads\n",
                backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx), ChatTemplateName(*tmpl),
                e.pool().size());
+  if (pc)
+    std::fprintf(stderr, "serve: prefix cache: memory%s%s%s%s\n", prefix_flags.dir.empty() ? "" : ", disk ",
+                 prefix_flags.dir.c_str(), prefix_flags.redis.empty() ? "" : ", redis ", prefix_flags.redis.c_str());
   io.join();
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   running_scheduler.store(nullptr);
+  // Unfinished requests end (their blocks published), then the tiers' writes are flushed
+  // and the disk tier's index written.
+  (*sched)->Shutdown();
+  if (pc) pc->Flush();
   std::fprintf(stderr, "serve: stopped\n");
   return 0;
 }

@@ -26,6 +26,9 @@ KvBlockManager::KvBlockManager(int32_t block_size, int32_t n_blocks, uint64_t id
   ref_.assign(static_cast<size_t>(n_blocks), 0);
   hash_.assign(static_cast<size_t>(n_blocks), 0);
   tokens_.assign(static_cast<size_t>(n_blocks) * block_size_, -1);
+  registered_.assign(static_cast<size_t>(n_blocks), 0);
+  lru_prev_.assign(static_cast<size_t>(n_blocks), -1);
+  lru_next_.assign(static_cast<size_t>(n_blocks), -1);
   free_.reserve(static_cast<size_t>(n_blocks));
   for (BlockId b = n_blocks - 1; b >= 0; --b) free_.push_back(b);
 }
@@ -69,9 +72,52 @@ int64_t KvBlockManager::BlocksNeeded(SeqId seq, int64_t n_new) const {
   return need;
 }
 
+void KvBlockManager::LruPush(BlockId b) {
+  const size_t i = static_cast<size_t>(b);
+  lru_prev_[i] = lru_tail_;
+  lru_next_[i] = -1;
+  if (lru_tail_ >= 0) lru_next_[static_cast<size_t>(lru_tail_)] = b;
+  else lru_head_ = b;
+  lru_tail_ = b;
+  ++n_cached_;
+}
+
+void KvBlockManager::LruRemove(BlockId b) {
+  const size_t i = static_cast<size_t>(b);
+  if (lru_prev_[i] >= 0) lru_next_[static_cast<size_t>(lru_prev_[i])] = lru_next_[i];
+  else lru_head_ = lru_next_[i];
+  if (lru_next_[i] >= 0) lru_prev_[static_cast<size_t>(lru_next_[i])] = lru_prev_[i];
+  else lru_tail_ = lru_prev_[i];
+  lru_prev_[i] = lru_next_[i] = -1;
+  --n_cached_;
+}
+
+void KvBlockManager::Unregister(BlockId b) {
+  const size_t i = static_cast<size_t>(b);
+  if (!registered_[i]) return;
+  auto it = cached_.find(hash_[i]);
+  if (it != cached_.end() && it->second == b) cached_.erase(it);
+  registered_[i] = 0;
+}
+
+void KvBlockManager::Forget(BlockId b) {
+  Unregister(b);
+  hash_[static_cast<size_t>(b)] = 0;
+  std::fill_n(tokens_.begin() + static_cast<ptrdiff_t>(b) * block_size_, block_size_, -1);
+}
+
 BlockId KvBlockManager::Pop() {
-  const BlockId b = free_.back();
-  free_.pop_back();
+  BlockId b;
+  if (!free_.empty()) {
+    b = free_.back();
+    free_.pop_back();
+  } else {
+    // Evicts the cached block released longest ago: its bytes are stale from now on.
+    b = lru_head_;
+    LruRemove(b);
+    Forget(b);
+    released_.push_back(b);
+  }
   ref_[static_cast<size_t>(b)] = 1;
   return b;
 }
@@ -79,10 +125,76 @@ BlockId KvBlockManager::Pop() {
 void KvBlockManager::Release(BlockId b) {
   int32_t& r = ref_[static_cast<size_t>(b)];
   if (--r > 0) return;
-  hash_[static_cast<size_t>(b)] = 0;
-  std::fill_n(tokens_.begin() + static_cast<ptrdiff_t>(b) * block_size_, block_size_, -1);
+  if (registered_[static_cast<size_t>(b)]) {  // computed and full: stays, reusable by its hash
+    LruPush(b);
+    return;
+  }
+  Forget(b);
   free_.push_back(b);
   released_.push_back(b);
+}
+
+Status KvBlockManager::Open(SeqId seq, uint64_t root) {
+  if (seqs_.count(seq)) return Status::InvalidArgument("kv: sequence " + std::to_string(seq) + " exists already");
+  seqs_[seq].root = root;
+  return Status::Ok();
+}
+
+void KvBlockManager::MarkComputed(SeqId seq, int64_t n) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return;
+  const Sequence& s = it->second;
+  const size_t full = static_cast<size_t>(std::min(n, s.length) / block_size_);
+  for (size_t i = full; i-- > 0;) {
+    const BlockId b = s.blocks[i];
+    const size_t bi = static_cast<size_t>(b);
+    if (registered_[bi]) break;  // and every block before it
+    const uint64_t h = hash_[bi];
+    if (h == 0) continue;
+    if (cached_.emplace(h, b).second) registered_[bi] = 1;
+  }
+}
+
+int64_t KvBlockManager::AttachCached(SeqId seq, std::span<const uint64_t> hashes, uint64_t root) {
+  auto it = seqs_.find(seq);
+  if (it != seqs_.end() && (it->second.length > 0 || !it->second.blocks.empty())) return 0;
+  Sequence& s = seqs_[seq];
+  if (it == seqs_.end()) s.root = root;
+  int64_t n = 0;
+  for (uint64_t h : hashes) {
+    const BlockId b = FindCached(h);
+    if (b < 0) break;
+    if (ref_[static_cast<size_t>(b)]++ == 0) LruRemove(b);
+    s.blocks.push_back(b);
+    s.length += block_size_;
+    ++n;
+  }
+  return n;
+}
+
+BlockId KvBlockManager::FindCached(uint64_t hash) const {
+  auto it = cached_.find(hash);
+  return it == cached_.end() ? -1 : it->second;
+}
+
+void KvBlockManager::DropCached() {
+  while (lru_head_ >= 0) {
+    const BlockId b = lru_head_;
+    LruRemove(b);
+    Forget(b);
+    free_.push_back(b);
+    released_.push_back(b);
+  }
+}
+
+std::vector<uint64_t> KvBlockManager::ChainHashes(std::span<const int32_t> tokens, uint64_t root) const {
+  std::vector<uint64_t> out;
+  uint64_t prev = root;
+  for (size_t i = 0; (i + 1) * static_cast<size_t>(block_size_) <= tokens.size(); ++i) {
+    prev = ChainHash(prev, identity_, tokens.subspan(i * static_cast<size_t>(block_size_), static_cast<size_t>(block_size_)));
+    out.push_back(prev);
+  }
+  return out;
 }
 
 Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* copies) {
@@ -110,7 +222,7 @@ Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* 
 void KvBlockManager::HashIfFull(const Sequence& s, size_t index) {
   const BlockId b = s.blocks[index];
   if (static_cast<int64_t>(index + 1) * block_size_ > s.length) return;
-  const uint64_t prev = index == 0 ? 0 : hash_[static_cast<size_t>(s.blocks[index - 1])];
+  const uint64_t prev = index == 0 ? s.root : hash_[static_cast<size_t>(s.blocks[index - 1])];
   hash_[static_cast<size_t>(b)] = ChainHash(prev, identity_, BlockTokens(b));
 }
 
@@ -151,6 +263,7 @@ Status KvBlockManager::Truncate(SeqId seq, int64_t length) {
   if (length % block_size_ != 0) {
     const BlockId last = s.blocks.back();
     if (ref_[static_cast<size_t>(last)] == 1) {  // sole owner: forget the dropped tokens
+      Unregister(last);
       hash_[static_cast<size_t>(last)] = 0;
       std::fill(tokens_.begin() + static_cast<ptrdiff_t>(last) * block_size_ + length % block_size_,
                 tokens_.begin() + static_cast<ptrdiff_t>(last + 1) * block_size_, -1);
@@ -166,6 +279,7 @@ Status KvBlockManager::Fork(SeqId parent, SeqId child) {
   if (seqs_.count(child)) return Status::InvalidArgument("kv: fork into existing sequence " + std::to_string(child));
   Sequence copy;
   copy.length = it->second.length;
+  copy.root = it->second.root;
   // Shares the filled blocks only; reserved blocks past the parent's length stay its own.
   const size_t used = static_cast<size_t>(CeilDiv(copy.length, block_size_));
   copy.blocks.assign(it->second.blocks.begin(), it->second.blocks.begin() + static_cast<ptrdiff_t>(used));

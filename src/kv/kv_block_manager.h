@@ -15,6 +15,14 @@
 // identity go in: no pointer, seed or address, so the hash is the same in every process,
 // and equal prefixes have equal hashes. The prefix cache keys on it.
 //
+// Blocks outlive their sequences as a prefix cache in memory (vLLM's automatic prefix
+// caching): once a full block's keys and values are computed (MarkComputed), its hash maps
+// to it; when the last sequence holding it lets go, it is not freed but kept, reusable and
+// evictable, in least-recently-released order. A new sequence whose prompt starts with the
+// same blocks takes them by reference (AttachCached) instead of recomputing them. Such
+// blocks count as free: a block is handed out from the free list first, then by evicting
+// the least recently released cached block (its hash forgotten, its bytes discarded).
+//
 // Admission speaks the residency manager's vocabulary (tiers/admit.h): Reserve answers Ok
 // (the blocks are now the sequence's), Later (not enough free blocks now; they free as other
 // sequences finish) or Impossible (the sequence would need more blocks than the cache has),
@@ -59,7 +67,10 @@ class KvBlockManager {
 
   int32_t block_size() const { return block_size_; }
   int32_t n_blocks() const { return static_cast<int32_t>(ref_.size()); }
-  int32_t n_free() const { return static_cast<int32_t>(free_.size()); }
+  // Blocks a Reserve can take: the free list and the cached blocks no sequence holds.
+  int32_t n_free() const { return static_cast<int32_t>(free_.size()) + n_cached_; }
+  // Of those, cached blocks (reusable by hash) no sequence holds.
+  int32_t n_cached() const { return n_cached_; }
   uint64_t identity() const { return identity_; }
 
   bool HasSequence(SeqId seq) const { return seqs_.count(seq) != 0; }
@@ -69,6 +80,11 @@ class KvBlockManager {
   int64_t Capacity(SeqId seq) const;
   // The blocks of the sequence, in order (empty for an unknown sequence).
   std::span<const BlockId> BlockTable(SeqId seq) const;
+
+  // Starts an empty sequence whose first block chains from `root` instead of 0: blocks of
+  // different roots never share a hash (a tenant's cache_salt). InvalidArgument if `seq`
+  // exists already.
+  Status Open(SeqId seq, uint64_t root);
 
   // Makes room for n_new more positions of `seq` (a new sequence is created on kOk):
   // allocates the blocks it lacks and, when its last block is partly filled and shared,
@@ -90,8 +106,23 @@ class KvBlockManager {
   // `child` (new) shares every block of `parent`: the same positions, no bytes copied.
   Status Fork(SeqId parent, SeqId child);
 
-  // Releases the sequence's blocks (those no one else holds return to the free list).
+  // Releases the sequence's blocks: those no one else holds return to the free list, or,
+  // when computed and full, stay cached (see the class comment).
   void Free(SeqId seq);
+
+  // The keys and values of positions [0, n) of `seq` are computed: each full block among
+  // them becomes reusable by its hash (unless another block already holds that hash).
+  void MarkComputed(SeqId seq, int64_t n);
+  // Gives `seq` (new, or opened and still empty; created with `root` when new) the cached
+  // blocks of the longest prefix of the chain `hashes` (ChainHashes with the same root), by
+  // reference. Returns how many blocks it took (0 for a sequence that is not empty).
+  int64_t AttachCached(SeqId seq, std::span<const uint64_t> hashes, uint64_t root);
+  // The block whose computed contents have this hash, or -1.
+  BlockId FindCached(uint64_t hash) const;
+  // Forgets every cached block no sequence holds: they return to the free list.
+  void DropCached();
+  // The chained hashes of the full blocks of `tokens`, chained from `root`.
+  std::vector<uint64_t> ChainHashes(std::span<const int32_t> tokens, uint64_t root) const;
 
   // Blocks that returned to the free list since the last call, in order (their bytes are
   // no longer needed: the store discards them).
@@ -113,10 +144,15 @@ class KvBlockManager {
   struct Sequence {
     std::vector<BlockId> blocks;
     int64_t length = 0;
+    uint64_t root = 0;
   };
   BlockId Pop();
   void Release(BlockId b);
   void HashIfFull(const Sequence& s, size_t index);
+  void Forget(BlockId b);  // the block's tokens and hash are gone; it is reusable by no hash
+  void Unregister(BlockId b);
+  void LruPush(BlockId b);
+  void LruRemove(BlockId b);
 
   int32_t block_size_;
   uint64_t identity_;
@@ -125,6 +161,12 @@ class KvBlockManager {
   std::vector<int32_t> tokens_;   // per block, block_size ids
   std::vector<BlockId> free_;     // stack: back() is handed out next
   std::vector<BlockId> released_;  // freed since TakeReleased()
+  // The prefix cache in memory.
+  std::unordered_map<uint64_t, BlockId> cached_;  // hash -> computed full block
+  std::vector<uint8_t> registered_;               // per block: in cached_
+  std::vector<BlockId> lru_prev_, lru_next_;      // per block: the cached blocks no one holds
+  BlockId lru_head_ = -1, lru_tail_ = -1;          // head: released longest ago, evicted first
+  int32_t n_cached_ = 0;
   std::unordered_map<SeqId, Sequence> seqs_;
 };
 

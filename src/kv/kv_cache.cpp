@@ -20,7 +20,8 @@ Status KvCache::CheckSize(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f
   return Status::Ok();
 }
 
-Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f, const kv::KvTierOptions& tier) {
+Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f, const kv::KvTierOptions& tier,
+                                uint64_t model_identity) {
   if (s.n_layer <= 0 || s.n_head_kv <= 0 || s.head_dim <= 0 || n_ctx <= 0 || f.block_size <= 0)
     return Status::InvalidArgument("KV cache dimensions must be positive");
   TIERLM_RETURN_IF_ERROR(CheckSize(s, n_ctx, f));
@@ -31,6 +32,7 @@ Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFor
   o.format = f;
   o.n_blocks = static_cast<int32_t>((n_ctx + f.block_size - 1) / f.block_size);
   o.tier = tier;
+  o.identity = model_identity;
   KvCache kv;
   kv.n_ctx_ = n_ctx;
   TIERLM_ASSIGN_OR_RETURN(kv.paged_, kv::PagedKvCache::Create(o));

@@ -32,10 +32,11 @@ class KvCache {
   static Status CheckSize(const KvShape& shape, int64_t n_ctx, const kv::KvFormat& format);
   // Default format: f32 keys and values (exact; the engine's default is f16, as llama.cpp).
   // A tier (tier.env set) makes the cache tiered: tier.budget_bytes in memory, the rest
-  // spilled to disk (paged_kv_store.h).
+  // spilled to disk (paged_kv_store.h). model_identity: the model's content identity
+  // (model/model_identity.h), folded into every block hash.
   static Result<KvCache> Create(const KvShape& shape, int64_t n_ctx,
                                 const kv::KvFormat& format = {GgmlType::kF32, GgmlType::kF32, 16},
-                                const kv::KvTierOptions& tier = {});
+                                const kv::KvTierOptions& tier = {}, uint64_t model_identity = 0);
 
   int64_t n_ctx() const { return n_ctx_; }
   // Positions filled so far; the next token goes at position n_past().

@@ -7,10 +7,10 @@
 namespace tierlm::kv {
 
 uint64_t KvIdentity(uint64_t model_identity, const KvFormat& f) {
-  const uint64_t words[4] = {model_identity, static_cast<uint64_t>(f.k_type), static_cast<uint64_t>(f.v_type),
-                             static_cast<uint64_t>(f.block_size)};
-  uint8_t bytes[32];
-  for (int w = 0; w < 4; ++w)
+  const uint64_t words[5] = {model_identity, static_cast<uint64_t>(f.k_type), static_cast<uint64_t>(f.v_type),
+                             static_cast<uint64_t>(f.block_size), kKvFormatVersion};
+  uint8_t bytes[40];
+  for (int w = 0; w < 5; ++w)
     for (int i = 0; i < 8; ++i) bytes[w * 8 + i] = static_cast<uint8_t>(words[w] >> (8 * i));
   return XXH3_64bits(bytes, sizeof bytes);
 }
@@ -67,6 +67,11 @@ void PagedKvCache::Free(SeqId seq) {
   blocks_.Free(seq);
   DiscardReleased();
   computed_.erase(seq);
+}
+
+void PagedKvCache::SetComputed(SeqId seq, int64_t n) {
+  computed_[seq] = n;
+  blocks_.MarkComputed(seq, n);
 }
 
 int64_t PagedKvCache::Computed(SeqId seq) const {

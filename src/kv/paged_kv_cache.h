@@ -53,7 +53,8 @@ class PagedKvCache {
 
   // Positions of seq whose keys and values are in the store.
   int64_t Computed(SeqId seq) const;
-  void SetComputed(SeqId seq, int64_t n) { computed_[seq] = n; }
+  // Also makes the full blocks among them reusable by hash (KvBlockManager::MarkComputed).
+  void SetComputed(SeqId seq, int64_t n);
 
  private:
   PagedKvCache(KvBlockManager blocks, PagedKvStore store) : blocks_(std::move(blocks)), store_(std::move(store)) {}
@@ -62,8 +63,13 @@ class PagedKvCache {
   std::unordered_map<SeqId, int64_t> computed_;
 };
 
-// Identity of a KV format, for block hashes: the model's identity mixed with the types and
-// the block size.
+// The version of how tierlm computes and lays out KV bytes (RoPE, quantization, the block
+// layout): bumped whenever the same tokens of the same model would give other bytes, so that
+// a persistent prefix cache never hands old bytes to a new engine.
+inline constexpr uint64_t kKvFormatVersion = 1;
+
+// Identity of a KV format, for block hashes: the model's content identity
+// (model/model_identity.h) mixed with the types, the block size and kKvFormatVersion.
 uint64_t KvIdentity(uint64_t model_identity, const KvFormat& format);
 
 }  // namespace tierlm::kv

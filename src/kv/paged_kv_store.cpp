@@ -216,6 +216,34 @@ Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
   return Status::Ok();
 }
 
+Status PagedKvStore::ExportBlock(BlockId b, uint8_t* out) {
+  const size_t n = static_cast<size_t>(layer_block_bytes_);
+  for (int64_t l = 0; l < n_layer_; ++l, out += n) {
+    if (!manager_) {
+      std::memcpy(out, table_[static_cast<size_t>(l) * n_blocks_ + static_cast<size_t>(b)], n);
+      continue;
+    }
+    Result<ResidencyPin> p = manager_->Acquire(EntryOf(l, b));
+    if (!p.ok()) return p.status().WithContext("kv: export of block " + std::to_string(b) + " layer " + std::to_string(l));
+    std::memcpy(out, p->data(), n);
+  }
+  return Status::Ok();
+}
+
+Status PagedKvStore::ImportBlock(BlockId b, const uint8_t* in) {
+  const size_t n = static_cast<size_t>(layer_block_bytes_);
+  for (int64_t l = 0; l < n_layer_; ++l, in += n) {
+    if (!manager_) {
+      std::memcpy(table_[static_cast<size_t>(l) * n_blocks_ + static_cast<size_t>(b)], in, n);
+      continue;
+    }
+    Result<ResidencyPin> p = manager_->AcquireForWrite(EntryOf(l, b));
+    if (!p.ok()) return p.status().WithContext("kv: import of block " + std::to_string(b) + " layer " + std::to_string(l));
+    std::memcpy(p->mutable_data(), in, n);
+  }
+  return Status::Ok();
+}
+
 PagedKvLayer PagedKvStore::Layer(int64_t layer) const {
   PagedKvLayer v;
   v.blocks = manager_ ? table_.data() : table_.data() + static_cast<size_t>(layer) * n_blocks_;

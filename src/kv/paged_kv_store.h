@@ -116,6 +116,14 @@ class PagedKvStore {
   // Every layer's first n_used positions of block `from` into block `to`. Errors (tiered):
   // a failure to read `from` or to have `to`, naming the block and layer.
   Status CopyBlock(BlockId from, BlockId to, int32_t n_used);
+  // Bytes of one block in all layers, as ExportBlock writes them: layer 0's keys and values,
+  // then layer 1's, ...
+  uint64_t block_payload_bytes() const { return static_cast<uint64_t>(n_layer_ * layer_block_bytes_); }
+  // Copies every layer's bytes of block b out (block_payload_bytes()) or in. Errors
+  // (tiered): the block cannot be read or had, naming it and the layer. A failed import
+  // leaves the block's contents undefined.
+  Status ExportBlock(BlockId b, uint8_t* out);
+  Status ImportBlock(BlockId b, const uint8_t* in);
   // The block left the cache (no sequence holds it): its bytes are dropped unwritten.
   void Discard(BlockId b);
   PagedKvLayer Layer(int64_t layer) const;

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "io/posix_storage_env.h"
+#include "model/model_identity.h"
 #include "tiers/lowbit_expert_cache.h"
 #include "tiers/policy_factory.h"
 #include "tiers/tiered_weight_store.h"
@@ -107,8 +108,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
     e->kv_tier_.spill_dir = o.kv_spill_dir.empty() ? DefaultSpillDir(o.model_path) : o.kv_spill_dir;
     e->kv_tier_.budget_bytes = e->plan_.kv_memory_bytes;
   }
+  TIERLM_ASSIGN_OR_RETURN(e->model_identity_, ModelContentIdentity(e->file_, o.model_path));
   TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, n_ctx, o.kv_format,
-                                                  e->kv_tier_));
+                                                  e->kv_tier_, e->model_identity_));
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

@@ -81,6 +81,8 @@ class Engine {
   // Non-null when the engine runs under a memory budget.
   class TieredWeightStore* tiered() { return tiered_; }
   const MemoryPlan& memory_plan() const { return plan_; }
+  // The model file's content identity (model/model_identity.h).
+  uint64_t model_identity() const { return model_identity_; }
   // What happened to the low-bit cache at load ("" when not used): opened or built, why.
   const std::string& lowbit_note() const { return lowbit_note_; }
   double load_ms() const { return load_ms_; }
@@ -98,6 +100,7 @@ class Engine {
   kv::KvTierOptions kv_tier_;
   std::unique_ptr<ThreadPool> pool_;
   double load_ms_ = 0;
+  uint64_t model_identity_ = 0;
   std::string lowbit_note_;
 };
 

@@ -116,7 +116,7 @@ bool PumpSse(SseState& st, httplib::DataSink& sink) {
         break;
       case StreamEvent::Kind::kDone:
         if (st.include_usage)
-          out = SseEvent(UsageChunkJson(st.header, st.chat, e.prompt_tokens, e.completion_tokens));
+          out = SseEvent(UsageChunkJson(st.header, st.chat, {e.prompt_tokens, e.completion_tokens, e.cached_tokens}));
         out += SseDone();
         if (!write(out)) return false;
         sink.done();
@@ -356,6 +356,7 @@ void HttpServer::Routes() {
                                           /*add_special=*/true, /*parse_special=*/true);
       } else if (r.prompt_is_tokens) {
         job.prompt = r.prompt_tokens;
+        job.cache_salt = r.cache_salt;
       } else {
         job.prompt = b->tokenizer->Encode(r.prompt, /*add_special=*/true, /*parse_special=*/true);
       }
@@ -433,10 +434,11 @@ void HttpServer::Routes() {
               choices[static_cast<size_t>(e.choice)].finish = e.finish;
               break;
             case StreamEvent::Kind::kDone:
-              return SendJson(res, chat ? ChatResponseJson(h, choices, r.logprobs, e.prompt_tokens, e.completion_tokens,
-                                                           *b->tokenizer)
-                                        : CompletionResponseJson(h, choices, r.logprobs, e.prompt_tokens,
-                                                                 e.completion_tokens, *b->tokenizer));
+            {
+              const Usage u{e.prompt_tokens, e.completion_tokens, e.cached_tokens};
+              return SendJson(res, chat ? ChatResponseJson(h, choices, r.logprobs, u, *b->tokenizer)
+                                        : CompletionResponseJson(h, choices, r.logprobs, u, *b->tokenizer));
+            }
             case StreamEvent::Kind::kError:
               return SendError(res, e.http_status, e.error, TypeForStatus(e.http_status));
           }

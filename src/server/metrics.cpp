@@ -75,6 +75,11 @@ void Metrics::SetWeightReads(uint64_t reads, uint64_t bytes, uint64_t stalls) {
   weight_bytes_ = bytes;
   weight_stalls_ = stalls;
 }
+void Metrics::SetPrefixCache(const prefix::PrefixCacheStats& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  has_prefix_ = true;
+  prefix_ = s;
+}
 MetricsSnapshot Metrics::gauges() const {
   std::lock_guard<std::mutex> lock(mu_);
   return g_;
@@ -108,6 +113,41 @@ std::string Metrics::Text() const {
          line("tierlm_weight_disk_reads_total", weight_reads_));
   metric("tierlm_weight_stalls_total", "counter", "Weight acquires that waited for a read.",
          line("tierlm_weight_stalls_total", weight_stalls_));
+  if (has_prefix_) {
+    const prefix::PrefixCacheStats& p = prefix_;
+    metric("tierlm_prefix_cache_lookup_tokens_total", "counter", "Prompt tokens looked up in the prefix cache.",
+           line("tierlm_prefix_cache_lookup_tokens_total", p.lookup_tokens));
+    metric("tierlm_prefix_cache_hit_tokens_total", "counter", "Prompt tokens reused from the prefix cache, by tier.",
+           "tierlm_prefix_cache_hit_tokens_total{tier=\"memory\"} " + std::to_string(p.memory_tokens) + "\n" +
+               "tierlm_prefix_cache_hit_tokens_total{tier=\"disk\"} " + std::to_string(p.disk_tokens) + "\n" +
+               "tierlm_prefix_cache_hit_tokens_total{tier=\"redis\"} " + std::to_string(p.redis_tokens) + "\n");
+    metric("tierlm_prefix_cache_declined_blocks_total", "counter",
+           "Blocks a tier held but recomputing was predicted faster than loading.",
+           line("tierlm_prefix_cache_declined_blocks_total", p.declined_blocks));
+    std::string blocks, errors, bytes;
+    auto tier = [&](const char* name, const prefix::TierCounters& c) {
+      const std::pair<const char*, uint64_t> rows[] = {{"hit", c.hits},         {"miss", c.misses},
+                                                       {"corrupt", c.corrupt},  {"stored", c.stored},
+                                                       {"dropped", c.dropped},  {"evicted", c.evicted}};
+      for (const auto& [result, v] : rows)
+        blocks += std::string("tierlm_prefix_cache_tier_blocks_total{tier=\"") + name + "\",result=\"" + result +
+                  "\"} " + std::to_string(v) + "\n";
+      errors += std::string("tierlm_prefix_cache_tier_errors_total{tier=\"") + name + "\"} " +
+                std::to_string(c.errors) + "\n";
+      bytes += std::string("tierlm_prefix_cache_tier_bytes{tier=\"") + name + "\"} " +
+               std::to_string(c.resident_bytes) + "\n";
+    };
+    if (p.has_disk) tier("disk", p.disk);
+    if (p.has_redis) tier("redis", p.redis);
+    if (!blocks.empty()) {
+      metric("tierlm_prefix_cache_tier_blocks_total", "counter", "Prefix cache blocks of the disk and Redis tiers, by result.",
+             blocks);
+      metric("tierlm_prefix_cache_tier_errors_total", "counter",
+             "I/O errors and unreachable-server failures of a prefix cache tier (each a miss, never a failed request).",
+             errors);
+      metric("tierlm_prefix_cache_tier_bytes", "gauge", "Bytes a prefix cache tier holds (Redis: 0, not known).", bytes);
+    }
+  }
   std::string http;
   const char* cls[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
   for (size_t i = 0; i < 6; ++i)

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "prefix/prefix_cache.h"
+
 namespace tierlm::server {
 
 // A cumulative histogram over fixed bucket bounds (seconds).
@@ -46,6 +48,8 @@ class Metrics {
   void CountRequestFinished(bool ok);
   // Weights streamed from the model file under a budget, since load (0 when all are in memory).
   void SetWeightReads(uint64_t reads, uint64_t bytes, uint64_t stalls);
+  // The prefix cache's counters, per tier (absent: no prefix series are written).
+  void SetPrefixCache(const prefix::PrefixCacheStats& s);
 
   MetricsSnapshot gauges() const;
   std::string Text() const;
@@ -56,6 +60,8 @@ class Metrics {
   uint64_t prompt_tokens_ = 0, generated_tokens_ = 0;
   uint64_t finished_ok_ = 0, finished_error_ = 0;
   uint64_t weight_reads_ = 0, weight_bytes_ = 0, weight_stalls_ = 0;
+  bool has_prefix_ = false;
+  prefix::PrefixCacheStats prefix_;
   std::array<uint64_t, 6> http_by_class_{};  // 1xx..5xx by first digit, [0] other
   Histogram ttft_, itl_;
 };

@@ -221,6 +221,10 @@ CompletionRequest Parse(const json& body, RequestKind kind, const RequestLimits&
   }
   if (const json* v = Field(body, "logit_bias")) ParseLogitBias(*v, limits, &r);
   if (const json* v = Field(body, "user")) r.user = String(*v, "user");
+  if (const json* v = Field(body, "cache_salt")) {
+    r.cache_salt = String(*v, "cache_salt");
+    if (r.cache_salt.size() > 1024) Bad("cache_salt", "'cache_salt' is longer than 1024 bytes");
+  }
   if (kind == RequestKind::kCompletion) {
     if (const json* v = Field(body, "echo"); v && Bool(*v, "echo")) Bad("echo", "'echo' is not supported");
     if (const json* v = Field(body, "best_of"); v && Integer(*v, "best_of", 1, limits.max_n) != r.n)

@@ -52,6 +52,7 @@ struct CompletionRequest {
   int32_t top_logprobs = 0;
   std::vector<std::pair<int32_t, float>> logit_bias;
   std::string user;
+  std::string cache_salt;  // isolates this tenant's cached prompt prefixes (vLLM's field)
 };
 
 struct RequestError {

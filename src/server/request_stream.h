@@ -39,6 +39,7 @@ struct StreamEvent {
   std::vector<TokenLogprob> logprobs;  // kDelta: the tokens behind it, when logprobs were asked for
   FinishReason finish = FinishReason::kNone;  // kFinish
   int64_t prompt_tokens = 0;           // kDone
+  int64_t cached_tokens = 0;           // kDone: prompt tokens reused from the prefix cache
   int64_t completion_tokens = 0;       // kDone: over all choices
   int http_status = 500;               // kError
   std::string error;                   // kError

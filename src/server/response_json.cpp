@@ -14,8 +14,11 @@ std::string NewRequestId(const std::string& prefix) {
   return id;
 }
 
-json UsageJson(int64_t p, int64_t c) {
-  return {{"prompt_tokens", p}, {"completion_tokens", c}, {"total_tokens", p + c}};
+json UsageJson(const Usage& u) {
+  return {{"prompt_tokens", u.prompt_tokens},
+          {"completion_tokens", u.completion_tokens},
+          {"total_tokens", u.prompt_tokens + u.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_tokens}}}};
 }
 
 json ErrorJson(const std::string& message, const std::string& type, const std::string& param,
@@ -73,7 +76,7 @@ json CompletionLogprobsJson(const std::vector<TokenLogprob>& lps, const tokenize
 }
 
 json ChatResponseJson(const ResponseHeader& h, const std::vector<ChoiceResult>& choices, bool logprobs,
-                      int64_t prompt_tokens, int64_t completion_tokens, const tokenizer::Tokenizer& tok) {
+                      const Usage& usage, const tokenizer::Tokenizer& tok) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
@@ -84,11 +87,11 @@ json ChatResponseJson(const ResponseHeader& h, const std::vector<ChoiceResult>& 
   }
   return {{"id", h.id},        {"object", "chat.completion"},
           {"created", h.created}, {"model", h.model},
-          {"choices", cs},     {"usage", UsageJson(prompt_tokens, completion_tokens)}};
+          {"choices", cs},     {"usage", UsageJson(usage)}};
 }
 
 json CompletionResponseJson(const ResponseHeader& h, const std::vector<ChoiceResult>& choices, bool logprobs,
-                            int64_t prompt_tokens, int64_t completion_tokens, const tokenizer::Tokenizer& tok) {
+                            const Usage& usage, const tokenizer::Tokenizer& tok) {
   json cs = json::array();
   for (size_t i = 0; i < choices.size(); ++i) {
     const ChoiceResult& c = choices[i];
@@ -99,7 +102,7 @@ json CompletionResponseJson(const ResponseHeader& h, const std::vector<ChoiceRes
   }
   return {{"id", h.id},        {"object", "text_completion"},
           {"created", h.created}, {"model", h.model},
-          {"choices", cs},     {"usage", UsageJson(prompt_tokens, completion_tokens)}};
+          {"choices", cs},     {"usage", UsageJson(usage)}};
 }
 
 json ChatChunkJson(const ResponseHeader& h, int32_t index, const std::string* role, const std::string* content,
@@ -123,13 +126,13 @@ json CompletionChunkJson(const ResponseHeader& h, int32_t index, const std::stri
   return j;
 }
 
-json UsageChunkJson(const ResponseHeader& h, bool chat, int64_t p, int64_t c) {
+json UsageChunkJson(const ResponseHeader& h, bool chat, const Usage& u) {
   return {{"id", h.id},
           {"object", chat ? "chat.completion.chunk" : "text_completion"},
           {"created", h.created},
           {"model", h.model},
           {"choices", json::array()},
-          {"usage", UsageJson(p, c)}};
+          {"usage", UsageJson(u)}};
 }
 
 }  // namespace tierlm::server

@@ -30,7 +30,16 @@ struct ChoiceResult {
 // A fresh request id: prefix and 24 random hex digits.
 std::string NewRequestId(const std::string& prefix);
 
-nlohmann::json UsageJson(int64_t prompt_tokens, int64_t completion_tokens);
+// Token counts of one request's answer.
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens reused from the prefix cache
+};
+
+// {"prompt_tokens", "completion_tokens", "total_tokens",
+//  "prompt_tokens_details": {"cached_tokens"}}
+nlohmann::json UsageJson(const Usage& u);
 // {"error": {"message", "type", "param", "code"}}; param and code are null when empty.
 nlohmann::json ErrorJson(const std::string& message, const std::string& type, const std::string& param = "",
                          const std::string& code = "");
@@ -43,10 +52,9 @@ nlohmann::json CompletionLogprobsJson(const std::vector<TokenLogprob>& lps, cons
                                       int64_t text_offset0);
 
 nlohmann::json ChatResponseJson(const ResponseHeader& h, const std::vector<ChoiceResult>& choices, bool logprobs,
-                                int64_t prompt_tokens, int64_t completion_tokens, const tokenizer::Tokenizer& tok);
+                                const Usage& usage, const tokenizer::Tokenizer& tok);
 nlohmann::json CompletionResponseJson(const ResponseHeader& h, const std::vector<ChoiceResult>& choices,
-                                      bool logprobs, int64_t prompt_tokens, int64_t completion_tokens,
-                                      const tokenizer::Tokenizer& tok);
+                                      bool logprobs, const Usage& usage, const tokenizer::Tokenizer& tok);
 
 // A chat stream chunk for one choice: delta {"role"?, "content"?}, finish_reason, logprobs.
 // with_usage_null adds "usage": null (stream_options.include_usage asks for it).
@@ -56,6 +64,6 @@ nlohmann::json ChatChunkJson(const ResponseHeader& h, int32_t index, const std::
 nlohmann::json CompletionChunkJson(const ResponseHeader& h, int32_t index, const std::string& text,
                                    FinishReason finish, const nlohmann::json& logprobs, bool with_usage_null);
 // The last chunk of a stream with include_usage: no choices, the usage.
-nlohmann::json UsageChunkJson(const ResponseHeader& h, bool chat, int64_t prompt_tokens, int64_t completion_tokens);
+nlohmann::json UsageChunkJson(const ResponseHeader& h, bool chat, const Usage& usage);
 
 }  // namespace tierlm::server

@@ -36,6 +36,7 @@ struct Scheduler::Active {
   bool prefilled = false;    // the prompt's logits have been sampled
   bool first_token_seen = false;
   int64_t committed = 0;     // blocks reserved at admission
+  int64_t cached_tokens = 0; // prompt tokens reused from the prefix cache
   std::vector<std::unique_ptr<Choice>> choices;
   bool finished = false;
 };
@@ -54,11 +55,12 @@ const char* FinishReasonName(FinishReason r) {
 
 Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
                                                      ThreadPool* pool, kv::PagedKvCache& cache,
-                                                     const SchedulerOptions& o, Metrics* metrics) {
+                                                     const SchedulerOptions& o, Metrics* metrics,
+                                                     prefix::PrefixCache* prefix) {
   if (o.n_slots <= 0) return Status::InvalidArgument("server: the number of slots (-np) must be positive");
   if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context per slot must be positive");
   if (o.step_tokens <= 0) return Status::InvalidArgument("server: the tokens per step must be positive");
-  std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics));
+  std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics, prefix));
   const int64_t need = static_cast<int64_t>(o.n_slots) * s->BlocksFor(o.n_ctx);
   if (need > cache.blocks().n_blocks())
     return Status::InvalidArgument("server: " + std::to_string(o.n_slots) + " slots of " + std::to_string(o.n_ctx) +
@@ -71,8 +73,16 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const to
 }
 
 Scheduler::Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
-                     const SchedulerOptions& o, Metrics* metrics)
-    : model_(model), tok_(tok), pool_(pool), o_(o), metrics_(metrics), cache_(&cache) {}
+                     const SchedulerOptions& o, Metrics* metrics, prefix::PrefixCache* prefix)
+    : model_(model), tok_(tok), pool_(pool), o_(o), metrics_(metrics), cache_(&cache), prefix_(prefix) {}
+
+void Scheduler::FreeSeq(kv::SeqId seq) {
+  if (prefix_) {
+    prefix_->Publish(*cache_, seq);
+    prefix_->Forget(seq);
+  }
+  cache_->Free(seq);
+}
 
 kv::SeqId Scheduler::NextSeq() {
   const kv::SeqId id = next_seq_;
@@ -196,7 +206,7 @@ void Scheduler::Finish(Active& a, int http_status, const std::string& error) {
   a.finished = true;
   for (auto& c : a.choices)
     if (c->seq >= 0) {
-      cache_->Free(c->seq);
+      FreeSeq(c->seq);
       c->seq = -1;
     }
   committed_blocks_ -= a.committed;
@@ -205,6 +215,7 @@ void Scheduler::Finish(Active& a, int http_status, const std::string& error) {
   if (http_status == 0) {
     e.kind = StreamEvent::Kind::kDone;
     e.prompt_tokens = static_cast<int64_t>(a.job.prompt.size());
+    e.cached_tokens = a.cached_tokens;
     for (auto& c : a.choices) e.completion_tokens += c->n_generated;
   } else {
     e.kind = StreamEvent::Kind::kError;
@@ -224,7 +235,7 @@ void Scheduler::FinishChoice(Active& a, Choice& c, FinishReason reason) {
   c.done = true;
   c.pending = -1;
   if (c.seq >= 0) {
-    cache_->Free(c.seq);
+    FreeSeq(c.seq);
     c.seq = -1;
   }
   StreamEvent f;
@@ -331,6 +342,17 @@ void Scheduler::Admit() {
     committed_blocks_ += need;
     a->choices[0]->seq = NextSeq();
     running_seqs += a->job.n;
+    if (prefix_) {
+      // The longest cached prefix of the prompt: only the rest is prefilled.
+      auto hit = prefix_->Attach(*cache_, a->choices[0]->seq, a->job.prompt,
+                                 prefix::PrefixCache::RootFor(a->job.cache_salt), prefill_tps_);
+      if (!hit.ok()) {
+        Finish(*a, 500, "the prefix cache failed: " + hit.status().message());
+        continue;
+      }
+      a->n_prefilled = hit->tokens();
+      a->cached_tokens = hit->tokens();
+    }
     running_.push_back(std::move(a));
   }
 }
@@ -396,7 +418,17 @@ bool Scheduler::Step() {
   }
 
   std::vector<LlamaModel::SeqFailure> failed;
-  if (Status st = model_.Forward(batch, *cache_, &logits_, pool_, &failed); !st.ok()) {
+  const int64_t n_prefill = batch.size() - static_cast<int64_t>(rows.size()) +
+                            static_cast<int64_t>(std::count_if(rows.begin(), rows.end(), [](const Row& r) { return !r.c; }));
+  const auto t_forward = Clock::now();
+  const Status forward = model_.Forward(batch, *cache_, &logits_, pool_, &failed);
+  if (forward.ok() && n_prefill >= 32) {
+    // The prefill rate the prefix cache weighs loads against (decode rows ride along).
+    const double s = std::chrono::duration<double>(Clock::now() - t_forward).count();
+    const double tps = s > 0 ? static_cast<double>(n_prefill) / s : 0;
+    prefill_tps_ = prefill_tps_ > 0 ? 0.7 * prefill_tps_ + 0.3 * tps : tps;
+  }
+  if (Status st = forward; !st.ok()) {
     // Every request in the batch fails (the cache no longer matches their tokens).
     for (auto& a : running_) Finish(*a, 500, "the forward pass failed: " + st.message());
     running_.clear();
@@ -425,6 +457,7 @@ bool Scheduler::Step() {
           Finish(a, 500, st.message());
           break;
         }
+        if (prefix_) prefix_->Fork(a.choices[0]->seq, a.choices[i]->seq);
       }
       for (auto& c : a.choices)
         if (!a.finished) SampleChoice(a, *c, row);
@@ -433,7 +466,12 @@ bool Scheduler::Step() {
   for (auto& a : running_) {
     if (a->finished) continue;
     const bool all_done = std::all_of(a->choices.begin(), a->choices.end(), [](const auto& c) { return c->done; });
-    if (all_done) Finish(*a, 0, "");
+    if (all_done) {
+      Finish(*a, 0, "");
+    } else if (prefix_) {
+      for (auto& c : a->choices)
+        if (c->seq >= 0) prefix_->Publish(*cache_, c->seq);
+    }
   }
   std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });
   return true;

@@ -17,6 +17,12 @@
 // plus max tokens, at most the context, per choice; forked choices share the prompt's full
 // blocks), so a running request never runs out of KV and nothing is preempted.
 //
+// Prefix reuse (prefix/prefix_cache.h, when the caller gives one): at admission a request's
+// primary sequence starts from the longest cached prefix of its prompt (blocks still in
+// memory, else on disk, else in Redis), and only the rest is prefilled; after every
+// forward pass the sequences' newly computed full blocks are published to the lower
+// tiers. The number of reused prompt tokens is reported (usage's cached_tokens).
+//
 // The KV cache is the caller's (the engine's: its budget accounts for it); the scheduler
 // uses sequences 1 and up, so sequence 0 (KvCache::kSeq) stays the engine's.
 #pragma once
@@ -35,6 +41,7 @@
 #include "core/thread_pool.h"
 #include "kv/paged_kv_cache.h"
 #include "model/llama_model.h"
+#include "prefix/prefix_cache.h"
 #include "runtime/sampler.h"
 #include "server/metrics.h"
 #include "server/request_stream.h"
@@ -58,6 +65,7 @@ struct GenerationJob {
   std::vector<std::string> stop;
   int32_t top_logprobs = -1;   // < 0: no logprobs; else this many alternatives per token
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::string cache_salt;      // isolates a tenant's cached prefixes (vLLM's cache_salt)
 };
 
 class Scheduler {
@@ -66,7 +74,8 @@ class Scheduler {
   // InvalidArgument when the cache cannot hold n_slots sequences of n_ctx positions.
   static Result<std::unique_ptr<Scheduler>> Create(LlamaModel& model, const tokenizer::Tokenizer& tok,
                                                    ThreadPool* pool, kv::PagedKvCache& cache,
-                                                   const SchedulerOptions& options, Metrics* metrics);
+                                                   const SchedulerOptions& options, Metrics* metrics,
+                                                   prefix::PrefixCache* prefix = nullptr);
   ~Scheduler();  // Shutdown()
 
   // Stops the compute thread (after its current step) and ends every unfinished request
@@ -87,7 +96,9 @@ class Scheduler {
   struct Choice;
   struct Active;
   Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
-            const SchedulerOptions& o, Metrics* metrics);
+            const SchedulerOptions& o, Metrics* metrics, prefix::PrefixCache* prefix);
+  // Frees a sequence's blocks (after publishing its last ones).
+  void FreeSeq(kv::SeqId seq);
   kv::SeqId NextSeq();
   // Worst-case blocks of a job (see the class comment).
   int64_t BlocksNeeded(const GenerationJob& job) const;
@@ -107,6 +118,8 @@ class Scheduler {
   SchedulerOptions o_;
   Metrics* metrics_;
   kv::PagedKvCache* cache_;
+  prefix::PrefixCache* prefix_;
+  double prefill_tps_ = 0;  // measured prompt tokens per second (a moving average)
   int64_t committed_blocks_ = 0;  // worst-case blocks of the admitted requests
   kv::SeqId next_seq_ = 1;
 

@@ -49,9 +49,12 @@ TEST(SseFramingTest, ChatChunkShapes) {
   const json last = ChatChunkJson(h, 0, nullptr, nullptr, FinishReason::kLength, nullptr, false);
   EXPECT_EQ(last["choices"][0]["delta"], json::object());
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
-  const json usage = UsageChunkJson(h, true, 5, 7);
+  const json usage = UsageChunkJson(h, true, {5, 7, 3});
   EXPECT_EQ(usage["choices"], json::array());
-  EXPECT_EQ(usage["usage"], (json{{"prompt_tokens", 5}, {"completion_tokens", 7}, {"total_tokens", 12}}));
+  EXPECT_EQ(usage["usage"], (json{{"prompt_tokens", 5},
+                                  {"completion_tokens", 7},
+                                  {"total_tokens", 12},
+                                  {"prompt_tokens_details", {{"cached_tokens", 3}}}}));
 }
 
 TEST(SseFramingTest, CompletionChunkAndErrorShapes) {
