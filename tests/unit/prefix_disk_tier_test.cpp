@@ -9,11 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -632,6 +634,35 @@ TEST_F(PrefixDiskTier, ShrinkingTheCapacityEvictsWhatNoLongerFits) {
   tier->Flush();
   EXPECT_LE(DirBytes(dir_), 2ull << 20);
   EXPECT_EQ(LoadChecked(*tier, Hashes(60, 10), kBytes), 10u);
+}
+
+TEST_F(PrefixDiskTier, LoadsRaceTheWriterAndItsEvictionsWithoutWrongBytes) {
+  constexpr size_t kBytes = 30000;
+  auto tier = OpenTier(Options(2ull << 20, 4));  // ~16 blocks a segment, ~60 held
+  ASSERT_TRUE(tier);
+  std::atomic<bool> done{false};
+  std::thread reader([&] {  // Counters from another thread, all along
+    while (!done.load()) {
+      const TierCounters c = tier->Counters();
+      EXPECT_LE(c.resident_bytes, 2ull << 20);
+    }
+  });
+  size_t hits = 0;
+  for (uint64_t first = 0; first < 600; first += 20) {
+    // Now and then everything stored so far is written; then at least the newest 48 blocks
+    // are held, and the 20 stored next evict at most up to block first - 28.
+    if (first % 100 == 0) tier->Flush();
+    StoreBlocks(*tier, first, 20, kBytes);  // the writer appends, rolls and evicts meanwhile
+    if (first >= 40) hits += LoadChecked(*tier, Hashes(first - 28, 20), kBytes);
+  }
+  tier->Flush();
+  done = true;
+  reader.join();
+  EXPECT_GE(hits, 5u * 20);  // the rounds after a Flush
+  const TierCounters c = tier->Counters();
+  EXPECT_EQ(c.corrupt, 0u);
+  EXPECT_EQ(c.errors, 0u);
+  EXPECT_LE(DirBytes(dir_), 2ull << 20);
 }
 
 // The format, without files.
