@@ -214,6 +214,10 @@ Status DiskBlockTier::Recover() {
     open_info_.index_found = true;
     open_info_.index_problem = "cannot open: " + Errno(errno);
   }
+  // An index that cannot be used goes now, so that it never outlives a failed rewrite.
+  if (open_info_.index_found && !open_info_.index_valid && ::unlink(index_path.c_str()) != 0 && errno != ENOENT)
+    return Status::IoError(index_path + ": cannot remove an unusable index (" + open_info_.index_problem +
+                           "): " + Errno(errno));
 
   auto insert = [&](const Key& key, const Location& loc) {
     auto [it, inserted] = index_.try_emplace(key, loc);
