@@ -269,8 +269,8 @@ TEST(PrefixRedisTierTest, OpenChecksItsOptionsButNeedsNoServer) {
   // A port where nothing listens (a server's, after it is gone): Open succeeds, every call
   // is a quick miss or drop with a counted error.
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok());
-  ASSERT_TRUE(redis.Stop().ok());
+  ASSERT_EQ(redis.Start().ToString(), "ok");
+  ASSERT_EQ(redis.Stop().ToString(), "ok");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
   EXPECT_EQ(tier->name(), "redis");
@@ -292,7 +292,7 @@ TEST(PrefixRedisTierTest, OpenChecksItsOptionsButNeedsNoServer) {
 
 TEST(PrefixRedisTierTest, StoreFlushLoadRoundTripsAtEveryPipelineDepth) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   for (size_t depth : {1, 3, 8, 64}) {
     SCOPED_TRACE("pipeline_depth " + std::to_string(depth));
     RedisTierOptions o = Options(redis.url());
@@ -324,7 +324,7 @@ TEST(PrefixRedisTierTest, StoreFlushLoadRoundTripsAtEveryPipelineDepth) {
 
 TEST(PrefixRedisTierTest, ContainsAndLoadStopAtTheFirstAbsentBlock) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
   const auto hashes = Chain(77, 6);
@@ -351,7 +351,7 @@ TEST(PrefixRedisTierTest, ContainsAndLoadStopAtTheFirstAbsentBlock) {
 
 TEST(PrefixRedisTierTest, LoadStopsWhenTheSinkDeclinesAndStaysInStep) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   RedisTierOptions o = Options(redis.url());
   o.pipeline_depth = 4;
   auto tier = OpenTier(o);
@@ -378,7 +378,7 @@ TEST(PrefixRedisTierTest, LoadStopsWhenTheSinkDeclinesAndStaysInStep) {
 
 TEST(PrefixRedisTierTest, TwoTiersOnOneServerShareBlocks) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto writer = OpenTier(Options(redis.url()));
   auto reader = OpenTier(Options(redis.url()));
   ASSERT_NE(writer, nullptr);
@@ -397,7 +397,7 @@ TEST(PrefixRedisTierTest, TwoTiersOnOneServerShareBlocks) {
 
 TEST(PrefixRedisTierTest, KeysAreNamespacedByIdentity) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   EXPECT_EQ(RedisBlockKey("tierlm:kv:", 0xab, 0x1234cd), "tierlm:kv:v1:00000000000000ab:00000000001234cd");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
@@ -428,7 +428,7 @@ TEST(PrefixRedisTierTest, KeysAreNamespacedByIdentity) {
 
 TEST(PrefixRedisTierTest, ACorruptValueIsACountedMissAndStopsTheChain) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
   const auto hashes = Chain(4242, 4);
@@ -470,7 +470,7 @@ TEST(PrefixRedisTierTest, ACorruptValueIsACountedMissAndStopsTheChain) {
 
 TEST(PrefixRedisTierTest, EverySetGetsTheTtlWhenOneIsAsked) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   RedisTierOptions o = Options(redis.url());
   o.ttl_seconds = 100;
   auto with_ttl = OpenTier(o);
@@ -490,7 +490,7 @@ TEST(PrefixRedisTierTest, EverySetGetsTheTtlWhenOneIsAsked) {
 
 TEST(PrefixRedisTierTest, BlocksRedisEvictedAreMissesThatStopTheChain) {
   RedisProcess redis({"--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"});
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
   constexpr size_t kBig = 32 * 1024;
@@ -544,7 +544,7 @@ TEST(PrefixRedisTierTest, BlocksRedisEvictedAreMissesThatStopTheChain) {
 
 TEST(PrefixRedisTierTest, AServerThatDiesIsAMissAndTheTierReconnectsWhenItIsBack) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   RedisTierOptions o = Options(redis.url());
   o.retry_after_s = 0.3;
   auto tier = OpenTier(o);
@@ -553,7 +553,7 @@ TEST(PrefixRedisTierTest, AServerThatDiesIsAMissAndTheTierReconnectsWhenItIsBack
   StoreChain(*tier, kIdentity, hashes, kBlockBytes);
   ASSERT_EQ(LoadAll(*tier, kIdentity, hashes, kBlockBytes).size(), 4u);
 
-  ASSERT_TRUE(redis.Stop().ok());
+  ASSERT_EQ(redis.Stop().ToString(), "ok");
   const auto t0 = Clock::now();
   EXPECT_EQ(tier->Contains(kIdentity, hashes), 0u);
   EXPECT_EQ(LoadAll(*tier, kIdentity, hashes, kBlockBytes).size(), 0u);
@@ -567,7 +567,7 @@ TEST(PrefixRedisTierTest, AServerThatDiesIsAMissAndTheTierReconnectsWhenItIsBack
 
   // Back on the same port (empty: nothing was saved); after retry_after_s the same tier
   // works again.
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   std::this_thread::sleep_for(std::chrono::duration<double>(o.retry_after_s + 0.1));
   EXPECT_EQ(tier->Contains(kIdentity, hashes), 0u);
   StoreChain(*tier, kIdentity, hashes, kBlockBytes);
@@ -582,7 +582,7 @@ TEST(PrefixRedisTierTest, AServerThatDiesIsAMissAndTheTierReconnectsWhenItIsBack
 
 TEST(PrefixRedisTierTest, AConnectionTheServerClosedIsReplacedWithoutAMiss) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto tier = OpenTier(Options(redis.url()));
   ASSERT_NE(tier, nullptr);
   const auto hashes = Chain(21, 4);
@@ -602,7 +602,7 @@ TEST(PrefixRedisTierTest, AConnectionTheServerClosedIsReplacedWithoutAMiss) {
 
 TEST(PrefixRedisTierTest, AServerThatStopsAnsweringCostsOneTimeoutNotAHang) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   RedisTierOptions o = Options(redis.url());
   o.io_timeout_s = 0.3;
   o.retry_after_s = 0.5;
@@ -648,7 +648,7 @@ TEST(PrefixRedisTierTest, AServerThatStopsAnsweringCostsOneTimeoutNotAHang) {
 
 TEST(PrefixRedisTierTest, PasswordUserAndDbComeFromTheUrl) {
   RedisProcess redis({"--requirepass", "s3cret", "--user", "alice", "on", ">alice pw", "~*", "+@all"});
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   const std::string at = "@127.0.0.1:" + std::to_string(redis.port());
   auto tier = OpenTier(Options("redis://:s3cret" + at + "/3"));
   auto as_alice = OpenTier(Options("redis://alice:alice%20pw" + at + "/3"));
@@ -669,7 +669,7 @@ TEST(PrefixRedisTierTest, PasswordUserAndDbComeFromTheUrl) {
 
 TEST(PrefixRedisTierTest, AWrongOrMissingPasswordIsAMissAndAnError) {
   RedisProcess redis({"--requirepass", "s3cret"});
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   const auto hashes = Chain(1, 3);
   {
     auto good = OpenTier(Options("redis://:s3cret@127.0.0.1:" + std::to_string(redis.port())));
@@ -704,7 +704,7 @@ TEST(PrefixRedisTierTest, AUnixSocketUrlWorks) {
   const auto dir = tierlm::testing::ScratchDir("redis-unix");
   const std::string socket = (dir / "redis.sock").string();
   RedisProcess redis({"--unixsocket", socket, "--unixsocketperm", "700"});
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   auto tier = OpenTier(Options("unix://" + socket + "?db=2"));
   ASSERT_NE(tier, nullptr);
   const auto hashes = Chain(8, 3);
@@ -719,7 +719,7 @@ TEST(PrefixRedisTierTest, AUnixSocketUrlWorks) {
 
 TEST(PrefixRedisTierTest, StoreDropsPastTheQueueBoundAndQueuesABlockOnce) {
   RedisProcess redis;
-  ASSERT_TRUE(redis.Start().ok()) << redis.Log();
+  ASSERT_EQ(redis.Start().ToString(), "ok");
   RedisTierOptions o = Options(redis.url());
   o.max_queued_bytes = 2 * (kRecordHeaderBytes + kBlockBytes);
   o.io_timeout_s = 0.3;

@@ -29,6 +29,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -59,25 +60,12 @@ class RedisProcess {
   RedisProcess& operator=(const RedisProcess&) = delete;
 
   // Starts the server (on the port of the last Start, if any) and waits until it answers
-  // PING, at most `timeout_s`. Ok when it is already running.
+  // PING, at most `timeout_s`. Ok when it is already running. A failure is also printed
+  // to stderr, so that a bare ASSERT_TRUE(Start().ok()) says why.
   Status Start(double timeout_s = 10) {
-    if (pid_ > 0) return Status::Ok();
-    const std::string binary = FindRedisServer();
-    if (binary.empty())
-      return Status::NotFound(
-          "redis-server is not installed (not on PATH, not /usr/bin/redis-server): the Redis tests need it "
-          "(Debian: apt-get install redis-server; `make deps` does)");
-    const bool fixed_port = port_ != 0;
-    for (int attempt = 0; attempt < (fixed_port ? 1 : 5); ++attempt) {
-      if (!fixed_port) {
-        port_ = FreePort();
-        if (port_ == 0) return Status::IoError("redis test server: no free loopback port");
-      }
-      Status st = Launch(binary, timeout_s);
-      if (st.ok() || fixed_port) return st;
-      if (Log().find("Address already in use") == std::string::npos) return st;
-    }
-    return Status::IoError("redis test server: every port tried was taken; log:\n" + Log());
+    Status st = StartServer(timeout_s);
+    if (!st.ok()) std::fprintf(stderr, "RedisProcess: %s\n", st.ToString().c_str());
+    return st;
   }
 
   // Kills the server (SIGKILL, so nothing is saved or flushed) and reaps it.
@@ -107,6 +95,26 @@ class RedisProcess {
   }
 
  private:
+  Status StartServer(double timeout_s) {
+    if (pid_ > 0) return Status::Ok();
+    const std::string binary = FindRedisServer();
+    if (binary.empty())
+      return Status::NotFound(
+          "redis-server is not installed (not on PATH, not /usr/bin/redis-server): the Redis tests need it "
+          "(Debian: apt-get install redis-server; `make deps` does)");
+    const bool fixed_port = port_ != 0;
+    for (int attempt = 0; attempt < (fixed_port ? 1 : 5); ++attempt) {
+      if (!fixed_port) {
+        port_ = FreePort();
+        if (port_ == 0) return Status::IoError("redis test server: no free loopback port");
+      }
+      Status st = Launch(binary, timeout_s);
+      if (st.ok() || fixed_port) return st;
+      if (Log().find("Address already in use") == std::string::npos) return st;
+    }
+    return Status::IoError("redis test server: every port tried was taken; log:\n" + Log());
+  }
+
   static std::string FindRedisServer() {
     std::vector<std::string> dirs;
     if (const char* path = std::getenv("PATH")) {
