@@ -91,7 +91,9 @@ class RedisBlockTier : public BlockTier {
   void Store(uint64_t identity, uint64_t hash, std::vector<uint8_t> payload) override;
   void Flush() override;
   // lookups = hits + misses: a Load counts the blocks it handed over and the one it
-  // stopped at (absent, corrupt, unreadable); not a block the sink declined.
+  // stopped at (absent, corrupt, unreadable); not a block the sink declined. errors: one
+  // per call (or per writer pipeline) that met a failure or an error reply, including
+  // the instant misses while no reconnect is tried. resident_*: 0 (Redis' to know).
   TierCounters Counters() const override;
 
   const RedisEndpoint& endpoint() const { return endpoint_; }
