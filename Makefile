@@ -36,14 +36,16 @@ test: build
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
 	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
-	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer
-	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server $(BUILD)-fuzz/corpus-prefix
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer redis_url_fuzzer
+	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server $(BUILD)-fuzz/corpus-prefix $(BUILD)-fuzz/corpus-redis-url
 	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus fuzz/corpus/gguf
 	./$(BUILD)-fuzz/fuzz/server_request_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -max_len=65536 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-server fuzz/corpus/server_request
 	./$(BUILD)-fuzz/fuzz/prefix_index_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-prefix fuzz/corpus/prefix_index
+	./$(BUILD)-fuzz/fuzz/redis_url_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
+	  -max_len=4096 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-redis-url fuzz/corpus/redis_url
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz
