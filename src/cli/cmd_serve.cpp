@@ -95,10 +95,6 @@ int ServeCommand(int argc, char** argv) {
     eo.mem_budget_bytes = *budget;
   }
   if (Status k = ApplyKvTypes(kv_types, &eo.kv_format); !k.ok()) return ReportError(k);
-  // The prefix cache's directory and Redis URL are checked before the model loads. Prompt
-  // prefixes are kept in memory unless --no-prefix-cache.
-  auto prefix_cache = OpenPrefixFromFlags(prefix_flags, /*memory_by_default=*/true);
-  if (!prefix_cache.ok()) return ReportError(prefix_cache.status());
   if (eo.model_path.empty()) {
     auto path = EnsureDefaultModel(false);
     if (!path.ok()) return ReportError(path.status());
@@ -122,6 +118,12 @@ int ServeCommand(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  // The prefix cache's directory and Redis URL are checked before the model loads (its
+  // writer threads start here, after the stop signals are blocked: they never take them).
+  // Prompt prefixes are kept in memory unless --no-prefix-cache.
+  auto prefix_cache = OpenPrefixFromFlags(prefix_flags, /*memory_by_default=*/true);
+  if (!prefix_cache.ok()) return ReportError(prefix_cache.status());
 
   server::Metrics metrics;
   server::HttpServer http(ho, &metrics);

@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "prefix/disk_block_tier.h"
+#include "prefix/redis_block_tier.h"
 
 namespace tierlm::prefix {
 
@@ -18,7 +19,14 @@ Result<std::unique_ptr<PrefixCache>> OpenPrefixCache(const PrefixCacheOptions& o
     if (!opened.ok()) return opened.status().WithContext("--prefix-cache-dir");
     disk = std::move(*opened);
   }
-  if (!o.redis_url.empty()) return Status::Unsupported("--redis: the Redis tier is not built yet");
+  if (!o.redis_url.empty()) {
+    RedisTierOptions r;
+    r.url = o.redis_url;
+    r.ttl_seconds = o.redis_ttl_seconds;
+    auto opened = RedisBlockTier::Open(r);
+    if (!opened.ok()) return opened.status().WithContext("--redis");
+    redis = std::move(*opened);
+  }
   return std::make_unique<PrefixCache>(std::move(disk), std::move(redis), o.memory);
 }
 

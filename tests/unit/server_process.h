@@ -72,6 +72,15 @@ class ServerProcess {
     ss << in.rdbuf();
     return ss.str();
   }
+  // SIGKILL at once (a crash: nothing is flushed) and reap.
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    exit_code_ = -1;
+  }
   // SIGTERM and wait (SIGKILL after 10 s); the exit status, -1 if it was killed.
   int Stop() {
     if (pid_ <= 0) return exit_code_;
