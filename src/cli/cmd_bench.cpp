@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "cli/args.h"
+#include "cli/bench_prefix.h"
 #include "cli/kv_options.h"
 #include "kv/paged_kv_cache.h"
 #include "model/batch.h"
@@ -365,6 +366,13 @@ int BenchCommand(int argc, char** argv) {
           "MoE: record the routing of the decode tests and report the live expert cache, gate-ahead prefetch, "
           "routing statistics and every policy's simulated hit rate (Belady included)");
   bool quiet = false;
+  int64_t prefix_prompt = 0;
+  PrefixBenchOptions prefix_options;
+  ap.Add({"--prefix"}, &prefix_prompt,
+         "instead of pp/tg: time to first token of a prompt of this many tokens, cold and warm from each tier of "
+         "the prefix cache (memory, disk after a restart, Redis from another instance) (default 0: off)");
+  ap.Add({"--prefix-cache-dir"}, &prefix_options.dir, "--prefix: the disk tier's directory (default: a fresh one)");
+  ap.Add({"--redis"}, &prefix_options.redis_url, "--prefix: a Redis server for the Redis rows, e.g. redis://127.0.0.1:6379");
   ap.Flag({"-q", "--quiet"}, &quiet, "print no progress lines on stderr (loading, low-bit cache, test runs)");
   Status st = ap.Parse(argc, argv, 2);
   if (ap.help_requested()) {
@@ -417,6 +425,8 @@ int BenchCommand(int argc, char** argv) {
   for (int64_t n : *tg) max_ctx = std::max(max_ctx, n);
   for (int64_t d : *dd) max_depth = std::max(max_depth, d);
   eo.n_ctx = max_ctx + max_depth;
+  if (prefix_prompt < 0) return ReportError(Status::InvalidArgument("bench: --prefix must not be negative"));
+  if (prefix_prompt > 0) eo.n_ctx = std::max(eo.n_ctx, prefix_prompt);
   // Bandwidths first, before the engine holds its memory: under a budget the probes'
   // buffers must not add to the engine's peak.
   double triad = 0, disk = 0, disk_first = 0;
@@ -450,6 +460,12 @@ int BenchCommand(int argc, char** argv) {
   auto engine = LoadEngineWithProgress(eo, quiet);
   if (!engine.ok()) return ReportError(engine.status());
   Engine& e = **engine;
+  if (prefix_prompt > 0) {
+    prefix_options.n_prompt = prefix_prompt;
+    prefix_options.repetitions = reps;
+    st = RunPrefixBench(e, prefix_options);
+    return st.ok() ? 0 : ReportError(st);
+  }
   double first_token_ms = 0;
   {
     // Time to first token of a one-token prompt, counted from the start of loading.
