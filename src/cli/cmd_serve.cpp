@@ -137,7 +137,10 @@ int ServeCommand(int argc, char** argv) {
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (server::Scheduler* s = running_scheduler.load()) s->Shutdown();
+    if (server::Scheduler* s = running_scheduler.load()) {
+      s->Shutdown();
+      http.Drain(0.5);  // the ended streams' last events reach their clients
+    }
     http.Stop();
   });
   auto finish = [&](int code) {

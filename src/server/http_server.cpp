@@ -191,6 +191,12 @@ void HttpServer::Stop() {
   }
 }
 
+void HttpServer::Drain(double max_seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(max_seconds);
+  while (active_.load() > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
 void HttpServer::Routes() {
   httplib::Server& s = *svr_;
   const size_t threads = static_cast<size_t>(std::max(1, o_.max_connections) + kSpareThreads);

@@ -68,6 +68,9 @@ class HttpServer {
   void Serve();
   // Ends Serve (from any thread, before or while it runs) and waits until it has returned.
   void Stop();
+  // Waits up to max_seconds for the requests being served to end (after the scheduler has
+  // ended their streams, so that their last events reach the clients before Stop).
+  void Drain(double max_seconds);
   // The model is ready: requests are served from now on. `backend` must outlive the server.
   void SetBackend(const Backend* backend) { backend_.store(backend); }
 

@@ -271,7 +271,15 @@ TEST(ServerHttpTest, SseIsFramedAsOpenAiStreamsIt) {
   // finish_reason only on the last choice chunk; then the usage chunk with no choices.
   const json& usage_chunk = st.chunks.back();
   EXPECT_EQ(usage_chunk["choices"], json::array());
-  EXPECT_EQ(usage_chunk["usage"], whole.j["usage"]);
+  // The same counts as the whole answer; the stream came second, so its prompt was reused
+  // from the first one's blocks (all full blocks but the one with the last token).
+  json streamed_usage = usage_chunk["usage"], whole_usage = whole.j["usage"];
+  EXPECT_EQ(whole_usage["prompt_tokens_details"]["cached_tokens"], 0);
+  const int64_t n_prompt = whole_usage["prompt_tokens"].get<int64_t>();
+  EXPECT_EQ(streamed_usage["prompt_tokens_details"]["cached_tokens"], (n_prompt - 1) / 16 * 16);
+  streamed_usage.erase("prompt_tokens_details");
+  whole_usage.erase("prompt_tokens_details");
+  EXPECT_EQ(streamed_usage, whole_usage);
   const json& last = st.chunks[st.chunks.size() - 2];
   EXPECT_EQ(last["choices"][0]["finish_reason"], whole.j["choices"][0]["finish_reason"]);
   for (size_t i = 0; i + 2 < st.chunks.size(); ++i) {
