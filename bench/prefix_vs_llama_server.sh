@@ -5,7 +5,10 @@
 # restart with its slot saved and restored). Each request asks for one token, so its wall
 # time is its time to first token. Prints a markdown table.
 #
-#   [VOCAB=32000] bench/prefix_vs_llama_server.sh MODEL.gguf TIERLM LLAMA_SERVER [N_PROMPT] [REPS]
+#   [VOCAB=32000] [LLAMA_EXTRA=...] bench/prefix_vs_llama_server.sh MODEL.gguf TIERLM LLAMA_SERVER [N_PROMPT] [REPS]
+#
+# llama-server caps -c at the model's training context; for a prompt longer than that,
+# LLAMA_EXTRA="--override-kv llama.context_length=int:8192" lifts the cap (tierlm has none).
 #
 # Needs curl, redis-server and python3 (for the JSON). Uses ports 18181-18184 and 16390 and a
 # scratch directory under /var/tmp; removes what it made.
@@ -35,7 +38,8 @@ start_tierlm() {  # port, extra flags...
 }
 start_llama() {  # port, extra flags...
   local port=$1; shift
-  "$llama" -m "$model" -c "$ctx" -np 1 --port "$port" --no-warmup "$@" > "$work/llama-$port.log" 2>&1 &
+  # shellcheck disable=SC2086
+  "$llama" -m "$model" -c "$ctx" -np 1 --port "$port" --no-warmup ${LLAMA_EXTRA:-} "$@" > "$work/llama-$port.log" 2>&1 &
   pids+=($!); wait_up "$port"
 }
 stop_last() { kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
