@@ -1,5 +1,7 @@
 #include "kv/kv_block_manager.h"
 
+#include "core/little_endian.h"
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -8,13 +10,6 @@
 
 namespace tierlm::kv {
 namespace {
-
-void PutLe64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutLe32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -1,5 +1,7 @@
 #include "prefix/block_record.h"
 
+#include "core/little_endian.h"
+
 #include <xxhash.h>
 
 #include <cstring>
@@ -10,22 +12,6 @@ namespace {
 
 constexpr char kMagic[8] = {'T', 'L', 'M', 'K', 'V', 'B', '0', '1'};
 
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
 
 std::string Hex(uint64_t v) {
   static const char* d = "0123456789abcdef";
@@ -39,13 +25,13 @@ std::string Hex(uint64_t v) {
 void EncodeRecordHeader(uint64_t identity, uint64_t hash, std::span<const uint8_t> payload, uint8_t* out) {
   std::memset(out, 0, kRecordHeaderBytes);
   std::memcpy(out, kMagic, 8);
-  Put32(out + 8, kRecordVersion);
-  Put32(out + 12, static_cast<uint32_t>(kRecordHeaderBytes));
-  Put64(out + 16, identity);
-  Put64(out + 24, hash);
-  Put64(out + 32, payload.size());
-  Put64(out + 40, XXH3_64bits(payload.data(), payload.size()));
-  Put64(out + 56, XXH3_64bits(out, 56));
+  PutLe32(out + 8, kRecordVersion);
+  PutLe32(out + 12, static_cast<uint32_t>(kRecordHeaderBytes));
+  PutLe64(out + 16, identity);
+  PutLe64(out + 24, hash);
+  PutLe64(out + 32, payload.size());
+  PutLe64(out + 40, XXH3_64bits(payload.data(), payload.size()));
+  PutLe64(out + 56, XXH3_64bits(out, 56));
 }
 
 std::vector<uint8_t> EncodeRecord(uint64_t identity, uint64_t hash, std::span<const uint8_t> payload) {
@@ -60,16 +46,16 @@ Result<RecordHeader> DecodeRecordHeader(std::span<const uint8_t> bytes) {
     return Status::Corruption("prefix record: " + std::to_string(bytes.size()) + " bytes, shorter than its header");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kMagic, 8) != 0) return Status::Corruption("prefix record: bad magic");
-  if (Get64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("prefix record: header checksum mismatch");
-  if (Get32(p + 8) != kRecordVersion)
-    return Status::Corruption("prefix record: format version " + std::to_string(Get32(p + 8)) + ", expected " +
+  if (GetLe64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("prefix record: header checksum mismatch");
+  if (GetLe32(p + 8) != kRecordVersion)
+    return Status::Corruption("prefix record: format version " + std::to_string(GetLe32(p + 8)) + ", expected " +
                               std::to_string(kRecordVersion));
-  if (Get32(p + 12) != kRecordHeaderBytes) return Status::Corruption("prefix record: bad header size");
+  if (GetLe32(p + 12) != kRecordHeaderBytes) return Status::Corruption("prefix record: bad header size");
   RecordHeader h;
-  h.identity = Get64(p + 16);
-  h.hash = Get64(p + 24);
-  h.payload_bytes = Get64(p + 32);
-  h.payload_checksum = Get64(p + 40);
+  h.identity = GetLe64(p + 16);
+  h.hash = GetLe64(p + 24);
+  h.payload_bytes = GetLe64(p + 32);
+  h.payload_checksum = GetLe64(p + 40);
   return h;
 }
 

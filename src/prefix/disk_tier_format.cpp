@@ -1,5 +1,7 @@
 #include "prefix/disk_tier_format.h"
 
+#include "core/little_endian.h"
+
 #include <xxhash.h>
 
 #include <cstring>
@@ -13,33 +15,17 @@ namespace {
 constexpr char kSegmentMagic[8] = {'T', 'L', 'M', 'K', 'V', 'S', '0', '1'};
 constexpr char kIndexMagic[8] = {'T', 'L', 'M', 'K', 'V', 'I', '0', '1'};
 
-void Put64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void Put32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint64_t Get64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return v;
-}
-uint32_t Get32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
 
 }  // namespace
 
 void EncodeSegmentHeader(const SegmentHeader& h, uint8_t* out) {
   std::memset(out, 0, kSegmentHeaderBytes);
   std::memcpy(out, kSegmentMagic, 8);
-  Put32(out + 8, kSegmentVersion);
-  Put32(out + 12, static_cast<uint32_t>(kSegmentHeaderBytes));
-  Put64(out + 16, h.generation);
-  Put64(out + 24, h.nonce);
-  Put64(out + 56, XXH3_64bits(out, 56));
+  PutLe32(out + 8, kSegmentVersion);
+  PutLe32(out + 12, static_cast<uint32_t>(kSegmentHeaderBytes));
+  PutLe64(out + 16, h.generation);
+  PutLe64(out + 24, h.nonce);
+  PutLe64(out + 56, XXH3_64bits(out, 56));
 }
 
 Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> bytes) {
@@ -47,14 +33,14 @@ Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> bytes) {
     return Status::Corruption("segment of " + std::to_string(bytes.size()) + " bytes, shorter than its header");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kSegmentMagic, 8) != 0) return Status::Corruption("segment header: bad magic");
-  if (Get64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("segment header: checksum mismatch");
-  if (Get32(p + 8) != kSegmentVersion)
-    return Status::Corruption("segment header: format version " + std::to_string(Get32(p + 8)) + ", expected " +
+  if (GetLe64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("segment header: checksum mismatch");
+  if (GetLe32(p + 8) != kSegmentVersion)
+    return Status::Corruption("segment header: format version " + std::to_string(GetLe32(p + 8)) + ", expected " +
                               std::to_string(kSegmentVersion));
-  if (Get32(p + 12) != kSegmentHeaderBytes) return Status::Corruption("segment header: bad header size");
+  if (GetLe32(p + 12) != kSegmentHeaderBytes) return Status::Corruption("segment header: bad header size");
   SegmentHeader h;
-  h.generation = Get64(p + 16);
-  h.nonce = Get64(p + 24);
+  h.generation = GetLe64(p + 16);
+  h.nonce = GetLe64(p + 24);
   return h;
 }
 
@@ -118,28 +104,28 @@ std::vector<uint8_t> EncodeIndex(const IndexFile& index) {
   std::vector<uint8_t> out(IndexFileBytes(index.segments.size(), index.entries.size()), 0);
   uint8_t* p = out.data();
   std::memcpy(p, kIndexMagic, 8);
-  Put32(p + 8, kIndexVersion);
-  Put32(p + 12, static_cast<uint32_t>(kIndexHeaderBytes));
-  Put64(p + 16, index.segments.size());
-  Put64(p + 24, index.entries.size());
-  Put64(p + 32, index.next_generation);
-  Put64(p + 56, XXH3_64bits(p, 56));
+  PutLe32(p + 8, kIndexVersion);
+  PutLe32(p + 12, static_cast<uint32_t>(kIndexHeaderBytes));
+  PutLe64(p + 16, index.segments.size());
+  PutLe64(p + 24, index.entries.size());
+  PutLe64(p + 32, index.next_generation);
+  PutLe64(p + 56, XXH3_64bits(p, 56));
   p += kIndexHeaderBytes;
   for (const IndexSegment& s : index.segments) {
-    Put64(p, s.generation);
-    Put64(p + 8, s.nonce);
-    Put64(p + 16, s.bytes);
+    PutLe64(p, s.generation);
+    PutLe64(p + 8, s.nonce);
+    PutLe64(p + 16, s.bytes);
     p += kIndexSegmentBytes;
   }
   for (const IndexEntry& e : index.entries) {
-    Put64(p, e.identity);
-    Put64(p + 8, e.hash);
-    Put64(p + 16, e.generation);
-    Put64(p + 24, e.offset);
-    Put64(p + 32, e.bytes);
+    PutLe64(p, e.identity);
+    PutLe64(p + 8, e.hash);
+    PutLe64(p + 16, e.generation);
+    PutLe64(p + 24, e.offset);
+    PutLe64(p + 32, e.bytes);
     p += kIndexEntryBytes;
   }
-  Put64(p, XXH3_64bits(out.data(), out.size() - kIndexTrailerBytes));
+  PutLe64(p, XXH3_64bits(out.data(), out.size() - kIndexTrailerBytes));
   return out;
 }
 
@@ -148,30 +134,30 @@ Result<IndexFile> ParseIndex(std::span<const uint8_t> bytes) {
     return Status::Corruption("index of " + std::to_string(bytes.size()) + " bytes, shorter than its header");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kIndexMagic, 8) != 0) return Status::Corruption("index: bad magic");
-  if (Get64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("index: header checksum mismatch");
-  if (Get32(p + 8) != kIndexVersion)
-    return Status::Corruption("index: format version " + std::to_string(Get32(p + 8)) + ", expected " +
+  if (GetLe64(p + 56) != XXH3_64bits(p, 56)) return Status::Corruption("index: header checksum mismatch");
+  if (GetLe32(p + 8) != kIndexVersion)
+    return Status::Corruption("index: format version " + std::to_string(GetLe32(p + 8)) + ", expected " +
                               std::to_string(kIndexVersion));
-  if (Get32(p + 12) != kIndexHeaderBytes) return Status::Corruption("index: bad header size");
-  const uint64_t n_segments = Get64(p + 16), n_entries = Get64(p + 24);
+  if (GetLe32(p + 12) != kIndexHeaderBytes) return Status::Corruption("index: bad header size");
+  const uint64_t n_segments = GetLe64(p + 16), n_entries = GetLe64(p + 24);
   // Both counts bounded by the bytes there are before any arithmetic or allocation.
   const uint64_t body = bytes.size() - kIndexHeaderBytes - kIndexTrailerBytes;
   if (n_segments > body / kIndexSegmentBytes || n_entries > body / kIndexEntryBytes ||
       IndexFileBytes(n_segments, n_entries) != bytes.size())
     return Status::Corruption("index: " + std::to_string(n_segments) + " segments and " + std::to_string(n_entries) +
                               " entries do not fill its " + std::to_string(bytes.size()) + " bytes");
-  if (Get64(p + bytes.size() - kIndexTrailerBytes) != XXH3_64bits(p, bytes.size() - kIndexTrailerBytes))
+  if (GetLe64(p + bytes.size() - kIndexTrailerBytes) != XXH3_64bits(p, bytes.size() - kIndexTrailerBytes))
     return Status::Corruption("index: checksum mismatch");
   IndexFile index;
-  index.next_generation = Get64(p + 32);
+  index.next_generation = GetLe64(p + 32);
   index.segments.resize(n_segments);
   index.entries.resize(n_entries);
   const uint8_t* q = p + kIndexHeaderBytes;
   for (uint64_t i = 0; i < n_segments; ++i, q += kIndexSegmentBytes) {
     IndexSegment& s = index.segments[i];
-    s.generation = Get64(q);
-    s.nonce = Get64(q + 8);
-    s.bytes = Get64(q + 16);
+    s.generation = GetLe64(q);
+    s.nonce = GetLe64(q + 8);
+    s.bytes = GetLe64(q + 16);
     if (i > 0 && s.generation <= index.segments[i - 1].generation)
       return Status::Corruption("index: segment generations not increasing at segment " + std::to_string(i));
     if (s.bytes < kSegmentHeaderBytes)
@@ -179,11 +165,11 @@ Result<IndexFile> ParseIndex(std::span<const uint8_t> bytes) {
   }
   for (uint64_t i = 0; i < n_entries; ++i, q += kIndexEntryBytes) {
     IndexEntry& e = index.entries[i];
-    e.identity = Get64(q);
-    e.hash = Get64(q + 8);
-    e.generation = Get64(q + 16);
-    e.offset = Get64(q + 24);
-    e.bytes = Get64(q + 32);
+    e.identity = GetLe64(q);
+    e.hash = GetLe64(q + 8);
+    e.generation = GetLe64(q + 16);
+    e.offset = GetLe64(q + 24);
+    e.bytes = GetLe64(q + 32);
     // The segments are sorted: binary search for the entry's.
     size_t lo = 0, hi = index.segments.size();
     while (lo < hi) {
