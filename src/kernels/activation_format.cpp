@@ -55,7 +55,8 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
       return {sum_off + RoundUp64(n_in / 16 * 2), d_off, sum_off};
     }
-    case ActFormat::kQ8KU: {
+    case ActFormat::kQ8KU:
+    case ActFormat::kQ8KS: {
       const int64_t d_off = RoundUp64(n_in);
       const int64_t sum_off = d_off + RoundUp64(n_in / 256 * 4);
       return {sum_off + RoundUp64(n_in / 32 * 2), d_off, sum_off};
@@ -70,7 +71,7 @@ ActLayout GetActLayout(ActFormat format, int64_t n_in) {
 }
 
 void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_t* dst) {
-  if (ActiveKernelPath() == KernelPath::kAvx512 && ConvertActivationRowAvx512(format, x, n_in, dst)) return;
+  if (UsesAvx512(ActiveKernelPath()) && ConvertActivationRowAvx512(format, x, n_in, dst)) return;
   const ActLayout layout = GetActLayout(format, n_in);
   std::memset(dst, 0, layout.row_bytes);
   switch (format) {
@@ -124,7 +125,8 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
       for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
       return;
     }
-    case ActFormat::kQ8KU: {
+    case ActFormat::kQ8KU:
+    case ActFormat::kQ8KS: {
       auto* qs = reinterpret_cast<int8_t*>(dst);
       QuantizeBlocks(x, n_in, 256, qs, reinterpret_cast<float*>(dst + layout.d_offset), nullptr);
       auto* sum32 = reinterpret_cast<int16_t*>(dst + layout.sum_offset);
@@ -133,7 +135,8 @@ void ConvertActivationRow(ActFormat format, const float* x, int64_t n_in, uint8_
         for (int j = 0; j < 32; ++j) s += qs[32 * g + j];
         sum32[g] = static_cast<int16_t>(s);
       }
-      for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
+      if (format == ActFormat::kQ8KU)
+        for (int64_t i = 0; i < n_in; ++i) dst[i] ^= 0x80;
       return;
     }
     case ActFormat::kQ8LQ2: {

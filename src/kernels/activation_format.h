@@ -34,6 +34,9 @@ enum class ActFormat {
   // elements: sum32[g] = sum of the 32 signed qs:
   //   uint8 qs[n_in] | float d[n_in / 256] | int16 sum32[n_in / 32]
   kQ8KU,
+  // As kQ8KU without the + 128 (signed qs, for AMX's signed x signed tile products):
+  //   int8 qs[n_in] | float d[n_in / 256] | int16 sum32[n_in / 32]
+  kQ8KS,
   // For kLQ2 weights (AVX-512): 32-element blocks quantized as kQ8 (same rounding), each
   // 256 elements' qs reordered like a BlockLQ2's codes (position 64 k + 4 g + j holds element
   // 16 g + 4 k + j), and per 16-element group g its block's scale and d * (sum of its qs):
@@ -47,7 +50,7 @@ struct ActLayout {
   int64_t sum_offset;  // byte offset of the block sums (quantized forms)
 };
 
-// REQUIRES: n_in a multiple of 32 (kQ8, kQ8Pair) or 256 (kQ8K, kQ8KU, kQ8LQ2).
+// REQUIRES: n_in a multiple of 32 (kQ8, kQ8Pair) or 256 (kQ8K, kQ8KU, kQ8KS, kQ8LQ2).
 ActLayout GetActLayout(ActFormat format, int64_t n_in);
 
 // Writes one row (GetActLayout(format, n_in).row_bytes bytes) from x[0..n_in).

@@ -66,11 +66,13 @@ bool ConvertActivationRowAvx512(ActFormat format, const float* x, int64_t n_in, 
       return true;
     }
     case ActFormat::kQ8K:
-    case ActFormat::kQ8KU: {
+    case ActFormat::kQ8KU:
+    case ActFormat::kQ8KS: {
       std::memset(dst + n_in, 0, static_cast<size_t>(layout.row_bytes - n_in));  // qs [0, n_in) all written
       auto* qs = reinterpret_cast<int8_t*>(dst);
       auto* d = reinterpret_cast<float*>(dst + layout.d_offset);
       const bool flip = format == ActFormat::kQ8KU;
+      const bool sum32 = format != ActFormat::kQ8K;  // else 16-element bsums
       for (int64_t b = 0; b < n_in / 256; ++b) {
         QuantizeBlock<16>(x + 256 * b, qs + 256 * b, d + b, flip);
         // Group sums from the signed codes.
@@ -78,7 +80,7 @@ bool ConvertActivationRowAvx512(ActFormat format, const float* x, int64_t n_in, 
           __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 256 * b + 32 * g));
           if (flip) q = _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
           const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);  // pairs
-          if (flip) {
+          if (sum32) {
             const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
             const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
             const __m128i h2 = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));

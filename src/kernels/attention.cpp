@@ -16,7 +16,7 @@ void CausalAttention(const AttentionShape& s, const float* q, int64_t n_tok, int
   const int64_t kv_stride = s.n_head_kv * hd;
   const int64_t group = s.n_head / s.n_head_kv;
 
-  const bool avx512 = ActiveKernelPath() == KernelPath::kAvx512;
+  const bool avx512 = UsesAvx512(ActiveKernelPath());
   const int nth = pool ? pool->size() : 1;
   // Work unit: one token and a run of heads sharing a key/value head (the whole group, or
   // a part of it in decode when there would be too few units to share out).

@@ -2,7 +2,7 @@
 //
 // Matmul and the ops pick their implementation from ActiveKernelPath(). The path can be
 // forced for tests and benchmarks, either with ForceKernelPath() or the environment
-// variable TIERLM_KERNEL_PATH=scalar|avx2|avx512 (read once, on first use).
+// variable TIERLM_KERNEL_PATH=scalar|avx2|avx512|amx (read once, on first use).
 #pragma once
 
 #include <optional>
@@ -14,7 +14,15 @@ enum class KernelPath {
   kScalar,  // portable C++
   kAvx2,    // AVX2 + FMA + F16C
   kAvx512,  // AVX-512 F/BW/VL/DQ + VNNI + BF16
+  // kAvx512's kernels, with AMX tiles (int8 and bf16) for batched (prefill) products. Each
+  // product is computed in kAvx512's f32 order, so the two paths give bit-identical results.
+  // Needs the CPU's AMX-TILE/INT8/BF16 and the OS's permission for tile data (Linux 5.16+,
+  // asked once per process with arch_prctl).
+  kAmx,
 };
+
+// Whether `path` runs the AVX-512 kernels (kAvx512 and kAmx).
+inline bool UsesAvx512(KernelPath path) { return path == KernelPath::kAvx512 || path == KernelPath::kAmx; }
 
 std::string_view KernelPathName(KernelPath path);
 std::optional<KernelPath> ParseKernelPath(std::string_view name);

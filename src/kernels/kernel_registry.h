@@ -69,11 +69,14 @@ struct KernelSet {
 const KernelSet& ScalarKernels();
 const KernelSet& Avx2Kernels();
 const KernelSet& Avx512Kernels();
+// Avx512Kernels() with AMX prefill kernels (matmul_amx.cpp).
+const KernelSet& AmxKernels();
 // The scalar kLQ2 kernel (kQ8 activations), which the AVX2 set shares.
 void ScalarGemmLQ2(const GemmArgs& args);
 
 inline const KernelSet& KernelsFor(KernelPath path) {
   switch (path) {
+    case KernelPath::kAmx: return AmxKernels();
     case KernelPath::kAvx512: return Avx512Kernels();
     case KernelPath::kAvx2: return Avx2Kernels();
     default: return ScalarKernels();

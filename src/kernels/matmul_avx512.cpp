@@ -17,6 +17,7 @@
 
 #include "kernels/block_types.h"
 #include "kernels/kernel_registry.h"
+#include "kernels/panel_pack_avx512.h"
 
 namespace tierlm {
 namespace {
@@ -602,174 +603,7 @@ void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
     for (int r = 0; r < R; ++r) a.y[(t0 + t) * a.y_stride + r0 + r] = Bf16Tree(acc[r][t]);
 }
 
-// ---- Prefill: int8 panel GEMM over rows repacked per call -------------------------------
-// For a batch of tokens, the thread's rows are taken 32 at a time (two panels of 16) and
-// repacked once into a scratch buffer that every token then reuses from L1/L2:
-//   per group g of G weights (G = 32, or 16 for Q6_K), per panel:
-//     int8 code[G / 4][16 rows][4]  (signed weight codes, 4 consecutive inputs per lane)
-//     scale[16]                     (Q4_0 / Q8_0: float d of the block; K-quants: the
-//                                    group's integer scale as int32)
-//     int32 corr[16]                (-128 * sum of the group's codes, see below)
-//     aux[16] (K-quants only)       per 256-element block, in its groups k = 0, 1, ...:
-//                                    Q4_K: k < 4 the int16 mins (m_2k, m_2k+1), k = 4 float
-//                                    d, k = 5 float dmin; Q6_K: k = 0 float d
-// so one vpdpbusd multiplies 16 rows by 4 inputs of one token, the token's 4 activation
-// bytes broadcast. Activations are unsigned (q + 128, kQ8U / kQ8KU); starting each group's
-// dot at corr removes the +128, leaving the exact integer dot of the signed codes.
-//
-// The f32 operations per (row, token) are the decode kernels' canonical ones, in the same
-// order (so results do not depend on the batch): Q4_0 / Q8_0 one FMA per block (see
-// TileQ8Pair); K-quants one integer sum per 256-element block, A = sum of scale * group
-// dot (and for Q4_K M = sum of min * activation sum per 32), then
-//   acc = fma(float(A), d * d_a, acc)  [Q4_K: acc = fnmadd(float(M), dmin * d_a, acc)]
-// (see TileQ4K / TileQ6K).
-
-struct PanelLayout {
-  int group;            // weights per group
-  int64_t code_bytes;   // group * 16
-  int64_t rec_bytes;    // code_bytes + scale + corr (+ aux)
-};
-
-inline PanelLayout MakePanelLayout(int group, bool aux) {
-  const int64_t code = group * 16;
-  return {group, code, code + 128 + (aux ? 64 : 0)};
-}
-
-// Writes row `lane`'s group (codes, 4-byte scale) into a record, codes row-major for now:
-// FinishPanel then transposes them to the kernel's order and adds the corrections.
-inline void PutGroup(uint8_t* rec, const PanelLayout& L, int lane, const int8_t* codes, const void* scale4) {
-  std::memcpy(rec + lane * L.group, codes, static_cast<size_t>(L.group));
-  std::memcpy(rec + L.code_bytes + 4 * lane, scale4, 4);
-}
-inline void PutAux(uint8_t* rec, const PanelLayout& L, int lane, const void* v4) {
-  std::memcpy(rec + L.code_bytes + 128 + 4 * lane, v4, 4);
-}
-
-// Transposes every record's codes from [16 rows][G] to [G / 4][16 rows][4] and writes
-// corr = -128 * (sum of each row's codes).
-template <int G>
-void FinishPanel(uint8_t* panel, int64_t n_groups, int64_t rec_bytes) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                         _mm512_set1_epi32(G));
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int64_t g = 0; g < n_groups; ++g) {
-    uint8_t* rec = panel + g * rec_bytes;
-    __m512i v[G / 4];
-    __m512i sum = _mm512_setzero_si512();
-    #pragma GCC unroll 8
-    for (int k = 0; k < G / 4; ++k) {
-      v[k] = _mm512_i32gather_epi32(idx, rec + 4 * k, 1);
-      sum = _mm512_dpbusd_epi32(sum, ones, v[k]);
-    }
-    #pragma GCC unroll 8
-    for (int k = 0; k < G / 4; ++k) _mm512_store_si512(rec + 64 * k, v[k]);
-    _mm512_store_si512(rec + G * 16 + 64, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
-  }
-}
-
-template <int kBytes>
-inline void PrefetchLines(const uint8_t* p) {
-  #pragma GCC unroll 8
-  for (int o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + o, _MM_HINT_T0);
-}
-
-// Packs one weight row into lane `lane` of a panel (n_groups records of L.rec_bytes).
-struct PackQ4_0 {
-  static constexpr int kGroup = 32;
-  static constexpr bool kKQuant = false;
-  static constexpr bool kMins = false;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
-    for (int64_t g = 0; g < n_in / 32; ++g) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[g].qs));
-      const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, _mm_set1_epi8(15)), _mm_set1_epi8(8));
-      const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)), _mm_set1_epi8(8));
-      uint8_t* rec = panel + g * L.rec_bytes;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rec + 32 * lane), _mm256_set_m128i(hi, lo));
-      const float d = _cvtsh_ss(b[g].d);
-      std::memcpy(rec + L.code_bytes + 4 * lane, &d, 4);
-    }
-  }
-};
-struct PackQ8_0 {
-  static constexpr int kGroup = 32;
-  static constexpr bool kKQuant = false;
-  static constexpr bool kMins = false;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
-    for (int64_t g = 0; g < n_in / 32; ++g) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      const float d = _cvtsh_ss(b[g].d);
-      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, &d);
-    }
-  }
-};
-struct PackQ4_K {
-  static constexpr int kGroup = 32;
-  static constexpr bool kKQuant = true;
-  static constexpr bool kMins = true;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ4_K*>(row);
-    for (int64_t i = 0; i < n_in / 256; ++i) {
-      PrefetchLines<sizeof(BlockQ4_K)>(reinterpret_cast<const uint8_t*>(b + i) + pf);
-      const float d = _cvtsh_ss(b[i].d), dmin = _cvtsh_ss(b[i].dmin);
-      uint8_t* rec0 = panel + 8 * i * L.rec_bytes;
-      for (int c = 0; c < 4; ++c) {
-        alignas(32) int8_t lo[32], hi[32];
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qs + 32 * c));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(lo), _mm256_and_si256(q, _mm256_set1_epi8(15)));
-        _mm256_store_si256(reinterpret_cast<__m256i*>(hi),
-                           _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(15)));
-        int sc0, m0, sc1, m1;
-        UnpackQ4KScaleMin(b[i].scales, 2 * c, &sc0, &m0);
-        UnpackQ4KScaleMin(b[i].scales, 2 * c + 1, &sc1, &m1);
-        const int32_t s0 = sc0, s1 = sc1;
-        PutGroup(rec0 + (2 * c) * L.rec_bytes, L, lane, lo, &s0);
-        PutGroup(rec0 + (2 * c + 1) * L.rec_bytes, L, lane, hi, &s1);
-        const int16_t mins[2] = {static_cast<int16_t>(m0), static_cast<int16_t>(m1)};
-        PutAux(rec0 + c * L.rec_bytes, L, lane, mins);
-      }
-      PutAux(rec0 + 4 * L.rec_bytes, L, lane, &d);
-      PutAux(rec0 + 5 * L.rec_bytes, L, lane, &dmin);
-    }
-  }
-};
-struct PackQ6_K {
-  static constexpr int kGroup = 16;
-  static constexpr bool kKQuant = true;
-  static constexpr bool kMins = false;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ6_K*>(row);
-    for (int64_t i = 0; i < n_in / 256; ++i) {
-      PrefetchLines<sizeof(BlockQ6_K)>(reinterpret_cast<const uint8_t*>(b + i) + pf);
-      const float d = _cvtsh_ss(b[i].d);
-      alignas(64) int8_t c[256];
-      for (int h = 0; h < 2; ++h) {
-        // Elements 128h + 32k + l (k < 4, l < 32): low 4 bits from ql[64h + l + 32 (k & 1)]
-        // (low nibble for k < 2), high 2 bits from qh[32h + l] >> 2k.
-        const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].ql + 64 * h));
-        const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].ql + 64 * h + 32));
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[i].qh + 32 * h));
-        const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
-        const __m256i lows[4] = {_mm256_and_si256(ql0, m4), _mm256_and_si256(ql1, m4),
-                                 _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                                 _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4)};
-        for (int k = 0; k < 4; ++k) {
-          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
-          const __m256i code = _mm256_sub_epi8(_mm256_or_si256(lows[k], _mm256_slli_epi16(high, 4)), off);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 128 * h + 32 * k), code);
-        }
-      }
-      uint8_t* rec0 = panel + 16 * i * L.rec_bytes;
-      for (int g = 0; g < 16; ++g) {
-        const int32_t sc = b[i].scales[g];
-        PutGroup(rec0 + g * L.rec_bytes, L, lane, c + 16 * g, &sc);
-      }
-      PutAux(rec0, L, lane, &d);
-    }
-  }
-};
+// ---- Prefill: int8 panel GEMM over rows repacked per call (panel_pack_avx512.h) ------
 
 // Activation pointers of one token for the panel kernel.
 struct PanelAct {
@@ -936,18 +770,8 @@ void PanelGemm(const GemmArgs& a) {
   const PanelLayout L = MakePanelLayout(G, P::kKQuant);
   const int64_t n_groups = a.n_in / G;
   const int64_t panel_bytes = n_groups * L.rec_bytes;
-  struct Scratch {
-    uint8_t* p = nullptr;
-    int64_t cap = 0;
-    ~Scratch() { std::free(p); }
-  };
-  static thread_local Scratch scratch;
-  if (scratch.cap < 2 * panel_bytes) {
-    std::free(scratch.p);
-    scratch.cap = (2 * panel_bytes + 4095) / 4096 * 4096;
-    scratch.p = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(scratch.cap)));
-    if (!scratch.p) std::abort();
-  }
+  static thread_local PanelScratch scratch;
+  uint8_t* buf = scratch.Reserve(2 * panel_bytes);
   static constexpr PanelTileFn kTiles[2][6] = {
       {PanelTileFor<1, 1, P>(), PanelTileFor<1, 2, P>(), PanelTileFor<1, 3, P>(), PanelTileFor<1, 4, P>(),
        PanelTileFor<1, 5, P>(), PanelTileFor<1, 6, P>()},
@@ -955,17 +779,8 @@ void PanelGemm(const GemmArgs& a) {
        PanelTileFor<2, 5, P>(), PanelTileFor<2, 6, P>()}};
   for (int64_t r0 = 0; r0 < a.n_rows; r0 += 32) {
     const int64_t rows = a.n_rows - r0 < 32 ? a.n_rows - r0 : 32;
-    const int rv_count = rows > 16 ? 2 : 1;
-    const uint8_t* panels[2] = {scratch.p, scratch.p + panel_bytes};
-    for (int rv = 0; rv < rv_count; ++rv) {
-      uint8_t* panel = scratch.p + rv * panel_bytes;
-      const int64_t n = rows - 16 * rv < 16 ? rows - 16 * rv : 16;
-      if (n < 16) std::memset(panel, 0, static_cast<size_t>(panel_bytes));
-      for (int64_t lane = 0; lane < n; ++lane)
-        P::Row(a.w + (r0 + 16 * rv + lane) * a.w_row_bytes, a.n_in, panel, L, static_cast<int>(lane),
-               32 * a.w_row_bytes);
-      FinishPanel<G>(panel, n_groups, L.rec_bytes);
-    }
+    const int rv_count = PackPanels<P>(a, r0, rows, L, panel_bytes, buf);
+    const uint8_t* panels[2] = {buf, buf + panel_bytes};
     for (int64_t t0 = 0; t0 < a.n_tok; t0 += kToks) {
       const int nt = static_cast<int>(a.n_tok - t0 < kToks ? a.n_tok - t0 : kToks);
       PanelAct act[kPanelToks];
@@ -1039,18 +854,8 @@ void Bf16PanelGemm(const GemmArgs& a) {
   const int64_t panel_bytes = 16 * p16 * 64;
   // Pair j's 16 rows at slot (j % 16) p16 + j / 16: each chain's pairs back to back.
   auto slot = [p16](int64_t j) { return 64 * ((j % 16) * p16 + j / 16); };
-  struct Scratch {
-    uint8_t* p = nullptr;
-    int64_t cap = 0;
-    ~Scratch() { std::free(p); }
-  };
-  static thread_local Scratch scratch;
-  if (scratch.cap < 2 * panel_bytes) {
-    std::free(scratch.p);
-    scratch.cap = (2 * panel_bytes + 4095) / 4096 * 4096;
-    scratch.p = static_cast<uint8_t*>(std::aligned_alloc(64, static_cast<size_t>(scratch.cap)));
-    if (!scratch.p) std::abort();
-  }
+  static thread_local PanelScratch scratch;
+  scratch.Reserve(2 * panel_bytes);
   using TileFn = void (*)(const uint8_t* const*, int64_t, const uint8_t* const*, float*, int64_t, int64_t);
   static constexpr TileFn kTiles[2][kBf16PanelToks] = {
       {Bf16PanelTile<1, 1>, Bf16PanelTile<1, 2>, Bf16PanelTile<1, 3>, Bf16PanelTile<1, 4>, Bf16PanelTile<1, 5>,

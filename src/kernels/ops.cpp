@@ -34,7 +34,7 @@ void Softmax(float* x, int64_t n) {
 void SwiGluAvx512(const float* gate, const float* up, float* out, int64_t n);  // ops_avx512.cpp
 
 void SwiGlu(const float* gate, const float* up, float* out, int64_t n) {
-  if (ActiveKernelPath() == KernelPath::kAvx512) return SwiGluAvx512(gate, up, out, n);
+  if (UsesAvx512(ActiveKernelPath())) return SwiGluAvx512(gate, up, out, n);
   for (int64_t i = 0; i < n; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 

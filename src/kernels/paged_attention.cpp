@@ -69,7 +69,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   const int64_t part = 2 + hd;
   // The AVX-512 path takes keys 16 at a time (any block size); head sizes it has no kernel
   // for stay on the portable loops.
-  const bool avx512 = ActiveKernelPath() == KernelPath::kAvx512 && PagedChunkAvx512Supports(hd);
+  const bool avx512 = UsesAvx512(ActiveKernelPath()) && PagedChunkAvx512Supports(hd);
   auto n_spans = [&](int64_t r) { return std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S); };
 
   // The running states of KV head g's G query heads of row r over one span of keys, from zero.

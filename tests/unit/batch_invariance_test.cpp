@@ -182,7 +182,8 @@ TEST_P(BatchInvarianceTest, MixedBatchesEqualEachSequenceAlone) {
   }
 }
 
-constexpr KernelPath kS = KernelPath::kScalar, kA2 = KernelPath::kAvx2, kA5 = KernelPath::kAvx512;
+constexpr KernelPath kS = KernelPath::kScalar, kA2 = KernelPath::kAvx2, kA5 = KernelPath::kAvx512,
+                     kAmx = KernelPath::kAmx;
 INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvarianceTest,
     ::testing::Values(
@@ -194,6 +195,9 @@ INSTANTIATE_TEST_SUITE_P(
         InvCase{"tiny", "bf16", "f16", kA5}, InvCase{"qwen2-tiny", "q8_0", "f16", kA5},
         InvCase{"moe-tiny", "q8_0", "f16", kA5}, InvCase{"moe-tiny", "q8_0", "q8_0", kA5},
         InvCase{"qwen3moe-tiny", "q4_0", "f16", kA5},
+        // AMX tile prefill kernels (Q4_0, Q8_0, Q4_K, Q6_K).
+        InvCase{"tiny", "q4_0", "q8_0", kAmx}, InvCase{"tiny", "q4_k_m", "f16", kAmx},
+        InvCase{"qwen2-tiny", "q8_0", "f16", kAmx}, InvCase{"moe-tiny", "q8_0", "f16", kAmx},
         // The other kernel paths (no prefill kernels).
         InvCase{"tiny", "q4_0", "f16", kA2}, InvCase{"moe-tiny", "q8_0", "q4_0", kA2},
         InvCase{"tiny", "q4_k_m", "f16", kS}, InvCase{"tiny", "bf16", "f16", kA2}),
@@ -258,6 +262,8 @@ TEST_P(PrefillChunkingTest, ChunkSizesGiveIdenticalLogits) {
 INSTANTIATE_TEST_SUITE_P(Types, PrefillChunkingTest,
                          ::testing::Values(std::make_tuple("q4_0", kA5), std::make_tuple("q8_0", kA5),
                                            std::make_tuple("q4_k_m", kA5), std::make_tuple("bf16", kA5),
+                                           std::make_tuple("q4_0", kAmx), std::make_tuple("q8_0", kAmx),
+                                           std::make_tuple("q4_k_m", kAmx),
                                            std::make_tuple("q4_0", kA2), std::make_tuple("q4_0", kS)),
                          [](const auto& info) {
                            return testing::CaseName(std::string(std::get<0>(info.param)) + "_" +

@@ -27,7 +27,7 @@ bool Block256(GgmlType t) { return t == GgmlType::kQ4_K || t == GgmlType::kQ6_K 
 
 std::vector<KernelPath> SupportedPaths() {
   std::vector<KernelPath> paths;
-  for (KernelPath p : {KernelPath::kScalar, KernelPath::kAvx2, KernelPath::kAvx512})
+  for (KernelPath p : {KernelPath::kScalar, KernelPath::kAvx2, KernelPath::kAvx512, KernelPath::kAmx})
     if (KernelPathSupported(p)) paths.push_back(p);
   return paths;
 }
@@ -384,12 +384,49 @@ TEST(MatmulSpeed, DISABLED_ThreadCpuTimePerCall) {
   }
 }
 
+// The AMX path computes every product in the AVX-512 path's f32 order (only the integer dots
+// move to tiles), so the two must agree bit for bit, for every type, batch size (partial
+// tiles of 16 tokens and of 32 rows included), thread count and a model-sized n_in. On a CPU
+// without AMX the test says so and checks that the path is neither supported nor chosen.
+TEST(MatmulAmxTest, EqualsTheAvx512PathBitForBit) {
+  if (!KernelPathSupported(KernelPath::kAmx)) {
+    EXPECT_NE(BestKernelPath(), KernelPath::kAmx);
+    GTEST_SKIP() << "this CPU (or OS) lacks AMX: the amx path is not supported, and not chosen";
+  }
+  EXPECT_EQ(BestKernelPath(), KernelPath::kAmx);
+  ThreadPool pool2(2);
+  for (GgmlType type : kTypes) {
+    SCOPED_TRACE(std::string(TypeName(type)));
+    for (int64_t n_in : {int64_t{768}, int64_t{2048}}) {
+      const Problem p = MakeProblem(type, n_in, 75, 200, 5);
+      for (int64_t n_tok : {1, 16, 31, 32, 33, 48, 100, 200}) {
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
+          Problem view = p;
+          view.n_tok = n_tok;
+          std::vector<float> want, got;
+          {
+            ForcedPath forced(KernelPath::kAvx512);
+            want = RunMatmul(view, pool);
+          }
+          {
+            ForcedPath forced(KernelPath::kAmx);
+            got = RunMatmul(view, pool);
+          }
+          ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+              << "n_in=" << n_in << " n_tok=" << n_tok << (pool ? " 2 threads" : " 1 thread");
+        }
+      }
+    }
+  }
+}
+
 TEST(MatmulTest, ForcedPathIsReported) {
   for (KernelPath p : SupportedPaths()) {
     ForcedPath forced(p);
     EXPECT_EQ(ActiveKernelPath(), p);
   }
   EXPECT_EQ(ParseKernelPath("avx2"), KernelPath::kAvx2);
+  EXPECT_EQ(ParseKernelPath("amx"), KernelPath::kAmx);
   EXPECT_FALSE(ParseKernelPath("sse9").has_value());
 }
 

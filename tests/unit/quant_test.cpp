@@ -317,9 +317,10 @@ TEST(ActivationFormatTest, Avx512ConversionIsBitIdentical) {
   for (auto& v : x) v = dist(rng);
   for (int64_t i = 256; i < 288; ++i) x[i] = 0.0f;  // an all-zero block
   x[5] = 1e-30f;
-  for (ActFormat f : {ActFormat::kQ8, ActFormat::kQ8Pair, ActFormat::kQ8U, ActFormat::kQ8K, ActFormat::kQ8KU}) {
+  for (ActFormat f : {ActFormat::kQ8, ActFormat::kQ8Pair, ActFormat::kQ8U, ActFormat::kQ8K, ActFormat::kQ8KU,
+                      ActFormat::kQ8KS}) {
     for (int64_t n : {n_in, int64_t{288}}) {
-      if ((f == ActFormat::kQ8K || f == ActFormat::kQ8KU) && n % 256 != 0) continue;
+      if ((f == ActFormat::kQ8K || f == ActFormat::kQ8KU || f == ActFormat::kQ8KS) && n % 256 != 0) continue;
       const ActLayout layout = GetActLayout(f, n);
       std::vector<uint8_t> a(layout.row_bytes, 0xAB), b(layout.row_bytes, 0xCD);
       ForceKernelPath(KernelPath::kScalar);
