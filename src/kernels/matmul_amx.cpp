@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "kernels/kernel_registry.h"
 #include "kernels/panel_pack_avx512.h"
@@ -79,71 +80,130 @@ struct TokenTile {
   }
 };
 
-// C[t][r] of group g into c: tiles C0, A0, B0 (kSet 0) or C1, A1, B1 (kSet 1).
+#define TIERLM_INLINE inline __attribute__((always_inline))
+
+// Group g's tile product into C0 (kSet 0: from A0, B0) or C1 (kSet 1: A1, B1).
 template <int G, int kSet>
-inline void GroupDot(const uint8_t* panel, int64_t rec_bytes, const TokenTile& tok, int64_t g, int32_t (*c)[16]) {
+TIERLM_INLINE void IssueGroup(const uint8_t* panel, int64_t rec_bytes, const TokenTile& tok, int64_t g) {
+  // The A tiles' 16 rows are 16 strided streams: prefetched kAhead bytes ahead, each line once.
+  constexpr int64_t kAhead = 256;
+  if ((G * g) % 64 == 0) {
+    const uint8_t* p = tok.base + G * g + kAhead;
+    #pragma GCC unroll 16
+    for (int t = 0; t < 16; ++t) _mm_prefetch(reinterpret_cast<const char*>(p + t * tok.stride), _MM_HINT_T0);
+  }
   if constexpr (kSet == 0) {
     _tile_loadd(TIERLM_TA0, tok.base + G * g, tok.stride);
     _tile_loadd(TIERLM_TB0, panel + g * rec_bytes, 64);
     _tile_zero(TIERLM_TC0);
     _tile_dpbssd(TIERLM_TC0, TIERLM_TA0, TIERLM_TB0);
-    _tile_stored(TIERLM_TC0, c, 64);
   } else {
     _tile_loadd(TIERLM_TA1, tok.base + G * g, tok.stride);
     _tile_loadd(TIERLM_TB1, panel + g * rec_bytes, 64);
     _tile_zero(TIERLM_TC1);
     _tile_dpbssd(TIERLM_TC1, TIERLM_TA1, TIERLM_TB1);
-    _tile_stored(TIERLM_TC1, c, 64);
   }
 }
 
-// Calls fold(c, g) for g = begin, begin + 1, ... < end, in order, with c group g's C tile as
-// stored. Software-pipelined: a group's C is read one group later, after the next group's
-// tile products are issued (reading a just-stored tile back waits for the store to retire).
-template <int G, typename Fold>
-inline void ForEachGroupDot(const uint8_t* panel, int64_t rec_bytes, const TokenTile& tok, int64_t begin,
-                            int64_t end, Fold fold) {
+template <int kSet>
+TIERLM_INLINE void StoreGroup(int32_t (*c)[16]) {
+  if constexpr (kSet == 0) _tile_stored(TIERLM_TC0, c, 64);
+  else _tile_stored(TIERLM_TC1, c, 64);
+}
+
+// Calls f.Fold(c, g) for g = begin, begin + 1, ... < end, in order, with c group g's C tile
+// as stored. Pipelined two ways: the next group's product is issued before a group's C is
+// stored (a tile store waits for its product), and a C is folded one group after it was
+// stored (vector loads of a just-stored tile wait for the store to complete), so the tile
+// unit computes while the vector units fold. The folder keeps its accumulators as members
+// indexed by constants only (fold expressions), so they stay in registers across the tile
+// instructions.
+template <int G, typename Folder>
+TIERLM_INLINE void ForEachGroupDot(const uint8_t* panel, int64_t rec_bytes, const TokenTile& tok, int64_t begin,
+                                   int64_t end, Folder& f) {
   alignas(64) int32_t c[2][16][16];
-  int64_t g = begin;
-  for (; g + 1 < end; g += 2) {
-    GroupDot<G, 0>(panel, rec_bytes, tok, g, c[0]);
-    if (g > begin) fold(c[1], g - 1);
-    GroupDot<G, 1>(panel, rec_bytes, tok, g + 1, c[1]);
-    fold(c[0], g);
+  int64_t g = begin;  // issued in tile set (g - begin) % 2, not yet stored
+  if (g >= end) return;
+  IssueGroup<G, 0>(panel, rec_bytes, tok, g);
+  while (true) {
+    if (g + 1 < end) IssueGroup<G, 1>(panel, rec_bytes, tok, g + 1);
+    StoreGroup<0>(c[0]);
+    if (g > begin) f.Fold(c[1], g - 1);
+    if (++g >= end) {
+      f.Fold(c[0], g - 1);
+      break;
+    }
+    if (g + 1 < end) IssueGroup<G, 0>(panel, rec_bytes, tok, g + 1);
+    StoreGroup<1>(c[1]);
+    f.Fold(c[0], g - 1);
+    if (++g >= end) {
+      f.Fold(c[1], g - 1);
+      break;
+    }
   }
-  if (g < end) {
-    GroupDot<G, 0>(panel, rec_bytes, tok, g, c[0]);
-    if (g > begin) fold(c[1], g - 1);
-    fold(c[0], g);
-  } else if (g > begin) {
-    fold(c[1], g - 1);
-  }
-}
-
-inline void StoreTile(const __m512* acc, int nt, float* y, int64_t y_stride, int64_t rows_left) {
-  const __mmask16 m = rows_left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << rows_left) - 1);
-  for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + t * y_stride, m, acc[t]);
 }
 
 // Q4_0 / Q8_0 (kQ8 activations): per block, acc = fma(float(I), d_w * d_a, acc).
+struct FoldQ8 {
+  const uint8_t* panel;
+  int64_t rec_bytes;
+  const TokenTile* tok;
+  __m512 acc[16];
+  template <size_t... T>
+  TIERLM_INLINE void Apply(std::index_sequence<T...>, const int32_t (*c)[16], int64_t g) {
+    const __m512 dw = _mm512_load_ps(reinterpret_cast<const float*>(panel + g * rec_bytes + 32 * 16));
+    ((acc[T] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[T])),
+                               _mm512_mul_ps(dw, _mm512_set1_ps(tok->D(T, g))), acc[T])),
+     ...);
+  }
+  TIERLM_INLINE void Fold(const int32_t (*c)[16], int64_t g) { Apply(std::make_index_sequence<16>{}, c, g); }
+  template <size_t... T>
+  TIERLM_INLINE void Zero(std::index_sequence<T...>) {
+    ((acc[T] = _mm512_setzero_ps()), ...);
+  }
+  template <size_t... T>
+  TIERLM_INLINE void Store(std::index_sequence<T...>, int nt, float* y, int64_t y_stride, __mmask16 m) {
+    ((static_cast<int>(T) < nt ? _mm512_mask_storeu_ps(y + T * y_stride, m, acc[T]) : void()), ...);
+  }
+};
+
+inline __mmask16 RowMask(int64_t rows_left) {
+  return rows_left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << rows_left) - 1);
+}
+
 void TileQ8(const uint8_t* panel, int64_t n_groups, int64_t rec_bytes, const TokenTile& tok, int nt, float* y,
             int64_t y_stride, int64_t rows_left) {
-  constexpr int64_t kCode = 32 * 16;
-  __m512 acc[16];
-  for (auto& v : acc) v = _mm512_setzero_ps();
-  ForEachGroupDot<32>(panel, rec_bytes, tok, 0, n_groups, [&](const int32_t (*c)[16], int64_t g) {
-    const __m512 dw = _mm512_load_ps(reinterpret_cast<const float*>(panel + g * rec_bytes + kCode));
-    #pragma GCC unroll 16
-    for (int t = 0; t < 16; ++t)
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c[t])),
-                               _mm512_mul_ps(dw, _mm512_set1_ps(tok.D(t, g))), acc[t]);
-  });
-  StoreTile(acc, nt, y, y_stride, rows_left);
+  FoldQ8 f{panel, rec_bytes, &tok, {}};
+  f.Zero(std::make_index_sequence<16>{});
+  ForEachGroupDot<32>(panel, rec_bytes, tok, 0, n_groups, f);
+  f.Store(std::make_index_sequence<16>{}, nt, y, y_stride, RowMask(rows_left));
 }
 
 // Q4_K (G = 32, with mins) / Q6_K (G = 16) against kQ8KS activations: per 256-element block
 // the integer A = sum of scale * group dot (and Q4_K's M = sum of min * activation sum per 32),
 // then acc = fma(float(A), d * d_a, acc) [Q4_K: acc = fnmadd(float(M), dmin * d_a, acc)].
+// The integer sums of one 256-element block: sum[t] += scale * C[t] per group.
+template <int G>
+struct FoldK {
+  const uint8_t* panel;
+  int64_t rec_bytes;
+  __m512i sum[16];
+  template <size_t... T>
+  TIERLM_INLINE void Apply(std::index_sequence<T...>, const int32_t (*c)[16], int64_t g) {
+    const __m512i sc = _mm512_load_si512(panel + g * rec_bytes + G * 16);
+    ((sum[T] = _mm512_add_epi32(sum[T], _mm512_mullo_epi32(_mm512_load_si512(c[T]), sc))), ...);
+  }
+  TIERLM_INLINE void Fold(const int32_t (*c)[16], int64_t g) { Apply(std::make_index_sequence<16>{}, c, g); }
+  template <size_t... T>
+  TIERLM_INLINE void Zero(std::index_sequence<T...>) {
+    ((sum[T] = _mm512_setzero_si512()), ...);
+  }
+  template <size_t... T>
+  TIERLM_INLINE void Spill(std::index_sequence<T...>, int32_t (*out)[16]) {
+    ((_mm512_store_si512(out[T], sum[T])), ...);
+  }
+};
+
 template <int G, bool kMins>
 void TileK(const uint8_t* panel, int64_t n_groups, int64_t rec_bytes, const TokenTile& tok, int nt, float* y,
            int64_t y_stride, int64_t rows_left) {
@@ -151,21 +211,19 @@ void TileK(const uint8_t* panel, int64_t n_groups, int64_t rec_bytes, const Toke
   constexpr int kGroups = 256 / G;
   alignas(64) float acc_mem[16][16];
   for (auto& row : acc_mem) _mm512_store_ps(row, _mm512_setzero_ps());
+  FoldK<G> f{panel, rec_bytes, {}};
   for (int64_t g0 = 0; g0 < n_groups; g0 += kGroups) {
     const int64_t i = g0 / kGroups;
-    __m512i sum[16];
-    for (auto& v : sum) v = _mm512_setzero_si512();
-    ForEachGroupDot<G>(panel, rec_bytes, tok, g0, g0 + kGroups, [&](const int32_t (*c)[16], int64_t g) {
-      const __m512i sc = _mm512_load_si512(panel + g * rec_bytes + kCode);
-      #pragma GCC unroll 16
-      for (int t = 0; t < 16; ++t) sum[t] = _mm512_add_epi32(sum[t], _mm512_mullo_epi32(_mm512_load_si512(c[t]), sc));
-    });
+    f.Zero(std::make_index_sequence<16>{});
+    ForEachGroupDot<G>(panel, rec_bytes, tok, g0, g0 + kGroups, f);
+    alignas(64) int32_t sums[16][16];
+    f.Spill(std::make_index_sequence<16>{}, sums);
     const uint8_t* aux = panel + g0 * rec_bytes + kCode + 128;  // aux of group 0
     const __m512 d = _mm512_load_ps(reinterpret_cast<const float*>(aux + (kMins ? 4 : 0) * rec_bytes));
     #pragma GCC unroll 16
     for (int t = 0; t < 16; ++t) {
       const __m512 da = _mm512_set1_ps(tok.D(t, i));
-      __m512 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(d, da), _mm512_load_ps(acc_mem[t]));
+      __m512 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums[t])), _mm512_mul_ps(d, da), _mm512_load_ps(acc_mem[t]));
       if constexpr (kMins) {
         int32_t s2[4];
         std::memcpy(s2, tok.base + t * tok.stride + tok.s_off + 2 * 8 * i, 16);
@@ -179,9 +237,8 @@ void TileK(const uint8_t* panel, int64_t n_groups, int64_t rec_bytes, const Toke
       _mm512_store_ps(acc_mem[t], acc);
     }
   }
-  __m512 acc[16];
-  for (int t = 0; t < 16; ++t) acc[t] = _mm512_load_ps(acc_mem[t]);
-  StoreTile(acc, nt, y, y_stride, rows_left);
+  const __mmask16 m = RowMask(rows_left);
+  for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + t * y_stride, m, _mm512_load_ps(acc_mem[t]));
 }
 
 using AmxTileFn = void (*)(const uint8_t*, int64_t, int64_t, const TokenTile&, int, float*, int64_t, int64_t);
