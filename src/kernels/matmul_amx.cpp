@@ -9,7 +9,7 @@
 // (token, row) pair of the group, a C tile of 16 tokens x 16 rows of int32.
 //
 // The f32 work per (row, token) is the AVX-512 kernels' canonical order, operation for
-// operation (see TileQ8Pair and TileQ4K / TileQ6K there): the C tiles are stored and
+// operation (the Q4_0 / Q8_0 canonical order and TileQ4K / TileQ6K there): the C tiles are stored and
 // folded into f32 accumulators by the same FMAs, so a token's result is bit-identical to
 // the AVX-512 path's, whatever its batch (matmul.h). Only the integer dots moved to tiles.
 //

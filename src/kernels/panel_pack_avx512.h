@@ -31,9 +31,9 @@ namespace {
 // dot at corr removes the +128, leaving the exact integer dot of the signed codes.
 //
 // The f32 operations per (row, token) are the decode kernels' canonical ones, in the same
-// order (so results do not depend on the batch): Q4_0 / Q8_0 one FMA per block (see
-// TileQ8Pair); K-quants one integer sum per 256-element block, A = sum of scale * group
-// dot (and for Q4_K M = sum of min * activation sum per 32), then
+// order (so results do not depend on the batch): Q4_0 / Q8_0 one FMA per block (the
+// canonical order in matmul_avx512.cpp); K-quants one integer sum per 256-element block,
+// A = sum of scale * group dot (and for Q4_K M = sum of min * activation sum per 32), then
 //   acc = fma(float(A), d * d_a, acc)  [Q4_K: acc = fnmadd(float(M), dmin * d_a, acc)]
 // (see TileQ4K / TileQ6K).
 
