@@ -33,12 +33,13 @@ constexpr int kQ8PanelMinTok = 128;
 
 // Decode streams weights from DRAM once per token: the hardware prefetchers alone leave
 // most of the bandwidth unused (4 interleaved row streams), so single-token tiles prefetch
-// the same bytes kPrefetchRows rows ahead (the next tile: a tile's rows are contiguous).
+// the same bytes kPrefetchRows rows ahead (the next tile: a tile's rows are contiguous),
+// into L2 (more misses in flight than L1 allows: Q4_K_M decode +2-4% on Sapphire Rapids).
 template <int kBytes>
 inline void PrefetchAhead(const uint8_t* p, int64_t row_bytes) {
   const char* q = reinterpret_cast<const char*>(p + kPrefetchRows * row_bytes);
   #pragma GCC unroll 8
-  for (int o = 0; o < kBytes; o += 64) _mm_prefetch(q + o, _MM_HINT_T0);
+  for (int o = 0; o < kBytes; o += 64) _mm_prefetch(q + o, _MM_HINT_T1);
 }
 
 inline uint16_t LoadU16(const uint8_t* p) {
