@@ -96,29 +96,6 @@ struct Q8_0Pair {
 // chain of the canonical order (see "The canonical order of a Q4_0 / Q8_0 dot product") runs for 16 rows at once. Each weight block
 // is read once for all the call's tokens.
 
-// v[i] holds rows 4i..4i+3 in its 128-bit groups (4 dwords each); on return v[j] holds
-// dword j of every row, row 4i + g in lane 4g + i.
-inline void Transpose4x4Groups(__m512i (&v)[4]) {
-  const __m512i a0 = _mm512_unpacklo_epi32(v[0], v[1]), a1 = _mm512_unpackhi_epi32(v[0], v[1]);
-  const __m512i a2 = _mm512_unpacklo_epi32(v[2], v[3]), a3 = _mm512_unpackhi_epi32(v[2], v[3]);
-  v[0] = _mm512_unpacklo_epi64(a0, a2);
-  v[1] = _mm512_unpackhi_epi64(a0, a2);
-  v[2] = _mm512_unpacklo_epi64(a1, a3);
-  v[3] = _mm512_unpackhi_epi64(a1, a3);
-}
-
-// 16 bytes at p + roff[r] for each of 16 rows r, as 4 vectors (see Transpose4x4Groups).
-inline void Load16x16(const uint8_t* p, const int64_t* roff, __m512i (&v)[4]) {
-  #pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i])));
-    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 1])), 1);
-    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 2])), 2);
-    v[i] = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + roff[4 * i + 3])), 3);
-  }
-  Transpose4x4Groups(v);
-}
-
 struct Q4_0Rows {
   static constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
   static constexpr int kOffset = 8;
@@ -151,9 +128,6 @@ struct Q8_0Rows {
   }
 };
 
-// Lane l of a 16-row tile holds row RowOfLane()[l] = 4 (l % 4) + l / 4 (an involution: also
-// the lane of row l).
-inline __m512i RowOfLane() { return _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0); }
 
 inline int32_t LoadI32(const void* p) {
   int32_t v;
