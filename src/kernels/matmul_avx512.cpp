@@ -258,7 +258,9 @@ void GemvQ8Pair16(const GemmArgs& a) {
       #pragma GCC unroll 16
       for (int r = 0; r < 16; ++r) {
         const uint8_t* blk = w[r] + b * W::kBlockBytes;
-        _mm_prefetch(reinterpret_cast<const char*>(blk + pf), _MM_HINT_T1);
+        #pragma GCC unroll 2
+        for (int64_t o = 0; o < 2 * W::kBlockBytes; o += 64)  // every line of the pair's bytes
+          _mm_prefetch(reinterpret_cast<const char*>(blk + pf + o), _MM_HINT_T1);
         d[r] = _mm512_dpbusd_epi32(neg_corr, W::Codes(blk, has_second), av);
       }
       __m512i even, odd;
