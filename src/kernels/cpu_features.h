@@ -14,7 +14,8 @@ enum class KernelPath {
   kScalar,  // portable C++
   kAvx2,    // AVX2 + FMA + F16C
   kAvx512,  // AVX-512 F/BW/VL/DQ + VNNI + BF16
-  // kAvx512's kernels, with AMX tiles (int8 and bf16) for batched (prefill) products. Each
+  // kAvx512's kernels, with AMX int8 tiles for batched (prefill) Q4_0, Q8_0, Q4_K and Q6_K
+  // products (BF16 weights keep the AVX-512 panels; AMX-BF16 is required, not yet used). Each
   // product is computed in kAvx512's f32 order, so the two paths give bit-identical results.
   // Needs the CPU's AMX-TILE/INT8/BF16 and the OS's permission for tile data (Linux 5.16+,
   // asked once per process with arch_prctl).
