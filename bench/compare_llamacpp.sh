@@ -43,14 +43,15 @@ def rows(prefix):
     for path in sorted(glob.glob(prefix + "-*.json")):
         items += json.load(open(path))
     return items
-print("| model | test | llama.cpp t/s (median, min-max) | tierlm t/s (median, min-max) | ratio | tierlm of bw limit |")
+print("| model | test | llama.cpp t/s (median, min-max) | tierlm t/s (median, min-max) | ratio | tierlm of bw limit (triad; pure read) |")
 print("| --- | --- | ---: | ---: | ---: | ---: |")
 for m in models:
     name = os.path.basename(m)
     l, t = rows(f"{out}/llama-{name}"), rows(f"{out}/tierlm-{name}")
-    bw = None
+    bw = rd = None
     try:
-        bw = json.load(open(f"{out}/bw-{name}.json"))[0]["bw_limit_ts"]
+        probe = json.load(open(f"{out}/bw-{name}.json"))[0]
+        bw, rd = probe["bw_limit_ts"], probe.get("read_limit_ts")
     except Exception:
         pass
     for kind in ("pp", "tg"):
@@ -61,5 +62,7 @@ for m in models:
         lm, tm = statistics.median(ls), statistics.median(ts)
         n = [r["n_prompt"] if kind == "pp" else r["n_gen"] for r in t if (r["n_prompt"] > 0) == (kind == "pp")][0]
         frac = f"{100 * tm / bw:.0f}% of {bw:.1f}" if (bw and kind == "tg") else ""
+        if frac and rd:
+            frac += f"; {100 * tm / rd:.0f}% of {rd:.1f}"
         print(f"| {name} | {kind}{n} | {lm:.2f} ({min(ls):.2f}-{max(ls):.2f}) | {tm:.2f} ({min(ts):.2f}-{max(ts):.2f}) | {tm / lm:.2f} | {frac} |")
 PY

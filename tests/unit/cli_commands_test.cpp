@@ -71,6 +71,28 @@ TEST(CliCommandsTest, BenchPrintsLlamaBenchJsonFields) {
     EXPECT_NE(r.output.find(field), std::string::npos) << field << " in " << r.output;
 }
 
+// With the bandwidth probes on, a decode row carries both bounds: the triad's and the pure
+// read's (the tighter one for decode, which only reads), each with its fraction.
+TEST(CliCommandsTest, BenchDecodeRowsCarryTheTriadAndTheReadBound) {
+  auto r = RunShell(Bin() + " bench -m " + Stories() + " -p 0 -n 4 -r 1 -t 2 -o json -q", false);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto number = [&](const std::string& field) {
+    const size_t at = r.output.find("\"" + field + "\": ");
+    EXPECT_NE(at, std::string::npos) << field << " in " << r.output;
+    return at == std::string::npos ? -1.0 : std::stod(r.output.substr(at + field.size() + 4));
+  };
+  EXPECT_GT(number("triad_bytes_per_s"), 0);
+  EXPECT_GT(number("read_bytes_per_s"), 0);
+  const double avg = number("avg_ts"), read_limit = number("read_limit_ts");
+  EXPECT_GT(read_limit, 0);
+  EXPECT_GT(number("bw_limit_ts"), 0);
+  EXPECT_NEAR(number("read_fraction"), avg / read_limit, 1e-3 * (1 + avg / read_limit));
+  r = RunShell(Bin() + " bench -m " + Stories() + " -p 0 -n 4 -r 1 -t 2 -q", false);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(read: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("memory read bandwidth (a pure read of"), std::string::npos) << r.output;
+}
+
 // Without -m, run tells a story with the embedded stories260K (a real trained model);
 // --synthetic gives the random-weight model of a real shape instead, and says so.
 TEST(CliCommandsTest, DefaultModelRunsWithoutArguments) {
