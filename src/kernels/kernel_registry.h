@@ -61,9 +61,28 @@ struct KernelSet {
     GemmFn prefill = nullptr;
     int prefill_row_tile = 1;
     int prefill_min_tok = 0;
+    // Optional second batched kernel for larger batches (AMX tiles), called as `prefill` is,
+    // when n_tok >= large_min_tok; the same rule of one f32 order applies.
+    ActFormat large_act = ActFormat::kF32;
+    GemmFn large = nullptr;
+    int large_row_tile = 1;
+    int large_min_tok = 0;
   };
   Entry entries[kNumKernelTypes];
 };
+
+// The batched kernel an entry runs for n_tok tokens: `large` from large_min_tok, else
+// `prefill` from prefill_min_tok; fn null: neither (the plain gemm kernel).
+struct BatchedKernel {
+  GemmFn fn = nullptr;
+  ActFormat act = ActFormat::kF32;
+  int row_tile = 1;
+};
+inline BatchedKernel BatchedKernelFor(const KernelSet::Entry& e, int64_t n_tok) {
+  if (e.large != nullptr && n_tok >= e.large_min_tok) return {e.large, e.large_act, e.large_row_tile};
+  if (e.prefill != nullptr && n_tok >= e.prefill_min_tok) return {e.prefill, e.prefill_act, e.prefill_row_tile};
+  return {};
+}
 
 // Each defined in matmul_<path>.cpp; the AVX ones may only be called when supported.
 const KernelSet& ScalarKernels();

@@ -48,7 +48,8 @@ int64_t ChunkRows(int64_t n_out, int64_t tile, int n_threads) {
 
 // Computes weight rows [row_begin, row_end) of w for every token; act holds the tokens'
 // activations in the kernel's format.
-void RunRows(const KernelSet::Entry& entry, bool batched, const WeightMatrix& w, const uint8_t* act,
+// batched: the entry's batched kernel for these tokens (BatchedKernelFor), or null.
+void RunRows(const KernelSet::Entry& entry, GemmFn batched, const WeightMatrix& w, const uint8_t* act,
              const ActLayout& layout, int64_t n_tok, float* y, int64_t y_stride, int64_t row_begin,
              int64_t row_end) {
   const int64_t w_row_bytes = RowBytes(w.type, w.n_in);
@@ -57,13 +58,13 @@ void RunRows(const KernelSet::Entry& entry, bool batched, const WeightMatrix& w,
   args.act_layout = layout;
   args.n_in = w.n_in;
   args.y_stride = y_stride;
-  if (batched || n_tok == 1) {
+  if (batched != nullptr || n_tok == 1) {
     args.w = static_cast<const uint8_t*>(w.data) + row_begin * w_row_bytes;
     args.n_rows = row_end - row_begin;
     args.act = act;
     args.n_tok = n_tok;
     args.y = y + row_begin;
-    (batched ? entry.prefill : entry.gemm)(args);
+    (batched != nullptr ? batched : entry.gemm)(args);
     return;
   }
   for (int64_t r0 = row_begin; r0 < row_end; r0 += kRowBlock) {
@@ -89,8 +90,8 @@ void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const fl
     return;
   }
   const KernelSet::Entry& entry = kernels.entries[kt];
-  const bool batched = entry.prefill != nullptr && n_tok >= entry.prefill_min_tok;
-  const ActFormat act_format = batched ? entry.prefill_act : entry.act;
+  const BatchedKernel batched = BatchedKernelFor(entry, n_tok);
+  const ActFormat act_format = batched.fn != nullptr ? batched.act : entry.act;
   const ActLayout layout = GetActLayout(act_format, w.n_in);
 
   static thread_local ActBuffer act_buffer;
@@ -107,12 +108,12 @@ void MatmulWithKernels(const KernelSet& kernels, const WeightMatrix& w, const fl
     });
   }
 
-  const int64_t tile = batched ? entry.prefill_row_tile : entry.row_tile;
+  const int64_t tile = batched.fn != nullptr ? batched.row_tile : entry.row_tile;
   // Rows are handed out in chunks from a shared counter (ParallelForDynamic), so a thread
   // the OS deschedules does not stall the matmul (kChunksPerThread).
   const int64_t chunk_rows = ChunkRows(w.n_out, tile, n_threads);
   auto rows = [&](int64_t row_begin, int64_t row_end) {
-    RunRows(entry, batched, w, act, layout, n_tok, y, y_stride, row_begin, row_end);
+    RunRows(entry, batched.fn, w, act, layout, n_tok, y, y_stride, row_begin, row_end);
   };
   if (pool == nullptr || n_threads == 1) {
     rows(0, w.n_out);
@@ -145,7 +146,7 @@ void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob>
     const KernelSet::Entry& entry = kernels.entries[kt];
     prep.push_back({&entry, GetActLayout(entry.act, job.w.n_in), 0});
     if (job.n_tok <= 0 || job.w.n_out <= 0) continue;
-    if (entry.prefill != nullptr && job.n_tok >= entry.prefill_min_tok) {
+    if (BatchedKernelFor(entry, job.n_tok).fn != nullptr) {
       batched_jobs.push_back(j);
       continue;
     }
@@ -194,7 +195,7 @@ void MatmulBatchWithKernels(const KernelSet& kernels, std::span<const MatmulJob>
       const Item& it = items[static_cast<size_t>(i)];
       const MatmulJob& job = jobs[it.job];
       const Prepared& p = prep[it.job];
-      RunRows(*p.entry, false, job.w, act + prep[source[it.job]].act_offset, p.layout, job.n_tok, job.y,
+      RunRows(*p.entry, nullptr, job.w, act + prep[source[it.job]].act_offset, p.layout, job.n_tok, job.y,
               job.y_stride, it.row_begin, it.row_end);
     }
   };

@@ -398,8 +398,8 @@ TEST(MatmulAmxTest, EqualsTheAvx512PathBitForBit) {
   for (GgmlType type : kTypes) {
     SCOPED_TRACE(std::string(TypeName(type)));
     for (int64_t n_in : {int64_t{768}, int64_t{2048}}) {
-      const Problem p = MakeProblem(type, n_in, 75, 200, 5);
-      for (int64_t n_tok : {1, 16, 31, 32, 33, 48, 100, 200}) {
+      const Problem p = MakeProblem(type, n_in, 75, 300, 5);
+      for (int64_t n_tok : {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 100, 255, 256, 300}) {
         for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &pool2}) {
           Problem view = p;
           view.n_tok = n_tok;
