@@ -115,47 +115,25 @@ inline void PrefetchLines(const uint8_t* p) {
   for (int o = 0; o < kBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + o, _MM_HINT_T0);
 }
 
-// Packs one weight row into lane `lane` of a panel (n_groups records of L.rec_bytes).
+// Per weight type: Q4_0 / Q8_0 panels are built by PackPanelQ8; the K-quants' Row packs one
+// weight row into lane `lane` of a panel (n_groups records of L.rec_bytes), which
+// FinishPanel then transposes.
 struct PackQ4_0 {
   static constexpr int kGroup = 32;
-  static constexpr bool kQ8Blocks = true;  // PackFullPanelQ8 handles full panels
   static constexpr bool kNibbles = true;
   static constexpr int64_t kBlockBytes = sizeof(BlockQ4_0);
   static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
-    for (int64_t g = 0; g < n_in / 32; ++g) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[g].qs));
-      const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, _mm_set1_epi8(15)), _mm_set1_epi8(8));
-      const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15)), _mm_set1_epi8(8));
-      uint8_t* rec = panel + g * L.rec_bytes;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(rec + 32 * lane), _mm256_set_m128i(hi, lo));
-      const float d = _cvtsh_ss(b[g].d);
-      std::memcpy(rec + L.code_bytes + 4 * lane, &d, 4);
-    }
-  }
 };
 struct PackQ8_0 {
   static constexpr int kGroup = 32;
-  static constexpr bool kQ8Blocks = true;
   static constexpr bool kNibbles = false;
   static constexpr int64_t kBlockBytes = sizeof(BlockQ8_0);
   static constexpr bool kKQuant = false;
   static constexpr bool kMins = false;
-  static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
-    const auto* b = reinterpret_cast<const BlockQ8_0*>(row);
-    for (int64_t g = 0; g < n_in / 32; ++g) {
-      _mm_prefetch(reinterpret_cast<const char*>(b + g) + pf, _MM_HINT_T0);
-      const float d = _cvtsh_ss(b[g].d);
-      PutGroup(panel + g * L.rec_bytes, L, lane, b[g].qs, &d);
-    }
-  }
 };
 struct PackQ4_K {
   static constexpr int kGroup = 32;
-  static constexpr bool kQ8Blocks = false;
   static constexpr bool kKQuant = true;
   static constexpr bool kMins = true;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
@@ -186,7 +164,6 @@ struct PackQ4_K {
 };
 struct PackQ6_K {
   static constexpr int kGroup = 16;
-  static constexpr bool kQ8Blocks = false;
   static constexpr bool kKQuant = true;
   static constexpr bool kMins = false;
   static void Row(const uint8_t* row, int64_t n_in, uint8_t* panel, const PanelLayout& L, int lane, int64_t pf) {
@@ -221,20 +198,18 @@ struct PackQ6_K {
   }
 };
 
-// Packs weight rows [r0, r0 + rows) of a (rows <= 32) into one or two panels of panel_bytes
-// each at out (panel 1 only when rows > 16); a panel's missing rows are zero. Returns the
-// number of panels.
-// A full panel of 16 Q4_0 or Q8_0 rows (row r at base + r * rb), built in registers: each
+// A panel of n <= 16 Q4_0 or Q8_0 rows (row r at base + r * rb), built in registers: each
 // block's 16 rows transposed by Load16x16 (rows into lanes, 4 codes per lane, as the panel
-// stores them) instead of written row by row and gathered back (P::Row + FinishPanel); the
-// same bytes, at a fraction of the instructions.
+// stores them), a fraction of the instructions of writing row by row and gathering back.
+// Lanes past n repeat row n - 1: the kernels compute them and never store them.
 template <typename P>
-void PackFullPanelQ8(const uint8_t* base, int64_t rb, int64_t n_groups, const PanelLayout& L, uint8_t* panel) {
+void PackPanelQ8(const uint8_t* base, int64_t rb, int64_t n, int64_t n_groups, const PanelLayout& L,
+                 uint8_t* panel) {
   int64_t roff[16];
   alignas(64) int32_t off32[16];
   for (int r = 0; r < 16; ++r) {
-    roff[r] = r * rb;
-    off32[r] = static_cast<int32_t>(r * rb);
+    roff[r] = (r < n ? r : n - 1) * rb;
+    off32[r] = static_cast<int32_t>(roff[r]);
   }
   const __m512i gidx = _mm512_load_si512(off32);
   const __m512i lane_to_row = RowOfLane();
@@ -277,6 +252,9 @@ void PackFullPanelQ8(const uint8_t* base, int64_t rb, int64_t n_groups, const Pa
   }
 }
 
+// Packs weight rows [r0, r0 + rows) of a (rows <= 32) into one or two panels of panel_bytes
+// each at out (panel 1 only when rows > 16); a panel's missing rows are zero (K-quants) or repeat its last row (PackPanelQ8). Returns the
+// number of panels.
 template <typename P>
 int PackPanels(const GemmArgs& a, int64_t r0, int64_t rows, const PanelLayout& L, int64_t panel_bytes,
                uint8_t* out) {
@@ -285,17 +263,15 @@ int PackPanels(const GemmArgs& a, int64_t r0, int64_t rows, const PanelLayout& L
   for (int rv = 0; rv < count; ++rv) {
     uint8_t* panel = out + rv * panel_bytes;
     const int64_t n = rows - 16 * rv < 16 ? rows - 16 * rv : 16;
-    if constexpr (P::kQ8Blocks) {
-      if (n == 16) {
-        PackFullPanelQ8<P>(a.w + (r0 + 16 * rv) * a.w_row_bytes, a.w_row_bytes, n_groups, L, panel);
-        continue;
-      }
+    if constexpr (!P::kKQuant) {
+      PackPanelQ8<P>(a.w + (r0 + 16 * rv) * a.w_row_bytes, a.w_row_bytes, n, n_groups, L, panel);
+    } else {
+      if (n < 16) std::memset(panel, 0, static_cast<size_t>(panel_bytes));
+      for (int64_t lane = 0; lane < n; ++lane)
+        P::Row(a.w + (r0 + 16 * rv + lane) * a.w_row_bytes, a.n_in, panel, L, static_cast<int>(lane),
+               32 * a.w_row_bytes);
+      FinishPanel<P::kGroup>(panel, n_groups, L.rec_bytes);
     }
-    if (n < 16) std::memset(panel, 0, static_cast<size_t>(panel_bytes));
-    for (int64_t lane = 0; lane < n; ++lane)
-      P::Row(a.w + (r0 + 16 * rv + lane) * a.w_row_bytes, a.n_in, panel, L, static_cast<int>(lane),
-             32 * a.w_row_bytes);
-    FinishPanel<P::kGroup>(panel, n_groups, L.rec_bytes);
   }
   return count;
 }
