@@ -431,13 +431,14 @@ int BenchCommand(int argc, char** argv) {
   // Bandwidths first, before the engine holds its memory: under a budget the probes'
   // buffers must not add to the engine's peak.
   double triad = 0, read_bw = 0, disk = 0, disk_first = 0;
+  const uint64_t read_probe_bytes = ReadProbeBytes();
   if (!no_bw) {
     auto probe_pool = ThreadPool::Create(*resolved_threads);
     if (!probe_pool.ok()) return ReportError(probe_pool.status());
     triad = MeasureTriadBandwidth(probe_pool->get());
     // Only decode rows use it (and it allocates up to 1 GiB for a moment).
     if (std::any_of(tg->begin(), tg->end(), [](int64_t n) { return n > 0; }))
-      read_bw = MeasureReadBandwidth(probe_pool->get(), ReadProbeBytes());
+      read_bw = MeasureReadBandwidth(probe_pool->get(), read_probe_bytes);
     if (eo.mem_budget_bytes > 0 || eo.kv_mem_bytes > 0) {  // weights or KV may come from disk
       io::PosixStorageEnv env;
       auto f = env.OpenForRandomRead(model);
@@ -792,7 +793,7 @@ int BenchCommand(int argc, char** argv) {
                 e.pool().size(), triad / 1e9, weights_per_token / 1048576.0);
   if (read_bw > 0)
     std::printf("memory read bandwidth (a pure read of %.0f MiB, %d threads): %.1f GB/s\n",
-                ReadProbeBytes() / 1048576.0, e.pool().size(), read_bw / 1e9);
+                read_probe_bytes / 1048576.0, e.pool().size(), read_bw / 1e9);
   if (!moe_live.empty()) {
     std::printf("\n");
     PrintMoeSummary(e, moe_live);
