@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <sstream>
 #include <random>
 
 #include "core/thread_pool.h"
@@ -175,6 +176,24 @@ Result<uint64_t> ParseByteSize(const std::string& s) {
   const double bytes = x * mult;
   if (!(bytes < 18446744073709551616.0)) return Status::InvalidArgument("size '" + s + "' is too large");
   return static_cast<uint64_t>(bytes);
+}
+
+Result<std::vector<int64_t>> ParseIntList(const std::string& flag, const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end || v < 0)
+      return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
+    if (errno == ERANGE) return Status::InvalidArgument(flag + ": " + item + " is out of range");
+    out.push_back(v);
+  }
+  if (out.empty() || s.back() == ',')
+    return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
+  return out;
 }
 
 }  // namespace tierlm::cli

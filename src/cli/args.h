@@ -56,4 +56,7 @@ void NoteThreads(int64_t requested);
 // or 2^64 bytes and above is InvalidArgument.
 Result<uint64_t> ParseByteSize(const std::string& s);
 
+// "512,1024,4096": non-negative integers, comma-separated; InvalidArgument naming `flag`.
+Result<std::vector<int64_t>> ParseIntList(const std::string& flag, const std::string& s);
+
 }  // namespace tierlm::cli

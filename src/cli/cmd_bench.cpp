@@ -32,24 +32,6 @@
 namespace tierlm::cli {
 namespace {
 
-Result<std::vector<int64_t>> ParseList(const std::string& flag, const std::string& s) {
-  std::vector<int64_t> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    char* end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(item.c_str(), &end, 10);
-    if (item.empty() || *end || v < 0)
-      return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
-    if (errno == ERANGE) return Status::InvalidArgument(flag + ": " + item + " is out of range");
-    out.push_back(v);
-  }
-  if (out.empty() || s.back() == ',')
-    return Status::InvalidArgument(flag + ": expected non-negative integers, comma-separated, got '" + s + "'");
-  return out;
-}
-
 struct Row {
   std::string test;
   int64_t n_prompt = 0, n_gen = 0;
@@ -387,12 +369,12 @@ int BenchCommand(int argc, char** argv) {
   if (depth_fill != "compute" && depth_fill != "random")
     return ReportError(Status::InvalidArgument("bench: --depth-fill must be compute or random"));
   if (reps < 1) return ReportError(Status::InvalidArgument("bench: -r must be at least 1"));
-  auto pp = ParseList("-p", prompts);
+  auto pp = ParseIntList("-p", prompts);
   if (!pp.ok()) return ReportError(pp.status());
-  auto tg = ParseList("-n", gens);
+  auto tg = ParseIntList("-n", gens);
   if (!tg.ok()) return ReportError(tg.status());
   if (batch <= 0) return ReportError(Status::InvalidArgument("batch size (-b) must be positive"));
-  auto dd = ParseList("-d", depths);
+  auto dd = ParseIntList("-d", depths);
   if (!dd.ok()) return ReportError(dd.status());
   if (batch_seqs < 0 || batch_seqs > 256)
     return ReportError(Status::InvalidArgument("bench: --batch-seqs must be in [0, 256]"));
@@ -419,6 +401,8 @@ int BenchCommand(int argc, char** argv) {
     eo.mem_budget_bytes = *b;
   }
   st = ApplyKvTypes(kv_types, &eo.kv_format, &eo.kv_mem_bytes);
+  if (!st.ok()) return ReportError(st);
+  st = ApplyKvSparse(kv_types, &eo.kv_sparse);
   if (!st.ok()) return ReportError(st);
   eo.kv_spill_dir = kv_types.spill_dir;
   int64_t max_ctx = 16, max_depth = 0;

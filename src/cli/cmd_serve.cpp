@@ -95,6 +95,7 @@ int ServeCommand(int argc, char** argv) {
     eo.mem_budget_bytes = *budget;
   }
   if (Status k = ApplyKvTypes(kv_types, &eo.kv_format); !k.ok()) return ReportError(k);
+  if (Status k = ApplyKvSparse(kv_types, &eo.kv_sparse); !k.ok()) return ReportError(k);
   if (eo.model_path.empty()) {
     auto path = EnsureDefaultModel(false);
     if (!path.ok()) return ReportError(path.status());

@@ -11,6 +11,23 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
          "unless --mem-budget cannot hold it)");
   ap.Add({"--kv-spill-dir"}, &flags->spill_dir,
          "directory of the KV spill file, a private file removed at exit (default: the model's directory)");
+  ap.Add({"--kv-sparse"}, &flags->sparse,
+         "sparse KV retrieval for decode steps: exact (default: every block read) or quest (per-block key bounds "
+         "pick the blocks each KV head reads; lossy)");
+  ap.Add({"--kv-budget"}, &flags->budget,
+         "--kv-sparse: positions each KV head reads per decode step, sinks and recent window included (default 2048)");
+  ap.Add({"--kv-sink-blocks"}, &flags->sinks, "--kv-sparse: first blocks always read (default 1)");
+  ap.Add({"--kv-recent-blocks"}, &flags->recent, "--kv-sparse: last blocks always read (default 2)");
+  ap.Add({"--kv-dense-layers"}, &flags->dense_layers, "--kv-sparse: first layers read exactly (default 0)");
+}
+
+Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse) {
+  TIERLM_ASSIGN_OR_RETURN(sparse->mode, kv::ParseKvSparseMode(flags.sparse));
+  sparse->budget_tokens = flags.budget;
+  sparse->sink_blocks = flags.sinks;
+  sparse->recent_blocks = flags.recent;
+  sparse->dense_layers = flags.dense_layers;
+  return kv::CheckKvSparse(*sparse, flags.block);
 }
 
 Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format, uint64_t* kv_mem_bytes) {

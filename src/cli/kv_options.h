@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "core/status.h"
+#include "kv/block_selector.h"
 #include "kv/paged_kv_store.h"
 
 namespace tierlm::cli {
@@ -18,11 +19,19 @@ struct KvTypeFlags {
   int32_t block = 16;  // --kv-block: positions per KV cache block
   std::string mem;     // --kv-mem: memory for the KV cache (the rest spills to disk)
   std::string spill_dir;  // --kv-spill-dir
+  // Sparse retrieval (kv/block_selector.h).
+  std::string sparse = "exact";  // --kv-sparse
+  int64_t budget = 2048;         // --kv-budget
+  int32_t sinks = 1;             // --kv-sink-blocks
+  int32_t recent = 2;            // --kv-recent-blocks
+  int32_t dense_layers = 0;      // --kv-dense-layers
 };
 
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);
 // InvalidArgument naming the flag for an unknown type, a bad size. *kv_mem_bytes (when
 // not null) gets --kv-mem (0: not given).
 Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format, uint64_t* kv_mem_bytes = nullptr);
+// The sparse retrieval flags, checked against the block size.
+Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse);
 
 }  // namespace tierlm::cli

@@ -26,6 +26,9 @@ void PrintHelp() {
       "                                 tierlm serve -m model.gguf --port 8080 -np 4\n"
       "  moe-report  expert cache hit rates and routing consistency of a trace:\n"
       "                                 tierlm moe-report --trace routing.trace\n"
+      "  kv-eval  pass-key accuracy and perplexity of the KV modes on a trained model:\n"
+      "                                 tierlm kv-eval -m tests/data/longctx.gguf --text tests/data/longctx-heldout.txt "
+      "--modes exact,quest/8\n"
       "\n"
       "'tierlm <command> --help' lists a command's options.\n");
 }
@@ -47,6 +50,7 @@ static int Dispatch(int argc, char** argv) {
   if (cmd == "trace") return tierlm::cli::TraceCommand(argc, argv);
   if (cmd == "moe-report") return tierlm::cli::MoeReportCommand(argc, argv);
   if (cmd == "serve") return tierlm::cli::ServeCommand(argc, argv);
+  if (cmd == "kv-eval") return tierlm::cli::KvEvalCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
   return 2;
 }

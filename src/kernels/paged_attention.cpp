@@ -80,7 +80,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     ResetStates(P, G, hd);
     if (static_cast<int64_t>(scores.size()) < B) scores.resize(static_cast<size_t>(B));
     for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
-      if (row.skip && row.skip[bi]) continue;
+      if (row.Skips(bi, g)) continue;
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
       const uint8_t* block = kv.blocks[row.blocks[bi]];
       if (avx512) {
@@ -181,7 +181,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
           }
           const int64_t k0 = j * S, k1 = std::min(max_keys, k0 + S);
           for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
-            if (first.skip && first.skip[bi]) continue;
+            if (first.Skips(bi, g)) continue;
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
             const uint8_t* block = kv.blocks[first.blocks[bi]];

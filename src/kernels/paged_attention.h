@@ -11,8 +11,9 @@
 // key count: never on the other rows, the thread count or how the prompt was chunked (the
 // spans and the merge order are fixed by the position alone).
 //
-// The seam for sparse attention: a row may name blocks to skip (`skip`), which then count
-// as if they held no keys.
+// The seam for sparse attention: a row may name blocks to skip (`skip`), for all its KV
+// heads or for each KV head on its own (skip_heads), which then count as if they held no
+// keys; a skipped block's bytes are never read (it need not be resident).
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,11 @@ inline constexpr int64_t kPagedSplitKeys = 256;
 struct PagedQuery {
   const int32_t* blocks = nullptr;  // the sequence's block table
   int64_t n_keys = 0;               // attends to positions [0, n_keys)
-  const uint8_t* skip = nullptr;    // per block of the table: nonzero = skip; may be null
+  const uint8_t* skip = nullptr;    // nonzero = skip; may be null
+  // 0: skip[b] for block b of the table, every KV head; n_head_kv: skip[b * n_head_kv + g]
+  // for KV head g.
+  int32_t skip_heads = 0;
+  bool Skips(int64_t b, int64_t g) const { return skip && skip[skip_heads ? b * skip_heads + g : b]; }
 };
 
 // q, out: one row per query, [n_head * head_dim] each (row r at r * n_head * head_dim).

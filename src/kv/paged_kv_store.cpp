@@ -195,6 +195,19 @@ void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float
     QuantizeRow(format_.k_type, k + h * head_dim_, kd + h * kh, head_dim_);
     QuantizeRow(format_.v_type, v + h * head_dim_, vd + h * vh, head_dim_);
   }
+  if (summaries_.enabled()) SummarizeKeys(layer, slot.block, slot.offset, kd);
+}
+
+void PagedKvStore::EnableSummaries() {
+  if (!summaries_.enabled()) summaries_ = KvBlockSummaries(n_layer_, n_blocks_, n_head_kv_, head_dim_);
+}
+
+void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row) {
+  key_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
+  const int64_t kh = RowBytes(format_.k_type, head_dim_);
+  for (int64_t h = 0; h < n_head_kv_; ++h)
+    DequantizeRow(format_.k_type, key_row + h * kh, key_row_.data() + h * head_dim_, head_dim_);
+  summaries_.Add(layer, b, offset, key_row_.data());
 }
 
 Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
@@ -213,6 +226,7 @@ Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
     TIERLM_ASSIGN_OR_RETURN(ResidencyPin dst, manager_->AcquireForWrite(EntryOf(l, to)));
     copy(src.data(), dst.mutable_data());
   }
+  if (summaries_.enabled()) summaries_.Copy(from, to);
   return Status::Ok();
 }
 
@@ -235,11 +249,14 @@ Status PagedKvStore::ImportBlock(BlockId b, const uint8_t* in) {
   for (int64_t l = 0; l < n_layer_; ++l, in += n) {
     if (!manager_) {
       std::memcpy(table_[static_cast<size_t>(l) * n_blocks_ + static_cast<size_t>(b)], in, n);
-      continue;
+    } else {
+      Result<ResidencyPin> p = manager_->AcquireForWrite(EntryOf(l, b));
+      if (!p.ok())
+        return p.status().WithContext("kv: import of block " + std::to_string(b) + " layer " + std::to_string(l));
+      std::memcpy(p->mutable_data(), in, n);
     }
-    Result<ResidencyPin> p = manager_->AcquireForWrite(EntryOf(l, b));
-    if (!p.ok()) return p.status().WithContext("kv: import of block " + std::to_string(b) + " layer " + std::to_string(l));
-    std::memcpy(p->mutable_data(), in, n);
+    if (summaries_.enabled())
+      for (int32_t o = 0; o < format_.block_size; ++o) SummarizeKeys(l, b, o, in + o * k_row_bytes_);
   }
   return Status::Ok();
 }

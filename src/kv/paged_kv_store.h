@@ -30,6 +30,7 @@
 #include "format/ggml_type.h"
 #include "io/storage_env.h"
 #include "kv/kv_block_manager.h"
+#include "kv/kv_block_summaries.h"
 #include "tiers/residency_manager.h"
 
 namespace tierlm::kv {
@@ -129,11 +130,18 @@ class PagedKvStore {
   PagedKvLayer Layer(int64_t layer) const;
   KvTierStats TierStats() const;
 
+  // Keeps per-block key bounds (kv_block_summaries.h) from now on, for sparse retrieval;
+  // blocks written before have none (call before the first Write).
+  void EnableSummaries();
+  const KvBlockSummaries& summaries() const { return summaries_; }
+
  private:
   PagedKvStore() = default;
   // The sizes of a store of this shape, no bytes yet.
   static PagedKvStore Shaped(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
                              int32_t n_blocks);
+  // Widens block b's key bounds in `layer` by one stored key row (decoded from its type).
+  void SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row);
   EntryId EntryOf(int64_t layer, BlockId b) const {
     return first_entry_ + static_cast<EntryId>(layer * n_blocks_ + b);
   }
@@ -149,6 +157,8 @@ class PagedKvStore {
   EntryId first_entry_ = 0;
   int64_t pinned_layer_ = -1;
   std::vector<ResidencyPin> pins_;     // of the pinned layer (destroyed before manager_)
+  KvBlockSummaries summaries_;         // empty unless enabled
+  std::vector<float> key_row_;         // one decoded key row, for the summaries
 };
 
 }  // namespace tierlm::kv

@@ -189,6 +189,16 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
                                      " differs from the one the KV cache recorded");
     next[sq] = p + 1;
   }
+  // Rows per sequence: a sequence with one row is decoding (sparse retrieval applies).
+  std::unordered_map<kv::SeqId, int64_t> rows_of;
+  for (int64_t i = 0; i < n; ++i) ++rows_of[batch.seq[static_cast<size_t>(i)]];
+  if (sparse_.mode != kv::KvSparseMode::kExact) {
+    cache.store().EnableSummaries();
+    if (selector_summaries_ != &cache.store().summaries()) {
+      selector_ = kv::MakeBlockSelector(sparse_, static_cast<int32_t>(blocks.block_size()), &cache.store().summaries());
+      selector_summaries_ = &cache.store().summaries();
+    }
+  }
   const int64_t n_out = batch.n_logits();
   logits->assign(static_cast<size_t>(n_out * hp_.n_vocab), 0.0f);
   const AttentionShape shape = attention_shape();
@@ -235,13 +245,73 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
                                             is_lost(seq[t]) ? skip_all_.data() : nullptr};
     };
     set_queries();
+    // Sparse retrieval: the decode rows (a sequence's only row in the batch) of the layers
+    // at and above dense_layers read the blocks their selector picks.
+    std::vector<uint8_t> sparse_row(static_cast<size_t>(len), 0);
+    if (selector_)
+      for (int64_t t = 0; t < len; ++t) sparse_row[static_cast<size_t>(t)] = rows_of[seq[t]] == 1;
+    if (row_skip_.size() < static_cast<size_t>(len)) row_skip_.resize(static_cast<size_t>(len));
+    // The blocks layer l reads when some rows are sparse: the exact rows' and the selected.
+    std::vector<kv::BlockId> layer_read;
+    auto select = [&](int64_t l, const float* q) -> bool {
+      bool any = false;
+      for (int64_t t = 0; t < len; ++t) {
+        if (!sparse_row[static_cast<size_t>(t)] || is_lost(seq[t])) continue;
+        PagedQuery& row = queries_[static_cast<size_t>(t)];
+        const int64_t nb = (row.n_keys + bs - 1) / bs;
+        std::vector<uint8_t>& mask = row_skip_[static_cast<size_t>(t)];
+        mask.resize(static_cast<size_t>(nb * hp_.n_head_kv));
+        kv::SelectionQuery sq{l, q + t * hp_.q_dim(), hp_.n_head, blocks.BlockTable(seq[t]).first(static_cast<size_t>(nb)),
+                              row.n_keys};
+        if (!selector_->Select(sq, mask.data())) continue;
+        row.skip = mask.data();
+        row.skip_heads = static_cast<int32_t>(hp_.n_head_kv);
+        any = true;
+      }
+      if (!any || !store.tiered()) return any;
+      layer_read.clear();
+      for (int64_t t = 0; t < len; ++t) {
+        if (is_lost(seq[t])) continue;
+        const PagedQuery& row = queries_[static_cast<size_t>(t)];
+        const int64_t nb = (row.n_keys + bs - 1) / bs;
+        for (int64_t b = 0; b < nb; ++b) {
+          bool needed = row.skip_heads == 0;
+          for (int64_t g = 0; g < row.skip_heads && !needed; ++g) needed = !row.Skips(b, g);
+          if (needed) layer_read.push_back(row.blocks[b]);
+        }
+      }
+      std::sort(layer_read.begin(), layer_read.end());
+      layer_read.erase(std::unique(layer_read.begin(), layer_read.end()), layer_read.end());
+      return true;
+    };
+    auto count_reads = [&] {
+      for (int64_t t = 0; t < len; ++t) {
+        const PagedQuery& row = queries_[static_cast<size_t>(t)];
+        if (is_lost(seq[t])) continue;
+        const int64_t nb = (row.n_keys + bs - 1) / bs;
+        read_stats_.total += static_cast<uint64_t>(nb * hp_.n_head_kv);
+        if (row.skip_heads == 0) {
+          read_stats_.read += static_cast<uint64_t>(nb * hp_.n_head_kv);
+          continue;
+        }
+        for (int64_t i = 0; i < nb * row.skip_heads; ++i) read_stats_.read += row.skip[i] == 0;
+      }
+    };
     if (store.tiered()) store.PrefetchLayer(0, read);
     // Paged cache: every row's keys and values into its sequence's block, then each row
     // attends over its own sequence.
     auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
+      bool sparse = false;
+      if (selector_ && l >= sparse_.dense_layers) {
+        set_queries();
+        sparse = select(l, q);
+      } else if (selector_) {
+        set_queries();
+      }
       if (store.tiered()) {
+        const std::vector<kv::BlockId>& layer_blocks = sparse ? layer_read : read;
         std::vector<kv::BlockFailure> bad;
-        store.PinLayer(l, read, write, &bad);
+        store.PinLayer(l, layer_blocks, write, &bad);
         for (const kv::BlockFailure& f : bad)
           for (const auto& [sq, nk] : keys) {
             const auto table = blocks.BlockTable(sq);
@@ -250,11 +320,19 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
             lost.push_back({sq, f.status.WithContext("kv: sequence " + std::to_string(sq) + ", layer " +
                                                      std::to_string(l) + ", block " + std::to_string(f.block))});
           }
-        if (!bad.empty()) set_queries();
-        store.PrefetchLayer(l + 1, read);
+        if (!bad.empty()) {
+          // A lost sequence's rows skip everything; the others keep their selection.
+          for (int64_t t = 0; t < len; ++t)
+            if (is_lost(seq[t])) queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1,
+                                                                   skip_all_.data()};
+        }
+        // The next layer's blocks: when this layer was sparse, its selection predicts the
+        // next one's (what it misses is read when the next layer pins).
+        store.PrefetchLayer(l + 1, sparse && l + 1 >= sparse_.dense_layers ? layer_read : read);
       }
       for (int64_t t = 0; t < len; ++t)
         if (!is_lost(seq[t])) store.Write(l, blocks.Slot(seq[t], pos[t]), k + t * KV, v + t * KV);
+      count_reads();
       PagedAttention(shape, store.Layer(l), queries_, q, o, pool);
       store.UnpinLayer();
       return Status::Ok();
@@ -281,6 +359,12 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     failed->insert(failed->end(), lost.begin(), lost.end());
   }
   return Status::Ok();
+}
+
+void LlamaModel::set_kv_sparse(const kv::KvSparseOptions& options) {
+  sparse_ = options;
+  selector_.reset();
+  selector_summaries_ = nullptr;
 }
 
 AttentionShape LlamaModel::attention_shape() const {

@@ -17,6 +17,7 @@
 #include "format/gguf_file.h"
 #include "kernels/attention.h"
 #include "kernels/paged_attention.h"
+#include "kv/block_selector.h"
 #include "kv/kv_cache.h"
 #include "kv/paged_kv_cache.h"
 #include "model/batch.h"
@@ -84,6 +85,19 @@ class LlamaModel {
   int64_t max_batch() const { return max_batch_; }
   void set_max_batch(int64_t n) { max_batch_ = n > 0 ? n : 1; }
 
+  // Sparse KV retrieval for the decode rows of Forward(Batch, ...) (kv/block_selector.h):
+  // set it before a paged cache is first filled (the cache keeps block key bounds from
+  // then on). kExact (the default) reads every block. REQUIRES: CheckKvSparse passed.
+  void set_kv_sparse(const kv::KvSparseOptions& options);
+  const kv::KvSparseOptions& kv_sparse() const { return sparse_; }
+  // KV blocks attention read, counted per (row, layer, KV head) over the paged forwards
+  // since the last reset: of `total` blocks the rows' positions cover, `read` were read.
+  struct KvReadStats {
+    uint64_t total = 0, read = 0;
+  };
+  const KvReadStats& kv_read_stats() const { return read_stats_; }
+  void reset_kv_read_stats() { read_stats_ = {}; }
+
   // The MoE block shared by all layers: routing trace and gate-ahead switches (moe_ffn.h).
   MoeFfn& moe_ffn() { return moe_ffn_; }
 
@@ -113,6 +127,11 @@ class LlamaModel {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
   std::vector<PagedQuery> queries_;
   std::vector<uint8_t> skip_all_;  // a skip mask of every block: rows of failed sequences
+  kv::KvSparseOptions sparse_;
+  std::unique_ptr<kv::BlockSelector> selector_;
+  const kv::KvBlockSummaries* selector_summaries_ = nullptr;  // what selector_ reads
+  std::vector<std::vector<uint8_t>> row_skip_;  // per row of a chunk: its selection's skip mask
+  KvReadStats read_stats_;
   Batch single_;  // Forward(tokens, kv)'s batch
 };
 

@@ -98,6 +98,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   }
   TIERLM_ASSIGN_OR_RETURN(e->model_, LlamaModel::Create(e->file_, e->store_.get()));
   e->model_->set_max_batch(n_batch);
+  TIERLM_RETURN_IF_ERROR(kv::CheckKvSparse(o.kv_sparse, o.kv_format.block_size));
+  e->model_->set_kv_sparse(o.kv_sparse);
   e->model_->moe_ffn().set_gate_ahead(o.gate_ahead && e->tiered_ != nullptr && hp.n_expert > 0);
   e->model_->moe_ffn().set_miss_mode(o.moe_miss);
   if (e->tokenizer_->n_tokens() != hp.n_vocab)

@@ -28,6 +28,9 @@ struct EngineOptions {
   // Types of the KV cache's keys and values (-ctk / -ctv) and its block size. Default f16
   // both, as llama.cpp; f32 is exact, q8_0 / q4_0 are lossy (their cost: KvTypeAccuracyTest).
   kv::KvFormat kv_format;
+  // Sparse KV retrieval for decode steps (--kv-sparse, --kv-budget: kv/block_selector.h).
+  // Default exact: every block read.
+  kv::KvSparseOptions kv_sparse;
   // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
   int64_t n_batch = 512;
   // Bound on all of the engine's memory (weights, KV cache, scratch, overhead), bytes.

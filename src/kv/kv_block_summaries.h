@@ -1,0 +1,48 @@
+// KvBlockSummaries: per (layer, block, KV head), the element-wise minimum and maximum of
+// the block's keys (after RoPE, as the store holds them: decoded from the block's type),
+// the small resident digest sparse retrieval scores blocks by (Quest: an upper bound on
+// q.k over the block is sum_i max(q_i * min_i, q_i * max_i)).
+//
+// Kept in memory whatever tier the blocks are on: 2 * head_dim floats per (layer, block,
+// KV head), 1/8 of an f16 block of 16 positions' keys and values. Updated as keys are
+// written (a block's first position resets it), copied with a copy-on-write block (a
+// bound over more positions is still a bound), recomputed from the bytes of an imported
+// block.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kv/kv_block_manager.h"
+
+namespace tierlm::kv {
+
+class KvBlockSummaries {
+ public:
+  KvBlockSummaries() = default;
+  KvBlockSummaries(int64_t n_layer, int32_t n_blocks, int64_t n_head_kv, int64_t head_dim);
+
+  bool enabled() const { return !data_.empty(); }
+  uint64_t bytes() const { return data_.size() * sizeof(float); }
+  int64_t head_dim() const { return head_dim_; }
+  int64_t n_head_kv() const { return n_head_kv_; }
+
+  // One position's keys (n_head_kv * head_dim floats) at `offset` of block b in `layer`:
+  // offset 0 starts the block's bounds afresh, later offsets widen them.
+  void Add(int64_t layer, BlockId b, int32_t offset, const float* k);
+  // Block `to` takes `from`'s bounds in every layer.
+  void Copy(BlockId from, BlockId to);
+  // min then max, head_dim floats each, of KV head g of block b in `layer`.
+  const float* Bounds(int64_t layer, BlockId b, int64_t g) const {
+    return data_.data() + ((static_cast<size_t>(layer) * n_blocks_ + static_cast<size_t>(b)) * n_head_kv_ +
+                           static_cast<size_t>(g)) * 2 * head_dim_;
+  }
+
+ private:
+  float* Mutable(int64_t layer, BlockId b, int64_t g) { return const_cast<float*>(Bounds(layer, b, g)); }
+  int64_t n_layer_ = 0, n_head_kv_ = 0, head_dim_ = 0;
+  int32_t n_blocks_ = 0;
+  std::vector<float> data_;  // [layer][block][head][min hd, max hd]
+};
+
+}  // namespace tierlm::kv

@@ -1,0 +1,47 @@
+#include "kv/quest_selector.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tierlm::kv {
+
+bool QuestSelector::Select(const SelectionQuery& query, uint8_t* skip) {
+  const int64_t n_blocks = static_cast<int64_t>(query.table.size());
+  const int64_t budget = std::max<int64_t>(1, options_.budget_tokens / block_size_);
+  if (n_blocks <= budget) return false;
+  const int64_t hd = summaries_->head_dim();
+  const int64_t n_kv = summaries_->n_head_kv();
+  const int64_t group = query.n_head / n_kv;
+  const int64_t sinks = std::min<int64_t>(options_.sink_blocks, n_blocks);
+  const int64_t recent_from = std::max<int64_t>(sinks, n_blocks - options_.recent_blocks);
+  // Candidates: the blocks between the sinks and the recent window.
+  const int64_t n_cand = recent_from - sinks;
+  const int64_t keep = std::clamp<int64_t>(budget - sinks - (n_blocks - recent_from), 0, n_cand);
+  scores_.resize(static_cast<size_t>(n_cand));
+  order_.resize(static_cast<size_t>(n_cand));
+  for (int64_t g = 0; g < n_kv; ++g) {
+    for (int64_t c = 0; c < n_cand; ++c) {
+      const float* mn = summaries_->Bounds(query.layer, query.table[static_cast<size_t>(sinks + c)], g);
+      const float* mx = mn + hd;
+      float best = -INFINITY;
+      for (int64_t h = 0; h < group; ++h) {
+        const float* q = query.q + (g * group + h) * hd;
+        float s = 0;
+        for (int64_t i = 0; i < hd; ++i) s += std::max(q[i] * mn[i], q[i] * mx[i]);
+        best = std::max(best, s);
+      }
+      scores_[static_cast<size_t>(c)] = best;
+      order_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
+    }
+    auto higher = [&](int32_t a, int32_t b) {
+      const float sa = scores_[static_cast<size_t>(a)], sb = scores_[static_cast<size_t>(b)];
+      return sa != sb ? sa > sb : a < b;
+    };
+    std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), higher);
+    for (int64_t b = 0; b < n_blocks; ++b) skip[b * n_kv + g] = (b >= sinks && b < recent_from) ? 1 : 0;
+    for (int64_t i = 0; i < keep; ++i) skip[(sinks + order_[static_cast<size_t>(i)]) * n_kv + g] = 0;
+  }
+  return true;
+}
+
+}  // namespace tierlm::kv

@@ -1,0 +1,28 @@
+// Quest (Tang et al., 2024): a block's score for a query head is an upper bound on its
+// keys' dot products with the query, sum_i max(q_i * min_i, q_i * max_i) over the block's
+// per-channel key bounds (kv_block_summaries.h); a KV head takes its query heads' highest
+// score. Each KV head reads its sinks, its recent window and the top-scoring other blocks
+// up to the budget (ties: the earlier block).
+#pragma once
+
+#include <vector>
+
+#include "kv/block_selector.h"
+
+namespace tierlm::kv {
+
+class QuestSelector final : public BlockSelector {
+ public:
+  QuestSelector(const KvSparseOptions& options, int32_t block_size, const KvBlockSummaries* summaries)
+      : options_(options), block_size_(block_size), summaries_(summaries) {}
+  bool Select(const SelectionQuery& query, uint8_t* skip) override;
+
+ private:
+  KvSparseOptions options_;
+  int32_t block_size_;
+  const KvBlockSummaries* summaries_;
+  std::vector<float> scores_;
+  std::vector<int32_t> order_;
+};
+
+}  // namespace tierlm::kv
