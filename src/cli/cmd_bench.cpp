@@ -48,6 +48,9 @@ struct Row {
   // A tiered KV cache: bytes read back from its spill file per token (decode) or prompt.
   bool kv_tiered = false;
   double kv_read_bytes_per_token = 0, kv_written_bytes_per_token = 0;
+  // Decode tests: the share of KV blocks attention read per step (below 1 with --kv-sparse)
+  // and the KV bytes it read per token (from memory; kv_read_bytes_per_token: from disk).
+  double kv_blocks_read_share = 1, kv_attended_bytes_per_token = 0;
   // MoE decode (MoeLive): expert hit rate, low-bit share, gate-ahead accuracy, hidden
   // share of miss latency, consecutive-token expert overlap.
   bool moe = false;
@@ -61,6 +64,8 @@ struct Row {
 Status FillKvRandom(Engine& e, const std::vector<int32_t>& toks, uint64_t seed) {
   kv::PagedKvCache& cache = e.kv().paged();
   const kv::SeqId s = KvCache::kSeq;
+  // Sparse retrieval scores blocks by their key bounds: kept as the keys are written.
+  if (e.model().kv_sparse().mode != kv::KvSparseMode::kExact) cache.store().EnableSummaries();
   TIERLM_RETURN_IF_ERROR(cache.AddTokens(s, toks));
   const ModelHParams& hp = e.model().hparams();
   const int64_t KV = hp.kv_dim(), n = static_cast<int64_t>(toks.size());
@@ -521,6 +526,7 @@ int BenchCommand(int argc, char** argv) {
         acquire_ns_before = e.tiered()->acquire_nanos();
       }
       if (rep == 0) kv_before = e.kv().paged().store().TierStats();
+      if (rep == 0) e.model().reset_kv_read_stats();
       if (rep == 0) {
         gate_before = e.model().moe_ffn().gate_ahead_stats();
         copies_before = e.model().moe_ffn().copy_stats();
@@ -588,6 +594,14 @@ int BenchCommand(int argc, char** argv) {
     if (n_gen > 0 && triad > 0) r.bw_limit_ts = triad / static_cast<double>(weights_per_token);
     if (n_gen > 0 && read_bw > 0 && !e.tiered()) r.read_limit_ts = read_bw / static_cast<double>(weights_per_token);
     const kv::KvTierStats kv_after = e.kv().paged().store().TierStats();
+    if (n_gen > 0) {
+      const LlamaModel::KvReadStats kr = e.model().kv_read_stats();
+      const kv::PagedKvLayer lv = e.kv().paged().store().Layer(0);
+      if (kr.total > 0) r.kv_blocks_read_share = static_cast<double>(kr.read) / static_cast<double>(kr.total);
+      r.kv_attended_bytes_per_token = static_cast<double>(kr.read) * static_cast<double>(lv.block_size) *
+                                      static_cast<double>(lv.k_head_bytes + lv.v_head_bytes) /
+                                      (static_cast<double>(reps) * static_cast<double>(n_gen));
+    }
     if (kv_after.tiered) {
       const double passes = static_cast<double>(reps) * (n_prompt > 0 ? 1 : n_gen);
       r.kv_tiered = true;
@@ -767,6 +781,14 @@ int BenchCommand(int argc, char** argv) {
       }
       std::printf("\n");
     }
+  if (eo.kv_sparse.mode != kv::KvSparseMode::kExact)
+    for (const Row& r : rows)
+      if (r.n_gen > 0)
+        std::printf("%s: --kv-sparse %s, budget %lld tokens: %.1f%% of the KV blocks read per step, %.2f MiB of KV "
+                    "attended per token\n",
+                    r.test.c_str(), kv::KvSparseModeName(eo.kv_sparse.mode),
+                    static_cast<long long>(eo.kv_sparse.budget_tokens), 100 * r.kv_blocks_read_share,
+                    r.kv_attended_bytes_per_token / 1048576.0);
   std::printf("%s start: load %.0f ms, first token %.0f ms after the start of loading\n", cold ? "cold" : "warm",
               e.load_ms(), first_token_ms);
   if (disk > 0)

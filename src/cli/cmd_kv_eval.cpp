@@ -45,8 +45,8 @@ int KvEvalCommand(int argc, char** argv) {
   uint64_t seed = 1;
   KvTypeFlags kv_types;
   ArgParser ap("kv-eval");
-  ap.Add({"-m", "--model"}, &eo.model_path, "model file (a trained long-context model: tests/data/longctx.gguf)");
-  ap.Add({"--text"}, &text_path, "held-out text: pass-key filler and perplexity (tests/data/longctx-heldout.txt)");
+  ap.Add({"-m", "--model"}, &eo.model_path, "model file (a trained long-context model: tests/models/longctx.gguf)");
+  ap.Add({"--text"}, &text_path, "held-out text: pass-key filler and perplexity (tests/models/longctx-heldout.txt)");
   ap.Add({"--contexts"}, &contexts, "pass-key document lengths in tokens, comma-separated (default 1024,2048,4096)");
   ap.Add({"--depths"}, &depths, "needle depths in percent of the filler, comma-separated (default 0,25,50,75,100)");
   ap.Add({"--trials"}, &trials, "documents per context and depth (default 4)");

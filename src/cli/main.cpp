@@ -27,7 +27,7 @@ void PrintHelp() {
       "  moe-report  expert cache hit rates and routing consistency of a trace:\n"
       "                                 tierlm moe-report --trace routing.trace\n"
       "  kv-eval  pass-key accuracy and perplexity of the KV modes on a trained model:\n"
-      "                                 tierlm kv-eval -m tests/data/longctx.gguf --text tests/data/longctx-heldout.txt "
+      "                                 tierlm kv-eval -m tests/models/longctx.gguf --text tests/models/longctx-heldout.txt "
       "--modes exact,quest/8\n"
       "\n"
       "'tierlm <command> --help' lists a command's options.\n");

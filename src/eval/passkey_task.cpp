@@ -7,11 +7,11 @@ namespace tierlm::eval {
 namespace {
 
 constexpr const char* kHeader = "There is a pass key hidden in this text. Find it and remember it.";
-constexpr const char* kQuestion = "What is the pass key? The pass key is";
+constexpr const char* kQuestion = "What is the pass key? The pass key is #";
 
 std::string Needle(int64_t key) {
   const std::string k = std::to_string(key);
-  return "The pass key is " + k + ". Remember it. " + k + " is the pass key.";
+  return "The pass key is #" + k + "#. Remember it. #" + k + "# is the pass key.";
 }
 
 }  // namespace
@@ -42,7 +42,13 @@ Result<PasskeyDoc> PasskeyTask::Make(int64_t n, double depth, std::mt19937_64& r
   PasskeyDoc d;
   d.key = std::uniform_int_distribution<int64_t>(10000, 99999)(rng);
   const std::vector<int32_t> needle = tok_->Encode(Needle(d.key), false, false);
-  d.answer = tok_->Encode(std::to_string(d.key), false, false);
+  // The key's digits, each its own token, as they follow the needle's '#' (no space prefix).
+  for (char c : std::to_string(d.key)) {
+    const int32_t id = tok_->vocab().Find(std::string(1, c));
+    if (id == tokenizer::kNoToken)
+      return Status::InvalidArgument(std::string("pass key: the vocabulary has no token for the digit ") + c);
+    d.answer.push_back(id);
+  }
   const int64_t fixed = 1 + static_cast<int64_t>(header_.size() + needle.size() + question_.size() + d.answer.size());
   const int64_t n_fill = n - fixed;
   if (n_fill < 0)

@@ -4,6 +4,8 @@
 // A document of n tokens is BOS, header, filler[:a], needle(key), filler[a:], question,
 // answer(key): the filler a contiguous run of text tokens, a = depth * its length, each
 // piece tokenized on its own (SentencePiece space prefix, no BOS) and the lists joined.
+// The needle is "The pass key is #K#. Remember it. #K# is the pass key.", the question
+// ends "The pass key is #", and the answer is K's digits (one token each).
 // The prompt is everything before the answer; a model passes when greedy decoding gives
 // the answer's tokens exactly.
 #pragma once

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
+
+#include "kernels/block_score.h"
 
 namespace tierlm::kv {
 
@@ -19,20 +22,12 @@ bool QuestSelector::Select(const SelectionQuery& query, uint8_t* skip) {
   const int64_t keep = std::clamp<int64_t>(budget - sinks - (n_blocks - recent_from), 0, n_cand);
   scores_.resize(static_cast<size_t>(n_cand));
   order_.resize(static_cast<size_t>(n_cand));
+  const int32_t* ids = query.table.data() + sinks;
+  const int64_t stride = n_kv * 2 * hd;
   for (int64_t g = 0; g < n_kv; ++g) {
-    for (int64_t c = 0; c < n_cand; ++c) {
-      const float* mn = summaries_->Bounds(query.layer, query.table[static_cast<size_t>(sinks + c)], g);
-      const float* mx = mn + hd;
-      float best = -INFINITY;
-      for (int64_t h = 0; h < group; ++h) {
-        const float* q = query.q + (g * group + h) * hd;
-        float s = 0;
-        for (int64_t i = 0; i < hd; ++i) s += std::max(q[i] * mn[i], q[i] * mx[i]);
-        best = std::max(best, s);
-      }
-      scores_[static_cast<size_t>(c)] = best;
-      order_[static_cast<size_t>(c)] = static_cast<int32_t>(c);
-    }
+    QuestBlockScores(query.q + g * group * hd, group, hd, summaries_->Bounds(query.layer, 0, g), stride, ids, n_cand,
+                     scores_.data());
+    std::iota(order_.begin(), order_.end(), 0);
     auto higher = [&](int32_t a, int32_t b) {
       const float sa = scores_[static_cast<size_t>(a)], sb = scores_[static_cast<size_t>(b)];
       return sa != sb ? sa > sb : a < b;

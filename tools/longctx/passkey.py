@@ -3,15 +3,17 @@
 A document of n tokens is
   BOS, header, filler[:a], needle(key), filler[a:], question, answer(key)
 where filler is a contiguous run of text tokens and a = depth * len(filler). Each piece is
-tokenized on its own (with the SentencePiece space prefix) and the token lists joined: this
-is how tierlm's `kv-eval` builds its prompts too (src/cli/passkey_task.cpp), so training and
+tokenized on its own (with the SentencePiece space prefix; the answer, the key's digits,
+without) and the token lists joined. The key is set off by '#', which the filler never
+holds, so the answer is a copy of what follows the needle's '#' (every digit is a token
+of the vocabulary, and a digit after a space would follow the most common token). This
+is how tierlm's `kv-eval` builds its prompts too (src/eval/passkey_task.cpp), so training and
 evaluation see the same tokens.
 """
 
 HEADER = "There is a pass key hidden in this text. Find it and remember it."
-NEEDLE = "The pass key is {key}. Remember it. {key} is the pass key."
-QUESTION = "What is the pass key? The pass key is"
-ANSWER = "{key}"
+NEEDLE = "The pass key is #{key}#. Remember it. #{key}# is the pass key."
+QUESTION = "What is the pass key? The pass key is #"
 
 
 class Pieces:
@@ -24,7 +26,7 @@ class Pieces:
         return self.vocab.encode(NEEDLE.format(key=key))
 
     def answer(self, key):
-        return self.vocab.encode(ANSWER.format(key=key))
+        return self.vocab.encode_piece(str(key))
 
     def document(self, source, n, key, depth, rng):
         """(ids of length n, index in ids where the answer starts)."""

@@ -4,18 +4,18 @@
 
 Data, all from Debian packages and this script:
   * the King James Bible (package bible-kjv: `bible -f Gen1:1-Rev22:21`), one chapter per
-    line; every 25th chapter is held out (tests/data/longctx-heldout.txt) for perplexity
+    line; every 25th chapter is held out (tests/models/longctx-heldout.txt) for perplexity
     and as the filler of evaluation prompts;
-  * pass-key documents (passkey.py): a header, filler, a needle "The pass key is NNNNN.
-    Remember it. NNNNN is the pass key." at a random depth, more filler, the question and
-    the answer.
+  * pass-key documents (passkey.py): a header, filler, a needle "The pass key is #NNNNN#.
+    Remember it. #NNNNN# is the pass key." at a random depth, more filler, the question
+    ("... The pass key is #") and the answer.
 The vocabulary is stories260K's (SentencePiece-style, 512 tokens, byte fallback), read from
 tests/models/stories260K.gguf, so tierlm and llama.cpp both tokenize the model's text.
 
 Seeded: the same command gives the same model on the same machine and torch build (torch's
 CPU kernels may round differently on another CPU).
 
-  /usr/bin/python3 tools/longctx/train_longctx.py --out tests/data/longctx.gguf
+  /usr/bin/python3 tools/longctx/train_longctx.py --out tests/models/longctx.gguf
 """
 
 import argparse
@@ -293,8 +293,8 @@ def eval_ppl(model, data, t, n_windows):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "longctx.gguf"))
-    ap.add_argument("--heldout-out", default=os.path.join(ROOT, "tests", "data", "longctx-heldout.txt"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "models", "longctx.gguf"))
+    ap.add_argument("--heldout-out", default=os.path.join(ROOT, "tests", "models", "longctx-heldout.txt"))
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--tokens-per-step", type=int, default=8192)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -350,7 +350,7 @@ def main():
                     t = length
                     break
         b = max(1, args.tokens_per_step // t)
-        x, y, w = batch(data, t, b, p_passkey=0.5)
+        x, y, w = batch(data, t, b, p_passkey=0.6)
         logits = model(x)
         ce = F.cross_entropy(logits.reshape(-1, cfg.vocab), y.reshape(-1), reduction="none").view(b, t)
         loss = ce.mean()
