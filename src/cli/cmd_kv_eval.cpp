@@ -52,8 +52,8 @@ int KvEvalCommand(int argc, char** argv) {
   ap.Add({"--trials"}, &trials, "documents per context and depth (default 4)");
   ap.Add({"--seed"}, &seed, "seed of the documents' keys and filler offsets (default 1)");
   ap.Add({"--modes"}, &modes,
-         "modes to compare, comma-separated: exact, quest/D (budget 1/D of the context; quest alone: the whole "
-         "context) (default exact)");
+         "modes to compare, comma-separated: exact, quest/D, streaming/D (budget 1/D of the context; a mode "
+         "without /D: the whole context) (default exact)");
   ap.Add({"--ppl-ctx"}, &ppl_ctx, "perplexity window in tokens (default 4096)");
   ap.Add({"--ppl-windows"}, &ppl_windows, "perplexity windows, 0: none (default 4)");
   ap.Add({"-c", "--ctx-size"}, &eo.n_ctx, "context size (default: the model's, at most 4096)");

@@ -12,8 +12,9 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
   ap.Add({"--kv-spill-dir"}, &flags->spill_dir,
          "directory of the KV spill file, a private file removed at exit (default: the model's directory)");
   ap.Add({"--kv-sparse"}, &flags->sparse,
-         "sparse KV retrieval for decode steps: exact (default: every block read) or quest (per-block key bounds "
-         "pick the blocks each KV head reads; lossy)");
+         "sparse KV retrieval for decode steps: exact (default: every block read), quest (per-block key bounds "
+         "pick the blocks each KV head reads; lossy) or streaming (the sinks and the most recent blocks only: "
+         "StreamingLLM's window; lossy)");
   ap.Add({"--kv-budget"}, &flags->budget,
          "--kv-sparse: positions each KV head reads per decode step, sinks and recent window included (default 2048)");
   ap.Add({"--kv-sink-blocks"}, &flags->sinks, "--kv-sparse: first blocks always read (default 1)");

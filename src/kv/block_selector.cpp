@@ -1,19 +1,22 @@
 #include "kv/block_selector.h"
 
 #include "kv/quest_selector.h"
+#include "kv/streaming_selector.h"
 
 namespace tierlm::kv {
 
 Result<KvSparseMode> ParseKvSparseMode(const std::string& name) {
   if (name == "exact" || name == "none") return KvSparseMode::kExact;
   if (name == "quest") return KvSparseMode::kQuest;
-  return Status::InvalidArgument("--kv-sparse: unknown mode '" + name + "' (exact, quest)");
+  if (name == "streaming") return KvSparseMode::kStreaming;
+  return Status::InvalidArgument("--kv-sparse: unknown mode '" + name + "' (exact, quest, streaming)");
 }
 
 const char* KvSparseModeName(KvSparseMode mode) {
   switch (mode) {
     case KvSparseMode::kExact: return "exact";
     case KvSparseMode::kQuest: return "quest";
+    case KvSparseMode::kStreaming: return "streaming";
   }
   return "?";
 }
@@ -36,6 +39,8 @@ std::unique_ptr<BlockSelector> MakeBlockSelector(const KvSparseOptions& options,
   switch (options.mode) {
     case KvSparseMode::kExact: return nullptr;
     case KvSparseMode::kQuest: return std::make_unique<QuestSelector>(options, block_size, summaries);
+    case KvSparseMode::kStreaming:
+      return std::make_unique<StreamingSelector>(options, block_size, summaries->n_head_kv());
   }
   return nullptr;
 }

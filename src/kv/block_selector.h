@@ -22,7 +22,7 @@
 
 namespace tierlm::kv {
 
-enum class KvSparseMode { kExact, kQuest };
+enum class KvSparseMode { kExact, kQuest, kStreaming };
 
 struct KvSparseOptions {
   KvSparseMode mode = KvSparseMode::kExact;
@@ -32,7 +32,7 @@ struct KvSparseOptions {
   int32_t dense_layers = 0;
 };
 
-// "exact", "quest".
+// "exact", "quest", "streaming".
 Result<KvSparseMode> ParseKvSparseMode(const std::string& name);
 const char* KvSparseModeName(KvSparseMode mode);
 // InvalidArgument naming the flag: a budget that cannot hold the sinks and the window.

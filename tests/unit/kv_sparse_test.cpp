@@ -202,6 +202,24 @@ TEST(QuestSelectorTest, BlockScoresAreTheSameOnEveryKernelPath) {
   if (out.size() == 2) EXPECT_EQ(out[0], out[1]);
 }
 
+TEST(StreamingSelectorTest, KeepsTheSinksAndTheMostRecentBlocksForEveryHead) {
+  kv::KvSparseOptions o;
+  o.mode = kv::KvSparseMode::kStreaming;
+  o.budget_tokens = 4 * 16;
+  o.sink_blocks = 1;
+  kv::KvBlockSummaries s(1, 12, 2, 4);
+  auto sel = kv::MakeBlockSelector(o, 16, &s);
+  ASSERT_TRUE(sel);
+  std::vector<kv::BlockId> table(12);
+  std::iota(table.begin(), table.end(), 100 - 12);
+  std::vector<float> q(4 * 4, 1.0f);
+  std::vector<uint8_t> skip(12 * 2, 9);
+  ASSERT_TRUE(sel->Select({0, q.data(), 4, table, 12 * 16 - 1}, skip.data()));
+  for (int b = 0; b < 12; ++b)
+    for (int g = 0; g < 2; ++g) EXPECT_EQ(skip[b * 2 + g], (b == 0 || b >= 9) ? 0 : 1) << "block " << b;
+  EXPECT_FALSE(sel->Select({0, q.data(), 4, std::span<const kv::BlockId>(table).first(4), 4 * 16}, skip.data()));
+}
+
 TEST(QuestSelectorTest, OptionsAreChecked) {
   kv::KvSparseOptions o;
   o.mode = kv::KvSparseMode::kQuest;
@@ -213,6 +231,7 @@ TEST(QuestSelectorTest, OptionsAreChecked) {
   EXPECT_FALSE(kv::CheckKvSparse(o, 16).ok());
   EXPECT_FALSE(kv::ParseKvSparseMode("h2o-ish").ok());
   EXPECT_EQ(*kv::ParseKvSparseMode("quest"), kv::KvSparseMode::kQuest);
+  EXPECT_EQ(*kv::ParseKvSparseMode("streaming"), kv::KvSparseMode::kStreaming);
 }
 
 // Per-KV-head skips: each head's output is attention over its own kept blocks; a block no

@@ -326,7 +326,7 @@ def main():
         opt.load_state_dict(ck["opt"])
         start = ck["step"]
         data.rng.setstate(ck["rng"])
-    # Curriculum: short documents first, then every length up to the context.
+    # Curriculum: 128-token documents, then 512, then every length up to the context.
     lengths = [(512, 0.25), (1024, 0.25), (2048, 0.25), (4096, 0.25)]
     warm = 60
     t0 = time.time()
@@ -340,6 +340,8 @@ def main():
             g["lr"] = lr
         r = random.Random(args.seed * 1000003 + step).random()
         if frac < 0.15:
+            t = 128  # short documents first: the copy circuit forms where the needle is near
+        elif frac < 0.3:
             t = 512
         else:
             acc = 0.0
