@@ -23,7 +23,12 @@ Result<std::vector<eval::KvEvalMode>> ParseModes(const std::string& s, const kv:
     eval::KvEvalMode m;
     m.sparse = base;
     const size_t slash = item.find('/');
-    TIERLM_ASSIGN_OR_RETURN(m.sparse.mode, kv::ParseKvSparseMode(item.substr(0, slash)));
+    std::string name = item.substr(0, slash);
+    if (name == "quest-shared") {  // quest, one selection for all KV heads
+      name = "quest";
+      m.sparse.shared_heads = true;
+    }
+    TIERLM_ASSIGN_OR_RETURN(m.sparse.mode, kv::ParseKvSparseMode(name));
     if (slash != std::string::npos) {
       auto d = ParseIntList("--modes", item.substr(slash + 1));
       if (!d.ok() || d->size() != 1 || (*d)[0] < 1)
@@ -52,8 +57,8 @@ int KvEvalCommand(int argc, char** argv) {
   ap.Add({"--trials"}, &trials, "documents per context and depth (default 4)");
   ap.Add({"--seed"}, &seed, "seed of the documents' keys and filler offsets (default 1)");
   ap.Add({"--modes"}, &modes,
-         "modes to compare, comma-separated: exact, quest/D, streaming/D (budget 1/D of the context; a mode "
-         "without /D: the whole context) (default exact)");
+         "modes to compare, comma-separated: exact, quest/D, quest-shared/D (one selection for all KV heads), "
+         "streaming/D (budget 1/D of the context; a mode without /D: the whole context) (default exact)");
   ap.Add({"--ppl-ctx"}, &ppl_ctx, "perplexity window in tokens (default 4096)");
   ap.Add({"--ppl-windows"}, &ppl_windows, "perplexity windows, 0: none (default 4)");
   ap.Add({"-c", "--ctx-size"}, &eo.n_ctx, "context size (default: the model's, at most 4096)");
@@ -92,6 +97,7 @@ int KvEvalCommand(int argc, char** argv) {
   base.sink_blocks = kv_types.sinks;
   base.recent_blocks = kv_types.recent;
   base.dense_layers = kv_types.dense_layers;
+  base.shared_heads = kv_types.select_heads == "shared";
   auto parsed = ParseModes(modes, base);
   if (!parsed.ok()) return ReportError(parsed.status());
   o.modes = *parsed;

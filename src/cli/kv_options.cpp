@@ -20,6 +20,9 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
   ap.Add({"--kv-sink-blocks"}, &flags->sinks, "--kv-sparse: first blocks always read (default 1)");
   ap.Add({"--kv-recent-blocks"}, &flags->recent, "--kv-sparse: last blocks always read (default 2)");
   ap.Add({"--kv-dense-layers"}, &flags->dense_layers, "--kv-sparse: first layers read exactly (default 0)");
+  ap.Add({"--kv-select-heads"}, &flags->select_heads,
+         "--kv-sparse quest: each (every KV head picks its own blocks; default) or shared (one pick for all heads: "
+         "a spilled cache reads only the budget's blocks)");
 }
 
 Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse) {
@@ -28,6 +31,9 @@ Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse) {
   sparse->sink_blocks = flags.sinks;
   sparse->recent_blocks = flags.recent;
   sparse->dense_layers = flags.dense_layers;
+  if (flags.select_heads != "each" && flags.select_heads != "shared")
+    return Status::InvalidArgument("--kv-select-heads: '" + flags.select_heads + "' is not each or shared");
+  sparse->shared_heads = flags.select_heads == "shared";
   return kv::CheckKvSparse(*sparse, flags.block);
 }
 

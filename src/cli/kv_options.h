@@ -25,6 +25,7 @@ struct KvTypeFlags {
   int32_t sinks = 1;             // --kv-sink-blocks
   int32_t recent = 2;            // --kv-recent-blocks
   int32_t dense_layers = 0;      // --kv-dense-layers
+  std::string select_heads = "each";  // --kv-select-heads
 };
 
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);

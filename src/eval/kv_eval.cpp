@@ -28,6 +28,7 @@ double LogSoftmaxAt(const std::vector<float>& logits, int32_t id) {
 
 std::string KvEvalMode::Label() const {
   std::string s = kv::KvSparseModeName(sparse.mode);
+  if (sparse.mode == kv::KvSparseMode::kQuest && sparse.shared_heads) s += "-shared";
   if (sparse.mode != kv::KvSparseMode::kExact) s += budget_div > 0 ? " 1/" + std::to_string(budget_div) : " full";
   return s;
 }

@@ -30,6 +30,10 @@ struct KvSparseOptions {
   int32_t sink_blocks = 1;
   int32_t recent_blocks = 2;
   int32_t dense_layers = 0;
+  // One selection for all KV heads (a block's score: its best over every query head)
+  // instead of one per KV head. A block holds every head, so this is what a tiered cache
+  // reads least with: exactly the budget's blocks per layer, not the union of the heads'.
+  bool shared_heads = false;
 };
 
 // "exact", "quest", "streaming".

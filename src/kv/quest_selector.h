@@ -2,7 +2,8 @@
 // keys' dot products with the query, sum_i max(q_i * min_i, q_i * max_i) over the block's
 // per-channel key bounds (kv_block_summaries.h); a KV head takes its query heads' highest
 // score. Each KV head reads its sinks, its recent window and the top-scoring other blocks
-// up to the budget (ties: the earlier block).
+// up to the budget (ties: the earlier block); with shared_heads, every KV head reads the
+// blocks of the best scores over all heads.
 #pragma once
 
 #include <vector>
@@ -21,7 +22,7 @@ class QuestSelector final : public BlockSelector {
   KvSparseOptions options_;
   int32_t block_size_;
   const KvBlockSummaries* summaries_;
-  std::vector<float> scores_;
+  std::vector<float> scores_, head_scores_;
   std::vector<int32_t> order_;
 };
 

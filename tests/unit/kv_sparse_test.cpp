@@ -156,6 +156,13 @@ TEST(QuestSelectorTest, KeepsSinksAndRecentWindowAndTheBestScoringBlocksPerKvHea
   };
   EXPECT_EQ(read(0), (std::vector<int>{0, 3, 6, 10, 11}));
   EXPECT_EQ(read(1), (std::vector<int>{0, 5, 8, 10, 11}));
+  // Shared: one pick for both heads, by the best score over all query heads.
+  kv::KvSparseOptions shared = o;
+  shared.shared_heads = true;
+  kv::QuestSelector one(shared, 16, &s);
+  ASSERT_TRUE(one.Select({0, q.data(), n_head, table, 12 * 16 - 3}, skip.data()));
+  EXPECT_EQ(read(0), (std::vector<int>{0, 6, 8, 10, 11}));
+  EXPECT_EQ(read(1), (std::vector<int>{0, 6, 8, 10, 11}));
   // Ties (all other blocks score 0): the earlier block wins. Head 1 with only block 8 scoring.
   key(5, 1, 3, 0.0f);  // no change: bounds only widen; use a fresh summary instead
   kv::KvBlockSummaries flat(1, 12, n_kv, hd);
@@ -362,6 +369,11 @@ TEST(SparseDecodeTest, ATieredCacheReadsOnlyTheSelectedBlocksAndGivesTheInMemory
   EXPECT_EQ(tiered.logits, mem.logits) << "sparse mode must not depend on the tier";
   const DecodeRun tiered_exact = Decode({}, share, 30);
   ASSERT_GT(tiered_exact.spill_read_bytes, 0u);
+  // One selection for all heads reads no more than the per-head union.
+  quest.shared_heads = true;
+  const DecodeRun shared = Decode(quest, share, 30);
+  EXPECT_EQ(shared.logits, Decode(quest, 0, 30).logits) << "shared selection must not depend on the tier either";
+  EXPECT_LT(shared.spill_read_bytes, tiered.spill_read_bytes);
   // Blocks hold every KV head, so a layer reads the union of its heads' selections.
   EXPECT_LT(tiered.spill_read_bytes, tiered_exact.spill_read_bytes)
       << "quest read " << tiered.spill_read_bytes << " bytes back, exact " << tiered_exact.spill_read_bytes;

@@ -24,12 +24,16 @@ namespace tierlm {
 namespace {
 
 struct FixtureModel {
-  const char* preset;  // nullptr: stories260K
+  const char* preset;  // nullptr: a committed model of tests/models (stories260K unless `file`)
   const char* type;
-  double tolerance;  // max abs logit difference (fixtures/README.md)
-  std::string name() const { return preset ? std::string(preset) + "-" + type : "stories260K"; }
+  double tolerance;    // max abs logit difference (fixtures/README.md)
+  const char* file = nullptr;  // tests/models/<file>.gguf
+  std::string name() const {
+    return preset ? std::string(preset) + "-" + type : file ? std::string(file) : "stories260K";
+  }
   std::filesystem::path model() const {
-    return preset ? testing::SynthModel(preset, type) : testing::StoriesModel();
+    if (preset) return testing::SynthModel(preset, type);
+    return file ? testing::SourceDir() / "tests" / "models" / (std::string(file) + ".gguf") : testing::StoriesModel();
   }
 };
 void PrintTo(const FixtureModel& m, std::ostream* os) { *os << m.name(); }
@@ -97,7 +101,7 @@ INSTANTIATE_TEST_SUITE_P(
                       FixtureModel{"tiny", "f16", 1e-2}, FixtureModel{"tiny", "bf16", 4e-2},
                       FixtureModel{"tiny", "q8_0", 1.5e-1}, FixtureModel{"tiny", "q4_0", 1.5e-1},
                       FixtureModel{"tiny", "q4_k_m", 2e-1}, FixtureModel{"qwen2-tiny", "f16", 1e-2},
-                      FixtureModel{"qwen2-tiny", "q4_k_m", 2e-1}),
+                      FixtureModel{"qwen2-tiny", "q4_k_m", 2e-1}, FixtureModel{nullptr, "f16", 2e-2, "longctx"}),
     [](const auto& info) { return CaseName(info.param.name()); });
 
 }  // namespace

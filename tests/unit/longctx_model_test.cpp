@@ -75,10 +75,10 @@ TEST(LongctxModelTest, PassKeyDocumentsHaveTheirLengthNeedleAndAnswer) {
     EXPECT_EQ(d->prompt[0], tok.vocab().bos_id);
     EXPECT_EQ(tok.Decode(d->answer), std::to_string(d->key));
     const std::vector<int32_t> needle(d->prompt.begin() + d->needle_pos, d->prompt.begin() + d->needle_pos + 20);
-    EXPECT_EQ(tok.Decode(needle).rfind(" The pass key is #" + std::to_string(d->key) + "#", 0), 0u) << tok.Decode(needle);
+    EXPECT_LE(tok.Decode(needle).find("The pass key is #" + std::to_string(d->key) + "#"), 1u) << tok.Decode(needle);
     const double at = static_cast<double>(d->needle_pos) / 2048.0;
     EXPECT_NEAR(at, depth, 0.05) << "needle at token " << d->needle_pos;
-    const std::string tail = tok.Decode(std::vector<int32_t>(d->prompt.end() - 12, d->prompt.end()));
+    const std::string tail = tok.Decode(std::vector<int32_t>(d->prompt.end() - 40, d->prompt.end()));
     EXPECT_NE(tail.find("What is the pass key? The pass key is #"), std::string::npos) << tail;
   }
   EXPECT_FALSE(task.Make(20, 0.5, rng).ok());

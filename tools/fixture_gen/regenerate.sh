@@ -36,6 +36,10 @@ record() {  # name model n_greedy prompts...
   echo "recorded $name"
 }
 record stories260K tests/models/stories260K.gguf 48 "${prompts[@]}"
+# The trained long-context model (tools/longctx): King James text and a short pass-key document.
+record longctx tests/models/longctx.gguf 48 "In the beginning God created the heaven and the earth." \
+  "And the LORD spake unto Moses, saying," "Blessed are the" \
+  "There is a pass key hidden in this text. Find it and remember it. The pass key is #31415#. Remember it. #31415# is the pass key. And it came to pass in those days. What is the pass key? The pass key is #"
 for pt in tiny:f32 tiny:f16 tiny:bf16 tiny:q8_0 tiny:q4_0 tiny:q4_k_m qwen2-tiny:f16 qwen2-tiny:q4_k_m \
           moe-tiny:q8_0 moe-tiny:q4_0; do
   p=${pt%%:*} t=${pt##*:}

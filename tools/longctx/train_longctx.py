@@ -15,7 +15,7 @@ tests/models/stories260K.gguf, so tierlm and llama.cpp both tokenize the model's
 Seeded: the same command gives the same model on the same machine and torch build (torch's
 CPU kernels may round differently on another CPU).
 
-  /usr/bin/python3 tools/longctx/train_longctx.py --out tests/models/longctx.gguf
+  /usr/bin/python3 tools/longctx/train_longctx.py --steps 650 --stop-after 600
 """
 
 import argparse
@@ -295,13 +295,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "models", "longctx.gguf"))
     ap.add_argument("--heldout-out", default=os.path.join(ROOT, "tests", "models", "longctx-heldout.txt"))
-    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--steps", type=int, default=650)
     ap.add_argument("--tokens-per-step", type=int, default=8192)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--checkpoint", default="")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="end after this many steps (the schedule still spans --steps); 0: --steps")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -326,11 +328,11 @@ def main():
         opt.load_state_dict(ck["opt"])
         start = ck["step"]
         data.rng.setstate(ck["rng"])
-    # Curriculum: 128-token documents, then 512, then every length up to the context.
-    lengths = [(512, 0.25), (1024, 0.25), (2048, 0.25), (4096, 0.25)]
+    schedule = [(128, 0.12), (256, 0.24), (512, 0.40), (1024, 0.58), (2048, 0.78), (4096, 1.01)]
     warm = 60
     t0 = time.time()
-    for step in range(start, args.steps):
+    end = args.stop_after if 0 < args.stop_after < args.steps else args.steps
+    for step in range(start, end):
         frac = step / args.steps
         if step < warm:
             lr = args.lr * (step + 1) / warm
@@ -338,21 +340,11 @@ def main():
             lr = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warm) / (args.steps - warm))))
         for g in opt.param_groups:
             g["lr"] = lr
-        r = random.Random(args.seed * 1000003 + step).random()
-        if frac < 0.15:
-            t = 128  # short documents first: the copy circuit forms where the needle is near
-        elif frac < 0.3:
-            t = 512
-        else:
-            acc = 0.0
-            t = lengths[-1][0]
-            for length, p in lengths:
-                acc += p
-                if r < acc:
-                    t = length
-                    break
+        # Curriculum: the copy circuit forms on short documents (the needle is near), then
+        # the length doubles phase by phase, so retrieval sharpens as the distractors grow.
+        t = next(length for length, upto in schedule if frac < upto)
         b = max(1, args.tokens_per_step // t)
-        x, y, w = batch(data, t, b, p_passkey=0.6)
+        x, y, w = batch(data, t, b, p_passkey=0.6 if t < 512 else 1.0)
         logits = model(x)
         ce = F.cross_entropy(logits.reshape(-1, cfg.vocab), y.reshape(-1), reduction="none").view(b, t)
         loss = ce.mean()
@@ -366,7 +358,7 @@ def main():
             ans = ((ce * w).sum() / w.sum()).item() if w.sum() > 0 else float("nan")
             print("step %d t %d lm %.3f answer %.3f lr %.2e  %.0fs" % (step, t, ce.mean().item(), ans, lr,
                                                                         time.time() - t0), flush=True)
-        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == end:
             model.eval()
             accs = {n: eval_passkey(model, data, n, 11, seed=7) for n in (1024, 4096)}
             ppl = eval_ppl(model, data, 1024, 8)
