@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -228,8 +229,13 @@ TEST(ServerHttpTest, GreedyAnswersEqualRunWithExactUsage) {
     EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);  // greedy takes the most likely
     EXPECT_LE(e["logprob"].get<double>(), 0.0);
   }
-  // The counters add up the usage of the three generations exactly.
-  const std::string metrics = Do(s, "GET", "/metrics").body;
+  // The counters add up the usage of the three generations exactly. The gauges are
+  // published by the scheduler's next step, which may come just after the last reply.
+  std::string metrics = Do(s, "GET", "/metrics").body;
+  for (int i = 0; i < 100 && MetricValue(metrics, "tierlm_requests_running") != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    metrics = Do(s, "GET", "/metrics").body;
+  }
   int64_t prompt_sum = 0, completion_sum = 0;
   for (const Reply* r : {&c, &ch, &lp}) {
     prompt_sum += r->j["usage"]["prompt_tokens"].get<int64_t>();
