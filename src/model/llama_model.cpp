@@ -189,10 +189,10 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
                                      " differs from the one the KV cache recorded");
     next[sq] = p + 1;
   }
-  // Rows per sequence: a sequence with one row is decoding (sparse retrieval applies).
+  // Sparse retrieval: rows per sequence (a sequence with one row is decoding).
   std::unordered_map<kv::SeqId, int64_t> rows_of;
-  for (int64_t i = 0; i < n; ++i) ++rows_of[batch.seq[static_cast<size_t>(i)]];
   if (sparse_.mode != kv::KvSparseMode::kExact) {
+    for (int64_t i = 0; i < n; ++i) ++rows_of[batch.seq[static_cast<size_t>(i)]];
     cache.store().EnableSummaries();
     if (selector_summaries_ != &cache.store().summaries()) {
       selector_ = kv::MakeBlockSelector(sparse_, static_cast<int32_t>(blocks.block_size()), &cache.store().summaries());
@@ -302,11 +302,9 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     // attends over its own sequence.
     auto attend = [&](int64_t l, const float* q, const float* k, const float* v, float* o) -> Status {
       bool sparse = false;
-      if (selector_ && l >= sparse_.dense_layers) {
-        set_queries();
-        sparse = select(l, q);
-      } else if (selector_) {
-        set_queries();
+      if (selector_) {
+        set_queries();  // the previous layer's selection off
+        if (l >= sparse_.dense_layers) sparse = select(l, q);
       }
       if (store.tiered()) {
         const std::vector<kv::BlockId>& layer_blocks = sparse ? layer_read : read;
