@@ -409,6 +409,8 @@ int BenchCommand(int argc, char** argv) {
   if (!st.ok()) return ReportError(st);
   st = ApplyKvSparse(kv_types, &eo.kv_sparse);
   if (!st.ok()) return ReportError(st);
+  st = ApplyKvEvict(kv_types, &eo.kv_evict);
+  if (!st.ok()) return ReportError(st);
   eo.kv_spill_dir = kv_types.spill_dir;
   int64_t max_ctx = 16, max_depth = 0;
   for (int64_t p : *pp) max_ctx = std::max(max_ctx, p);

@@ -15,7 +15,8 @@ namespace tierlm::cli {
 namespace {
 
 // "exact,quest/8": a mode, then optionally "/D" for a budget of 1/D of the context.
-Result<std::vector<eval::KvEvalMode>> ParseModes(const std::string& s, const kv::KvSparseOptions& base) {
+Result<std::vector<eval::KvEvalMode>> ParseModes(const std::string& s, const kv::KvSparseOptions& base,
+                                                 const kv::KvEvictOptions& evict) {
   std::vector<eval::KvEvalMode> out;
   std::stringstream ss(s);
   std::string item;
@@ -28,7 +29,14 @@ Result<std::vector<eval::KvEvalMode>> ParseModes(const std::string& s, const kv:
       name = "quest";
       m.sparse.shared_heads = true;
     }
-    TIERLM_ASSIGN_OR_RETURN(m.sparse.mode, kv::ParseKvSparseMode(name));
+    if (name.rfind("evict-", 0) == 0) {  // an eviction policy
+      m.evict = evict;
+      TIERLM_ASSIGN_OR_RETURN(m.evict.mode, kv::ParseKvEvictMode(name.substr(6)));
+      if (m.evict.mode == kv::KvEvictMode::kNone)
+        return Status::InvalidArgument("--modes: '" + item + "': evict-none is exact");
+    } else {
+      TIERLM_ASSIGN_OR_RETURN(m.sparse.mode, kv::ParseKvSparseMode(name));
+    }
     if (slash != std::string::npos) {
       auto d = ParseIntList("--modes", item.substr(slash + 1));
       if (!d.ok() || d->size() != 1 || (*d)[0] < 1)
@@ -58,7 +66,8 @@ int KvEvalCommand(int argc, char** argv) {
   ap.Add({"--seed"}, &seed, "seed of the documents' keys and filler offsets (default 1)");
   ap.Add({"--modes"}, &modes,
          "modes to compare, comma-separated: exact, quest/D, quest-shared/D (one selection for all KV heads), "
-         "streaming/D (budget 1/D of the context; a mode without /D: the whole context) (default exact)");
+         "streaming/D, evict-P/D for an eviction policy P (streaming, h2o, snapkv, sirllm, lazy, retention: "
+         "--kv-evict's) (budget 1/D of the context; a mode without /D: the whole context) (default exact)");
   ap.Add({"--ppl-ctx"}, &ppl_ctx, "perplexity window in tokens (default 4096)");
   ap.Add({"--ppl-windows"}, &ppl_windows, "perplexity windows, 0: none (default 4)");
   ap.Add({"-c", "--ctx-size"}, &eo.n_ctx, "context size (default: the model's, at most 4096)");
@@ -98,7 +107,12 @@ int KvEvalCommand(int argc, char** argv) {
   base.recent_blocks = kv_types.recent;
   base.dense_layers = kv_types.dense_layers;
   base.shared_heads = kv_types.select_heads == "shared";
-  auto parsed = ParseModes(modes, base);
+  kv::KvEvictOptions evict;
+  evict.sink_blocks = kv_types.sinks;
+  evict.recent_blocks = kv_types.recent;
+  evict.window = kv_types.evict_window;
+  evict.decay = kv_types.evict_decay;
+  auto parsed = ParseModes(modes, base, evict);
   if (!parsed.ok()) return ReportError(parsed.status());
   o.modes = *parsed;
   std::ifstream in(text_path, std::ios::binary);

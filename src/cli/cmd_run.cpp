@@ -116,6 +116,7 @@ Result<std::unique_ptr<Engine>> LoadEngine(RunOptions& o) {
   TIERLM_ASSIGN_OR_RETURN(o.engine.moe_miss, ParseMoeMiss(o.moe_miss));
   TIERLM_RETURN_IF_ERROR(ApplyKvTypes(o.kv_types, &o.engine.kv_format, &o.engine.kv_mem_bytes));
   TIERLM_RETURN_IF_ERROR(ApplyKvSparse(o.kv_types, &o.engine.kv_sparse));
+  TIERLM_RETURN_IF_ERROR(ApplyKvEvict(o.kv_types, &o.engine.kv_evict));
   o.engine.kv_spill_dir = o.kv_types.spill_dir;
   TIERLM_ASSIGN_OR_RETURN(std::unique_ptr<Engine> e, LoadEngineWithProgress(o.engine, o.quiet));
   if (o.sampling.repeat_last_n == -1) o.sampling.repeat_last_n = static_cast<int32_t>(e->kv().n_ctx());

@@ -96,6 +96,9 @@ int ServeCommand(int argc, char** argv) {
   }
   if (Status k = ApplyKvTypes(kv_types, &eo.kv_format); !k.ok()) return ReportError(k);
   if (Status k = ApplyKvSparse(kv_types, &eo.kv_sparse); !k.ok()) return ReportError(k);
+  if (Status k = ApplyKvEvict(kv_types, &eo.kv_evict); !k.ok()) return ReportError(k);
+  if (eo.kv_evict.mode != kv::KvEvictMode::kNone)
+    return ReportError(Status::InvalidArgument("--kv-evict: not in serve yet (run, bench and kv-eval take it)"));
   if (eo.model_path.empty()) {
     auto path = EnsureDefaultModel(false);
     if (!path.ok()) return ReportError(path.status());

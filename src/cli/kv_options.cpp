@@ -17,12 +17,38 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
          "StreamingLLM's window; lossy)");
   ap.Add({"--kv-budget"}, &flags->budget,
          "--kv-sparse: positions each KV head reads per decode step, sinks and recent window included (default 2048)");
-  ap.Add({"--kv-sink-blocks"}, &flags->sinks, "--kv-sparse: first blocks always read (default 1)");
-  ap.Add({"--kv-recent-blocks"}, &flags->recent, "--kv-sparse: last blocks always read (default 2)");
+  ap.Add({"--kv-sink-blocks"}, &flags->sinks, "--kv-sparse, --kv-evict: first blocks always kept (default 1)");
+  ap.Add({"--kv-recent-blocks"}, &flags->recent, "--kv-sparse, --kv-evict: last blocks always kept (default 2)");
   ap.Add({"--kv-dense-layers"}, &flags->dense_layers, "--kv-sparse: first layers read exactly (default 0)");
   ap.Add({"--kv-select-heads"}, &flags->select_heads,
          "--kv-sparse quest: each (every KV head picks its own blocks; default) or shared (one pick for all heads: "
          "a spilled cache reads only the budget's blocks)");
+  ap.Add({"--kv-evict"}, &flags->evict,
+         "bounded KV per sequence, old blocks dropped for good (lossy; needs --kv-max-tokens): none (default), "
+         "streaming (oldest first), h2o (least attended so far), snapkv (least attended by the last "
+         "--kv-evict-window queries), sirllm (least surprising tokens), lazy (overstayed its attention recurrence "
+         "interval), retention (attention decayed by --kv-evict-decay per query)");
+  ap.Add({"--kv-max-tokens"}, &flags->max_tokens,
+         "--kv-evict: positions of KV each sequence keeps (whole blocks; the cache is sized for it, not -c)");
+  ap.Add({"--kv-evict-window"}, &flags->evict_window, "--kv-evict snapkv: queries observed (default 32)");
+  ap.Add({"--kv-evict-decay"}, &flags->evict_decay, "--kv-evict retention: decay per query, (0, 1] (default 0.99)");
+}
+
+Status ApplyKvEvict(const KvTypeFlags& flags, kv::KvEvictOptions* evict) {
+  TIERLM_ASSIGN_OR_RETURN(evict->mode, kv::ParseKvEvictMode(flags.evict));
+  if (evict->mode == kv::KvEvictMode::kNone) {
+    if (flags.max_tokens != 0) return Status::InvalidArgument("--kv-max-tokens needs --kv-evict (a policy to evict by)");
+    return Status::Ok();
+  }
+  if (flags.max_tokens <= 0)
+    return Status::InvalidArgument("--kv-evict " + flags.evict + " needs --kv-max-tokens (the positions to keep)");
+  if (flags.sparse != "exact") return Status::InvalidArgument("--kv-evict and --kv-sparse do not combine: choose one");
+  evict->max_tokens = flags.max_tokens;
+  evict->sink_blocks = flags.sinks;
+  evict->recent_blocks = flags.recent;
+  evict->window = flags.evict_window;
+  evict->decay = flags.evict_decay;
+  return kv::CheckKvEvict(*evict, flags.block);
 }
 
 Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse) {

@@ -9,6 +9,7 @@
 #include "cli/args.h"
 #include "core/status.h"
 #include "kv/block_selector.h"
+#include "kv/eviction_policy.h"
 #include "kv/paged_kv_store.h"
 
 namespace tierlm::cli {
@@ -26,6 +27,11 @@ struct KvTypeFlags {
   int32_t recent = 2;            // --kv-recent-blocks
   int32_t dense_layers = 0;      // --kv-dense-layers
   std::string select_heads = "each";  // --kv-select-heads
+  // Eviction (kv/eviction_policy.h); --kv-sink-blocks and --kv-recent-blocks apply too.
+  std::string evict = "none";  // --kv-evict
+  int64_t max_tokens = 0;      // --kv-max-tokens
+  int32_t evict_window = 32;   // --kv-evict-window
+  float evict_decay = 0.99f;   // --kv-evict-decay
 };
 
 void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);
@@ -34,5 +40,7 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags);
 Status ApplyKvTypes(const KvTypeFlags& flags, kv::KvFormat* format, uint64_t* kv_mem_bytes = nullptr);
 // The sparse retrieval flags, checked against the block size.
 Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse);
+// The eviction flags, checked against the block size and against --kv-sparse.
+Status ApplyKvEvict(const KvTypeFlags& flags, kv::KvEvictOptions* evict);
 
 }  // namespace tierlm::cli

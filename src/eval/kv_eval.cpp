@@ -24,9 +24,18 @@ double LogSoftmaxAt(const std::vector<float>& logits, int32_t id) {
   return static_cast<double>(logits[static_cast<size_t>(id)] - m) - std::log(sum);
 }
 
+kv::KvEvictOptions EvictAtContext(const KvEvalMode& m, int64_t ctx) {
+  kv::KvEvictOptions o = m.evict;
+  o.max_tokens = m.budget_div > 0 ? ctx / m.budget_div : ctx;
+  return o;
+}
+
 }  // namespace
 
 std::string KvEvalMode::Label() const {
+  if (evicts())
+    return std::string("evict-") + kv::KvEvictModeName(evict.mode) +
+           (budget_div > 0 ? " 1/" + std::to_string(budget_div) : " full");
   std::string s = kv::KvSparseModeName(sparse.mode);
   if (sparse.mode == kv::KvSparseMode::kQuest && sparse.shared_heads) s += "-shared";
   if (sparse.mode != kv::KvSparseMode::kExact) s += budget_div > 0 ? " 1/" + std::to_string(budget_div) : " full";
@@ -45,8 +54,18 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
     if (ctx > kv.n_ctx() || ctx < 64)
       return Status::InvalidArgument("kv-eval: context " + std::to_string(ctx) + " is outside [64, " +
                                      std::to_string(kv.n_ctx()) + "] (raise -c)");
-  for (const KvEvalMode& m : o.modes)
-    for (int64_t ctx : o.contexts) TIERLM_RETURN_IF_ERROR(kv::CheckKvSparse(AtContext(m, ctx), kv.paged().blocks().block_size()));
+  const int32_t bs = kv.paged().blocks().block_size();
+  for (const KvEvalMode& m : o.modes) {
+    for (int64_t ctx : o.contexts) {
+      TIERLM_RETURN_IF_ERROR(kv::CheckKvSparse(AtContext(m, ctx), bs));
+      TIERLM_RETURN_IF_ERROR(kv::CheckKvEvict(EvictAtContext(m, ctx), bs).WithContext(
+          "kv-eval: " + m.Label() + " at context " + std::to_string(ctx)));
+    }
+    if (m.evicts() && o.ppl_windows > 0)
+      TIERLM_RETURN_IF_ERROR(kv::CheckKvEvict(EvictAtContext(m, o.ppl_context), bs).WithContext(
+          "kv-eval: " + m.Label() + " at the perplexity context"));
+  }
+  const kv::KvEvictOptions saved_evict = model.kv_evict();
   kv.paged().store().EnableSummaries();
   report.modes.resize(o.modes.size());
   std::vector<uint64_t> read(o.modes.size(), 0), total(o.modes.size(), 0);
@@ -56,7 +75,7 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
   }
   std::vector<float> logits;
   auto decode_step = [&](size_t m, int64_t ctx, int32_t token) -> Status {
-    model.set_kv_sparse(AtContext(o.modes[m], ctx));
+    if (!o.modes[m].evicts()) model.set_kv_sparse(AtContext(o.modes[m], ctx));
     model.reset_kv_read_stats();
     const Status st = model.Forward(std::span<const int32_t>(&token, 1), kv, false, &logits, pool);
     read[m] += model.kv_read_stats().read;
@@ -68,13 +87,26 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
     for (size_t d = 0; d < o.depths.size(); ++d) {
       for (int64_t t = 0; t < o.trials; ++t) {
         TIERLM_ASSIGN_OR_RETURN(PasskeyDoc doc, task.Make(o.contexts[c], o.depths[d], rng));
-        kv.set_n_past(0);
-        model.set_kv_sparse({});
-        std::vector<float> prompt_logits;
-        TIERLM_RETURN_IF_ERROR(model.Forward(doc.prompt, kv, false, &prompt_logits, pool));
-        const int64_t n_prompt = kv.n_past();
+        // The exact prefill the sparse modes share (made again after an eviction mode).
+        std::vector<float> exact_logits, prompt_logits;
+        bool exact_ready = false;
         for (size_t m = 0; m < o.modes.size(); ++m) {
-          kv.set_n_past(n_prompt);
+          model.set_kv_sparse({});
+          if (o.modes[m].evicts()) {
+            kv.set_n_past(0);
+            model.set_kv_evict(EvictAtContext(o.modes[m], o.contexts[c]));
+            TIERLM_RETURN_IF_ERROR(model.Forward(doc.prompt, kv, false, &prompt_logits, pool));
+            exact_ready = false;
+          } else {
+            if (!exact_ready) {
+              kv.set_n_past(0);
+              model.set_kv_evict({});
+              TIERLM_RETURN_IF_ERROR(model.Forward(doc.prompt, kv, false, &exact_logits, pool));
+              exact_ready = true;
+            }
+            kv.set_n_past(static_cast<int64_t>(doc.prompt.size()));
+            prompt_logits = exact_logits;
+          }
           bool ok = Argmax(prompt_logits) == doc.answer[0];
           for (size_t i = 1; ok && i < doc.answer.size(); ++i) {
             TIERLM_RETURN_IF_ERROR(decode_step(m, o.contexts[c], doc.answer[i - 1]));
@@ -103,13 +135,26 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
     std::vector<int32_t> win;
     win.push_back(engine.tokenizer().vocab().bos_id);
     win.insert(win.end(), heldout.begin() + s, heldout.begin() + s + W - 1);
-    kv.set_n_past(0);
-    model.set_kv_sparse({});
-    std::vector<float> first;
-    TIERLM_RETURN_IF_ERROR(model.Forward(std::span<const int32_t>(win.data(), static_cast<size_t>(half)), kv, false,
-                                         &first, pool));
+    std::vector<float> exact_first, first;
+    bool exact_ready = false;
+    const std::span<const int32_t> head(win.data(), static_cast<size_t>(half));
     for (size_t m = 0; m < o.modes.size(); ++m) {
-      kv.set_n_past(half);
+      model.set_kv_sparse({});
+      if (o.modes[m].evicts()) {
+        kv.set_n_past(0);
+        model.set_kv_evict(EvictAtContext(o.modes[m], W));
+        TIERLM_RETURN_IF_ERROR(model.Forward(head, kv, false, &first, pool));
+        exact_ready = false;
+      } else {
+        if (!exact_ready) {
+          kv.set_n_past(0);
+          model.set_kv_evict({});
+          TIERLM_RETURN_IF_ERROR(model.Forward(head, kv, false, &exact_first, pool));
+          exact_ready = true;
+        }
+        kv.set_n_past(half);
+        first = exact_first;
+      }
       nll[m] -= LogSoftmaxAt(first, win[static_cast<size_t>(half)]);
       for (int64_t p = half; p + 1 < W; ++p) {
         TIERLM_RETURN_IF_ERROR(decode_step(m, W, win[static_cast<size_t>(p)]));
@@ -124,6 +169,7 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
     report.modes[m].blocks_read_share = total[m] ? static_cast<double>(read[m]) / static_cast<double>(total[m]) : 1.0;
   }
   model.set_kv_sparse(saved);
+  model.set_kv_evict(saved_evict);
   kv.set_n_past(0);
   return report;
 }

@@ -54,6 +54,34 @@ std::span<const BlockId> KvBlockManager::BlockTable(SeqId seq) const {
   return it->second.blocks;
 }
 
+int64_t KvBlockManager::LiveBlocks(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  return it == seqs_.end() ? 0 : static_cast<int64_t>(it->second.blocks.size()) - it->second.holes;
+}
+
+bool KvBlockManager::Evicted(SeqId seq) const {
+  auto it = seqs_.find(seq);
+  return it != seqs_.end() && it->second.evicted;
+}
+
+Status KvBlockManager::Evict(SeqId seq, int64_t index) {
+  auto it = seqs_.find(seq);
+  if (it == seqs_.end()) return Status::NotFound("kv: eviction from unknown sequence " + std::to_string(seq));
+  Sequence& s = it->second;
+  if (index < 0 || (index + 1) * block_size_ > s.length)
+    return Status::InvalidArgument("kv: sequence " + std::to_string(seq) + ": block " + std::to_string(index) +
+                                   " is not a full block of its " + std::to_string(s.length) + " positions");
+  BlockId& b = s.blocks[static_cast<size_t>(index)];
+  if (b == kHole)
+    return Status::InvalidArgument("kv: sequence " + std::to_string(seq) + ": block " + std::to_string(index) +
+                                   " was evicted already");
+  Release(b);
+  b = kHole;
+  ++s.holes;
+  s.evicted = true;
+  return Status::Ok();
+}
+
 int64_t KvBlockManager::BlocksNeeded(SeqId seq, int64_t n_new) const {
   auto it = seqs_.find(seq);
   const int64_t length = it == seqs_.end() ? 0 : it->second.length;
@@ -142,6 +170,7 @@ void KvBlockManager::MarkComputed(SeqId seq, int64_t n) {
   const size_t full = static_cast<size_t>(std::min(n, s.length) / block_size_);
   for (size_t i = full; i-- > 0;) {
     const BlockId b = s.blocks[i];
+    if (b == kHole) continue;
     const size_t bi = static_cast<size_t>(b);
     if (registered_[bi]) break;  // and every block before it
     const uint64_t h = hash_[bi];
@@ -194,9 +223,9 @@ std::vector<uint64_t> KvBlockManager::ChainHashes(std::span<const int32_t> token
 
 Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* copies) {
   if (n_new < 0) return Admit::kImpossible;
-  const int64_t length = Length(seq);
-  if (CeilDiv(length + n_new, block_size_) > n_blocks()) return Admit::kImpossible;
   const int64_t need = BlocksNeeded(seq, n_new);
+  if (LiveBlocks(seq) + need > n_blocks()) return Admit::kImpossible;
+  const int64_t length = Length(seq);
   if (need > n_free()) return Admit::kLater;
   Sequence& s = seqs_[seq];
   if (n_new > 0 && length % block_size_ != 0) {
@@ -217,6 +246,7 @@ Admit KvBlockManager::Reserve(SeqId seq, int64_t n_new, std::vector<BlockCopy>* 
 void KvBlockManager::HashIfFull(const Sequence& s, size_t index) {
   const BlockId b = s.blocks[index];
   if (static_cast<int64_t>(index + 1) * block_size_ > s.length) return;
+  if (s.evicted) return;  // its keys and values depend on evicted ones: never reusable
   const uint64_t prev = index == 0 ? s.root : hash_[static_cast<size_t>(s.blocks[index - 1])];
   hash_[static_cast<size_t>(b)] = ChainHash(prev, identity_, BlockTokens(b));
 }
@@ -251,11 +281,16 @@ Status KvBlockManager::Truncate(SeqId seq, int64_t length) {
     return Status::OutOfRange("kv: sequence " + std::to_string(seq) + " has " + std::to_string(s.length) +
                               " positions, cannot truncate to " + std::to_string(length));
   const size_t keep = static_cast<size_t>(CeilDiv(length, block_size_));
+  if (length % block_size_ != 0 && s.blocks[keep - 1] == kHole)
+    return Status::InvalidArgument("kv: sequence " + std::to_string(seq) + ": position " + std::to_string(length - 1) +
+                                   " was evicted (block " + std::to_string(keep - 1) +
+                                   "): truncate to that block's start");
   while (s.blocks.size() > keep) {
-    Release(s.blocks.back());
+    if (s.blocks.back() == kHole) --s.holes;
+    else Release(s.blocks.back());
     s.blocks.pop_back();
   }
-  if (length % block_size_ != 0) {
+  if (length % block_size_ != 0 && s.blocks.back() != kHole) {
     const BlockId last = s.blocks.back();
     if (ref_[static_cast<size_t>(last)] == 1) {  // sole owner: forget the dropped tokens
       Unregister(last);
@@ -275,10 +310,14 @@ Status KvBlockManager::Fork(SeqId parent, SeqId child) {
   Sequence copy;
   copy.length = it->second.length;
   copy.root = it->second.root;
+  copy.evicted = it->second.evicted;
   // Shares the filled blocks only; reserved blocks past the parent's length stay its own.
   const size_t used = static_cast<size_t>(CeilDiv(copy.length, block_size_));
   copy.blocks.assign(it->second.blocks.begin(), it->second.blocks.begin() + static_cast<ptrdiff_t>(used));
-  for (BlockId b : copy.blocks) ++ref_[static_cast<size_t>(b)];
+  for (BlockId b : copy.blocks) {
+    if (b == kHole) ++copy.holes;
+    else ++ref_[static_cast<size_t>(b)];
+  }
   seqs_.emplace(child, std::move(copy));
   return Status::Ok();
 }
@@ -287,7 +326,8 @@ void KvBlockManager::Free(SeqId seq) {
   auto it = seqs_.find(seq);
   if (it == seqs_.end()) return;
   // Last block first, so that the stack hands the first block back first next time.
-  for (auto b = it->second.blocks.rbegin(); b != it->second.blocks.rend(); ++b) Release(*b);
+  for (auto b = it->second.blocks.rbegin(); b != it->second.blocks.rend(); ++b)
+    if (*b != kHole) Release(*b);
   seqs_.erase(it);
 }
 

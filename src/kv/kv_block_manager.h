@@ -23,6 +23,13 @@
 // blocks count as free: a block is handed out from the free list first, then by evicting
 // the least recently released cached block (its hash forgotten, its bytes discarded).
 //
+// Eviction (kv/kv_evictor.h) drops a sequence's old blocks for good: Evict turns an entry
+// of its block table into a hole (kHole) and releases the block, while the positions after
+// it keep their places (RoPE stays at the original positions; attention skips holes). A
+// block computed exactly before the sequence's first eviction keeps its hash and may stay
+// cached for other sequences; blocks filled after it get none (their keys and values
+// depend on what was evicted, so no exact run could reuse them).
+//
 // Admission speaks the residency manager's vocabulary (tiers/admit.h): Reserve answers Ok
 // (the blocks are now the sequence's), Later (not enough free blocks now; they free as other
 // sequences finish) or Impossible (the sequence would need more blocks than the cache has),
@@ -44,6 +51,9 @@ namespace tierlm::kv {
 
 using SeqId = int32_t;
 using BlockId = int32_t;
+
+// A block-table entry whose block was evicted.
+inline constexpr BlockId kHole = -1;
 
 // A copy the caller must make before writing: every layer's keys and values of block
 // `from` into block `to` (positions [0, n_used)).
@@ -78,8 +88,13 @@ class KvBlockManager {
   int64_t Length(SeqId seq) const;
   // Positions the sequence can take before it needs more blocks (reserved capacity).
   int64_t Capacity(SeqId seq) const;
-  // The blocks of the sequence, in order (empty for an unknown sequence).
+  // The blocks of the sequence, in order (empty for an unknown sequence); evicted ones are
+  // kHole.
   std::span<const BlockId> BlockTable(SeqId seq) const;
+  // Blocks the sequence holds (its table less the holes).
+  int64_t LiveBlocks(SeqId seq) const;
+  // Whether the sequence ever evicted (its table may hold holes).
+  bool Evicted(SeqId seq) const;
 
   // Starts an empty sequence whose first block chains from `root` instead of 0: blocks of
   // different roots never share a hash (a tenant's cache_salt). InvalidArgument if `seq`
@@ -101,7 +116,15 @@ class KvBlockManager {
   // Drops the last positions of `seq` down to `length` (an undone draft, a rejected
   // sample): blocks past the end return to the free list when no one else holds them, and a
   // block that is no longer full loses its hash. Reserved capacity past length is released.
+  // InvalidArgument when length ends inside an evicted block (its earlier positions are gone).
   Status Truncate(SeqId seq, int64_t length);
+
+  // Evicts logical block `index` of `seq`: a full block (every position of it appended)
+  // that is not a hole. Its table entry becomes kHole and the block is released (to the
+  // free list, or cached when computed before the first eviction). From the first
+  // eviction on, blocks the sequence fills get no hash. InvalidArgument naming the
+  // sequence and block otherwise.
+  Status Evict(SeqId seq, int64_t index);
 
   // `child` (new) shares every block of `parent`: the same positions, no bytes copied.
   Status Fork(SeqId parent, SeqId child);
@@ -145,6 +168,8 @@ class KvBlockManager {
     std::vector<BlockId> blocks;
     int64_t length = 0;
     uint64_t root = 0;
+    int64_t holes = 0;
+    bool evicted = false;
   };
   BlockId Pop();
   void Release(BlockId b);

@@ -21,16 +21,17 @@ Status KvCache::CheckSize(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f
 }
 
 Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFormat& f, const kv::KvTierOptions& tier,
-                                uint64_t model_identity) {
+                                uint64_t model_identity, int64_t kv_positions) {
   if (s.n_layer <= 0 || s.n_head_kv <= 0 || s.head_dim <= 0 || n_ctx <= 0 || f.block_size <= 0)
     return Status::InvalidArgument("KV cache dimensions must be positive");
-  TIERLM_RETURN_IF_ERROR(CheckSize(s, n_ctx, f));
+  const int64_t held = kv_positions > 0 ? std::min(kv_positions, n_ctx) : n_ctx;
+  TIERLM_RETURN_IF_ERROR(CheckSize(s, held, f));
   kv::PagedKvOptions o;
   o.n_layer = s.n_layer;
   o.n_head_kv = s.n_head_kv;
   o.head_dim = s.head_dim;
   o.format = f;
-  o.n_blocks = static_cast<int32_t>((n_ctx + f.block_size - 1) / f.block_size);
+  o.n_blocks = static_cast<int32_t>((held + f.block_size - 1) / f.block_size);
   o.tier = tier;
   o.identity = model_identity;
   KvCache kv;
@@ -41,7 +42,10 @@ Result<KvCache> KvCache::Create(const KvShape& s, int64_t n_ctx, const kv::KvFor
 
 void KvCache::set_n_past(int64_t n) {
   const int64_t length = paged_->blocks().Length(kSeq);
-  if (n < length) (void)paged_->Truncate(kSeq, std::max<int64_t>(n, 0));
+  if (n >= length) return;
+  n = std::max<int64_t>(n, 0);
+  // Inside an evicted block: from that block's start.
+  if (!paged_->Truncate(kSeq, n).ok()) (void)paged_->Truncate(kSeq, n / format().block_size * format().block_size);
 }
 
 }  // namespace tierlm

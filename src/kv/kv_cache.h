@@ -34,14 +34,19 @@ class KvCache {
   // A tier (tier.env set) makes the cache tiered: tier.budget_bytes in memory, the rest
   // spilled to disk (paged_kv_store.h). model_identity: the model's content identity
   // (model/model_identity.h), folded into every block hash.
+  // kv_positions > 0 sizes the cache for that many positions (whole blocks) instead of
+  // n_ctx: a sequence under an eviction bound (kv_evictor.h) spans n_ctx positions but
+  // holds fewer.
   static Result<KvCache> Create(const KvShape& shape, int64_t n_ctx,
                                 const kv::KvFormat& format = {GgmlType::kF32, GgmlType::kF32, 16},
-                                const kv::KvTierOptions& tier = {}, uint64_t model_identity = 0);
+                                const kv::KvTierOptions& tier = {}, uint64_t model_identity = 0,
+                                int64_t kv_positions = 0);
 
   int64_t n_ctx() const { return n_ctx_; }
   // Positions filled so far; the next token goes at position n_past().
   int64_t n_past() const { return paged_->Computed(kSeq); }
-  // Keeps positions [0, n) (n <= n_past()).
+  // Keeps positions [0, n) (n <= n_past()); fewer when the block holding position n - 1
+  // was evicted (kv_evictor.h): then from that block's start (read n_past() after).
   void set_n_past(int64_t n);
   uint64_t bytes() const { return paged_->store().bytes(); }
   const kv::KvFormat& format() const { return paged_->format(); }

@@ -69,6 +69,12 @@ void PagedKvCache::Free(SeqId seq) {
   computed_.erase(seq);
 }
 
+Status PagedKvCache::Evict(SeqId seq, int64_t index) {
+  const Status st = blocks_.Evict(seq, index);
+  DiscardReleased();
+  return st;
+}
+
 void PagedKvCache::SetComputed(SeqId seq, int64_t n) {
   computed_[seq] = n;
   blocks_.MarkComputed(seq, n);

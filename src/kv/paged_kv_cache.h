@@ -47,6 +47,8 @@ class PagedKvCache {
   Status Fork(SeqId parent, SeqId child);
   Status Truncate(SeqId seq, int64_t length);
   void Free(SeqId seq);
+  // Evicts logical block `index` of seq (KvBlockManager::Evict); its bytes are discarded.
+  Status Evict(SeqId seq, int64_t index);
   // Hands blocks that left every sequence to the store to discard (done by every call
   // above; public for callers of blocks() directly).
   void DiscardReleased();

@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "kernels/attention.h"
+#include "kernels/attention_mass.h"
 #include "kernels/paged_attention.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -151,6 +152,19 @@ Status LlamaModel::Forward(std::span<const int32_t> tokens, KvCache& kv, bool al
   kv::PagedKvCache& cache = kv.paged();
   // Positions recorded by a forward pass that failed are dropped first.
   if (cache.blocks().Length(KvCache::kSeq) > past) TIERLM_RETURN_IF_ERROR(cache.Truncate(KvCache::kSeq, past));
+  if (evict_.mode != kv::KvEvictMode::kNone && n > evict_.prefill_chunk) {
+    // Under a KV bound the prompt goes in chunks, each followed by eviction, so that no
+    // more than max_tokens plus a chunk is ever held.
+    std::vector<float> all, part;
+    for (int64_t at = 0; at < n; at += evict_.prefill_chunk) {
+      const int64_t len = std::min(evict_.prefill_chunk, n - at);
+      TIERLM_RETURN_IF_ERROR(Forward(tokens.subspan(static_cast<size_t>(at), static_cast<size_t>(len)), kv, all_logits,
+                                     &part, pool));
+      if (all_logits) all.insert(all.end(), part.begin(), part.end());
+    }
+    *logits = all_logits ? std::move(all) : std::move(part);
+    return Status::Ok();
+  }
   TIERLM_RETURN_IF_ERROR(cache.AddTokens(KvCache::kSeq, tokens));
   single_.Clear();
   for (int64_t t = 0; t < n; ++t) single_.Add(tokens[static_cast<size_t>(t)], past + t, KvCache::kSeq, all_logits || t == n - 1);
@@ -188,6 +202,12 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
                                      ": token " + std::to_string(batch.token[static_cast<size_t>(i)]) +
                                      " differs from the one the KV cache recorded");
     next[sq] = p + 1;
+  }
+  if (evict_.mode != kv::KvEvictMode::kNone) {
+    if (sparse_.mode != kv::KvSparseMode::kExact)
+      return Status::InvalidArgument("--kv-evict and --kv-sparse do not combine: choose one");
+    if (!evictor_ || evictor_->block_size() != blocks.block_size())
+      evictor_ = std::make_unique<kv::KvEvictor>(evict_, static_cast<int32_t>(blocks.block_size()));
   }
   // Sparse retrieval: rows per sequence (a sequence with one row is decoding).
   std::unordered_map<kv::SeqId, int64_t> rows_of;
@@ -228,7 +248,16 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     }
     for (const auto& [sq, k] : keys) {
       const auto table = blocks.BlockTable(sq);
-      read.insert(read.end(), table.begin(), table.begin() + (k + bs - 1) / bs);
+      for (auto b = table.begin(); b != table.begin() + (k + bs - 1) / bs; ++b)
+        if (*b != kv::kHole) read.push_back(*b);
+    }
+    // Sequences that evicted: their rows skip the holes.
+    std::unordered_map<kv::SeqId, std::vector<uint8_t>> holes;
+    for (const auto& [sq, k] : keys) {
+      if (!blocks.Evicted(sq)) continue;
+      const auto table = blocks.BlockTable(sq);
+      std::vector<uint8_t>& h = holes[sq];
+      for (kv::BlockId b : table) h.push_back(b == kv::kHole);
     }
     std::sort(read.begin(), read.end());
     read.erase(std::unique(read.begin(), read.end()), read.end());
@@ -240,11 +269,23 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
 
     queries_.resize(static_cast<size_t>(len));
     auto set_queries = [&] {
-      for (int64_t t = 0; t < len; ++t)
-        queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1,
-                                            is_lost(seq[t]) ? skip_all_.data() : nullptr};
+      for (int64_t t = 0; t < len; ++t) {
+        const uint8_t* skip = nullptr;
+        if (is_lost(seq[t])) skip = skip_all_.data();
+        else if (auto h = holes.find(seq[t]); h != holes.end()) skip = h->second.data();
+        queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1, skip};
+      }
     };
     set_queries();
+    // Eviction policies that score blocks by attention: each row's share per block, summed
+    // over layers and heads.
+    const bool observe_mass = evictor_ && evictor_->wants_attention();
+    std::vector<uint8_t> mass_row(static_cast<size_t>(len), 0);
+    const int64_t mass_stride = static_cast<int64_t>(max_table);
+    if (observe_mass) {
+      for (int64_t t = 0; t < len; ++t) mass_row[static_cast<size_t>(t)] = !is_lost(seq[t]);
+      mass_.assign(static_cast<size_t>(len * mass_stride), 0.0);
+    }
     // Sparse retrieval: the decode rows (a sequence's only row in the batch) of the layers
     // at and above dense_layers read the blocks their selector picks.
     std::vector<uint8_t> sparse_row(static_cast<size_t>(len), 0);
@@ -290,11 +331,8 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
         if (is_lost(seq[t])) continue;
         const int64_t nb = (row.n_keys + bs - 1) / bs;
         read_stats_.total += static_cast<uint64_t>(nb * hp_.n_head_kv);
-        if (row.skip_heads == 0) {
-          read_stats_.read += static_cast<uint64_t>(nb * hp_.n_head_kv);
-          continue;
-        }
-        for (int64_t i = 0; i < nb * row.skip_heads; ++i) read_stats_.read += row.skip[i] == 0;
+        for (int64_t b = 0; b < nb; ++b)
+          for (int64_t g = 0; g < hp_.n_head_kv; ++g) read_stats_.read += !row.Skips(b, g);
       }
     };
     if (store.tiered()) store.PrefetchLayer(0, read);
@@ -321,8 +359,10 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
         if (!bad.empty()) {
           // A lost sequence's rows skip everything; the others keep their selection.
           for (int64_t t = 0; t < len; ++t)
-            if (is_lost(seq[t])) queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1,
-                                                                   skip_all_.data()};
+            if (is_lost(seq[t])) {
+              queries_[static_cast<size_t>(t)] = {blocks.BlockTable(seq[t]).data(), pos[t] + 1, skip_all_.data()};
+              mass_row[static_cast<size_t>(t)] = 0;
+            }
         }
         // The next layer's blocks: when this layer was sparse, its selection predicts the
         // next one's (what it misses is read when the next layer pins).
@@ -332,17 +372,59 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
         if (!is_lost(seq[t])) store.Write(l, blocks.Slot(seq[t], pos[t]), k + t * KV, v + t * KV);
       count_reads();
       PagedAttention(shape, store.Layer(l), queries_, q, o, pool);
+      if (observe_mass)
+        AddAttentionBlockMass(shape, store.Layer(l), queries_, mass_row.data(), q, mass_.data(), mass_stride, pool);
       store.UnpinLayer();
       return Status::Ok();
     };
     float* out = logits->data() + out_row * hp_.n_vocab;
-    const Status st = ForwardRows(tok, pos, len, attend, want, out, pool);
+    // Policies that score tokens by surprisal need every row's logits.
+    const bool observe_logits = evictor_ && evictor_->wants_surprisal();
+    std::vector<uint8_t> want_all;
+    std::vector<float> all_logits;
+    if (observe_logits) {
+      want_all.assign(static_cast<size_t>(len), 1);
+      all_logits.resize(static_cast<size_t>(len * hp_.n_vocab));
+    }
+    const Status st = observe_logits ? ForwardRows(tok, pos, len, attend, want_all.data(), all_logits.data(), pool)
+                                     : ForwardRows(tok, pos, len, attend, want, out, pool);
     store.UnpinLayer();
     TIERLM_RETURN_IF_ERROR(st);
+    if (observe_logits) {
+      int64_t r = 0;
+      for (int64_t t = 0; t < len; ++t) {
+        const float* row = all_logits.data() + t * hp_.n_vocab;
+        if (want[t]) std::copy_n(row, hp_.n_vocab, out + (r++) * hp_.n_vocab);
+        if (!is_lost(seq[t]))
+          evictor_->ObserveLogits(seq[t], pos[t], tok[t], std::span<const float>(row, static_cast<size_t>(hp_.n_vocab)));
+      }
+    }
+    if (observe_mass) {
+      // A row's shares sum to one: every layer and query head added one.
+      const double norm = 1.0 / static_cast<double>(hp_.n_layer * hp_.n_head);
+      std::vector<float> share;
+      for (int64_t t = 0; t < len; ++t) {
+        if (!mass_row[static_cast<size_t>(t)] || is_lost(seq[t])) continue;
+        const int64_t nb = (pos[t] + 1 + bs - 1) / bs;
+        share.resize(static_cast<size_t>(nb));
+        for (int64_t b = 0; b < nb; ++b)
+          share[static_cast<size_t>(b)] = static_cast<float>(mass_[static_cast<size_t>(t * mass_stride + b)] * norm);
+        evictor_->ObserveAttention(seq[t], pos[t], share);
+      }
+    }
     for (int64_t t = 0; t < len; ++t) {
       out_row += want[t] != 0;
       if (!is_lost(seq[t])) cache.SetComputed(seq[t], pos[t] + 1);
     }
+  }
+  if (evictor_) {
+    // Each sequence of the batch back under its bound.
+    for (const auto& [sq, unused] : next) {
+      (void)unused;
+      if (is_lost(sq)) continue;
+      TIERLM_RETURN_IF_ERROR(evictor_->Enforce(cache, sq).status());
+    }
+    evictor_->Prune(blocks);
   }
   if (!lost.empty()) {
     // Failed rows' logits are zeros, whatever the masked attention left in them.
@@ -357,6 +439,11 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     failed->insert(failed->end(), lost.begin(), lost.end());
   }
   return Status::Ok();
+}
+
+void LlamaModel::set_kv_evict(const kv::KvEvictOptions& options) {
+  evict_ = options;
+  evictor_.reset();  // made by the next Forward, for its cache's block size
 }
 
 void LlamaModel::set_kv_sparse(const kv::KvSparseOptions& options) {

@@ -18,6 +18,7 @@
 #include "kernels/attention.h"
 #include "kernels/paged_attention.h"
 #include "kv/block_selector.h"
+#include "kv/kv_evictor.h"
 #include "kv/kv_cache.h"
 #include "kv/paged_kv_cache.h"
 #include "model/batch.h"
@@ -90,6 +91,15 @@ class LlamaModel {
   // then on). kExact (the default) reads every block. REQUIRES: CheckKvSparse passed.
   void set_kv_sparse(const kv::KvSparseOptions& options);
   const kv::KvSparseOptions& kv_sparse() const { return sparse_; }
+  // Bounded KV per sequence (kv/kv_evictor.h): after each Forward(Batch, ...) every
+  // sequence of the batch is cut to options.max_tokens positions' blocks by the policy;
+  // Forward(tokens, kv) prefills in chunks of options.prefill_chunk so a prompt never needs
+  // more. kNone (the default) keeps everything. Not with a sparse mode (Forward refuses
+  // both). REQUIRES: CheckKvEvict passed.
+  void set_kv_evict(const kv::KvEvictOptions& options);
+  const kv::KvEvictOptions& kv_evict() const { return evict_; }
+  // Blocks evicted since the model was made.
+  uint64_t kv_evicted_blocks() const { return evictor_ ? evictor_->evicted_blocks() : 0; }
   // KV blocks attention read, counted per (row, layer, KV head) over the paged forwards
   // since the last reset: of `total` blocks the rows' positions cover, `read` were read.
   struct KvReadStats {
@@ -127,6 +137,9 @@ class LlamaModel {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
   std::vector<PagedQuery> queries_;
   std::vector<uint8_t> skip_all_;  // a skip mask of every block: rows of failed sequences
+  kv::KvEvictOptions evict_;
+  std::unique_ptr<kv::KvEvictor> evictor_;
+  std::vector<double> mass_;  // per row of a chunk and block: attention share (evictor_)
   kv::KvSparseOptions sparse_;
   std::unique_ptr<kv::BlockSelector> selector_;
   const kv::KvBlockSummaries* selector_summaries_ = nullptr;  // what selector_ reads

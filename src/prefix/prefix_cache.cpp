@@ -130,6 +130,7 @@ void PrefixCache::Publish(kv::PagedKvCache& cache, kv::SeqId seq) {
   BlockTier* tiers[2] = {disk_.get(), redis_.get()};
   uint64_t published = 0, errors = 0;
   for (size_t i = st.published; i < full; ++i) {
+    if (table[i] == kv::kHole) break;  // evicted: this and what follows are not exact
     const uint64_t h = bm.BlockHash(table[i]);
     if (h == 0) break;
     const bool want[2] = {tiers[0] && i >= st.known[0], tiers[1] && i >= st.known[1]};

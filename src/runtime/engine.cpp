@@ -49,8 +49,12 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   TIERLM_RETURN_IF_ERROR(kv::CheckKvType(o.kv_format.v_type, hp.head_dim, "-ctv"));
   // A batch never holds more tokens than the context (llama.cpp clamps the same way).
   const int64_t n_batch = std::min(o.n_batch, n_ctx);
+  TIERLM_RETURN_IF_ERROR(kv::CheckKvEvict(o.kv_evict, o.kv_format.block_size));
+  if (o.kv_evict.mode != kv::KvEvictMode::kNone && o.kv_sparse.mode != kv::KvSparseMode::kExact)
+    return Status::InvalidArgument("--kv-evict and --kv-sparse do not combine: choose one");
+  const int64_t kv_positions = kv::KvPositionsFor(o.kv_evict, o.kv_format.block_size);
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
-                                                     o.kv_format, o.kv_mem_bytes));
+                                                     o.kv_format, o.kv_mem_bytes, kv_positions));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
   // lowbit-all computes every expert from its copy, which only the tiered store holds.
@@ -100,6 +104,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   e->model_->set_max_batch(n_batch);
   TIERLM_RETURN_IF_ERROR(kv::CheckKvSparse(o.kv_sparse, o.kv_format.block_size));
   e->model_->set_kv_sparse(o.kv_sparse);
+  e->model_->set_kv_evict(o.kv_evict);
   e->model_->moe_ffn().set_gate_ahead(o.gate_ahead && e->tiered_ != nullptr && hp.n_expert > 0);
   e->model_->moe_ffn().set_miss_mode(o.moe_miss);
   if (e->tokenizer_->n_tokens() != hp.n_vocab)
@@ -112,7 +117,7 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   }
   TIERLM_ASSIGN_OR_RETURN(e->model_identity_, ModelContentIdentity(e->file_, o.model_path));
   TIERLM_ASSIGN_OR_RETURN(e->kv_, KvCache::Create(KvShape{hp.n_layer, hp.n_head_kv, hp.head_dim}, n_ctx, o.kv_format,
-                                                  e->kv_tier_, e->model_identity_));
+                                                  e->kv_tier_, e->model_identity_, kv_positions));
   e->load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return e;
 }

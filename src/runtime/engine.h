@@ -31,6 +31,9 @@ struct EngineOptions {
   // Sparse KV retrieval for decode steps (--kv-sparse, --kv-budget: kv/block_selector.h).
   // Default exact: every block read.
   kv::KvSparseOptions kv_sparse;
+  // Bounded KV (--kv-evict, --kv-max-tokens: kv/kv_evictor.h): the cache is sized for the
+  // bound, not the context. Default none: every position kept.
+  kv::KvEvictOptions kv_evict;
   // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
   int64_t n_batch = 512;
   // Bound on all of the engine's memory (weights, KV cache, scratch, overhead), bytes.

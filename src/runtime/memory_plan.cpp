@@ -49,15 +49,17 @@ std::string MemoryPlan::ToString() const {
 
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes, const kv::KvFormat& kv_format,
-                              uint64_t kv_memory_bytes) {
+                              uint64_t kv_memory_bytes, int64_t kv_positions) {
   if (n_ctx <= 0) return Status::InvalidArgument("context size (-c) must be positive");
   if (n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
   // Before any product of n_ctx: a huge -c must not overflow the sizes below.
   const KvShape shape{hp.n_layer, hp.n_head_kv, hp.head_dim};
-  TIERLM_RETURN_IF_ERROR(KvCache::CheckSize(shape, n_ctx, kv_format));
+  // A KV bound (--kv-max-tokens) sizes the cache below the context.
+  const int64_t kv_pos = kv_positions > 0 ? std::min(kv_positions, n_ctx) : n_ctx;
+  TIERLM_RETURN_IF_ERROR(KvCache::CheckSize(shape, kv_pos, kv_format));
   MemoryPlan mp;
   mp.budget_bytes = budget_bytes;
-  mp.kv_bytes = static_cast<uint64_t>(KvCache::Bytes(shape, n_ctx, kv_format));
+  mp.kv_bytes = static_cast<uint64_t>(KvCache::Bytes(shape, kv_pos, kv_format));
   mp.scratch_bytes = ScratchBytes(hp, n_ctx, std::min(n_batch, n_ctx), n_threads);
   // Parsed metadata and the tokenizer take a few times the header's bytes; code and
   // thread stacks a few MiB.
@@ -65,7 +67,7 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
 
   // A tiered cache: every (layer, block) in its own 4 KiB-aligned slot; it needs one layer's
   // blocks of the whole context pinned, and room to read the next layer's ahead.
-  const uint64_t n_blocks = static_cast<uint64_t>((n_ctx + kv_format.block_size - 1) / kv_format.block_size);
+  const uint64_t n_blocks = static_cast<uint64_t>((kv_pos + kv_format.block_size - 1) / kv_format.block_size);
   const uint64_t slot = kv::PagedKvStore::TieredSlotBytes(hp.n_head_kv, hp.head_dim, kv_format);
   mp.kv_spill_bytes = n_blocks * slot * static_cast<uint64_t>(hp.n_layer);
   mp.kv_min_tiered_bytes = std::min(2 * n_blocks * slot, mp.kv_spill_bytes);

@@ -20,7 +20,7 @@ namespace tierlm {
 // context, and its coldest blocks spill to a private file on disk.
 struct MemoryPlan {
   uint64_t budget_bytes = 0;    // 0: unlimited (the whole model in memory)
-  uint64_t kv_bytes = 0;        // KV cache for n_ctx positions (all in memory)
+  uint64_t kv_bytes = 0;        // KV cache for n_ctx positions, or the bound's (all in memory)
   bool kv_tiered = false;       // the KV cache spills to disk
   uint64_t kv_memory_bytes = 0; // memory for KV: kv_bytes, or a tiered cache's share
   uint64_t kv_spill_bytes = 0;  // a tiered cache's file: every block at 4 KiB pages
@@ -43,9 +43,12 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 
 // Splits `budget_bytes` (0: unlimited). kOutOfRange, naming the smallest workable budget
 // and what it consists of, when the budget cannot run the model. kv_memory_bytes > 0 sets
-// the KV cache's memory share by hand (tiered when below the cache's size).
+// the KV cache's memory share by hand (tiered when below the cache's size). kv_positions
+// > 0: the cache holds that many positions' blocks, not n_ctx (a bound on the KV a
+// sequence keeps: KvPositionsFor).
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes,
-                              const kv::KvFormat& kv_format = {}, uint64_t kv_memory_bytes = 0);
+                              const kv::KvFormat& kv_format = {}, uint64_t kv_memory_bytes = 0,
+                              int64_t kv_positions = 0);
 
 }  // namespace tierlm
