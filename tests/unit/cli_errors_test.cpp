@@ -177,5 +177,24 @@ TEST_F(CliErrorsTest, BadFlags) {
   EXPECT_EQ(r.exit_code, 2);
 }
 
+TEST_F(CliErrorsTest, KvEvictionFlags) {
+  const std::string good = (dir_ / "good.gguf").string();
+  ExpectRunError(good, "--kv-max-tokens needs --kv-evict", "--kv-max-tokens 512");
+  ExpectRunError(good, "needs --kv-max-tokens", "--kv-evict h2o");
+  ExpectRunError(good, "unknown policy 'lru'", "--kv-evict lru --kv-max-tokens 512");
+  ExpectRunError(good, "do not combine", "--kv-evict h2o --kv-max-tokens 512 --kv-sparse quest");
+  ExpectRunError(good, "at least 80", "--kv-evict snapkv --kv-max-tokens 64");
+  ExpectRunError(good, "--kv-evict-decay", "--kv-evict retention --kv-max-tokens 512 --kv-evict-decay 1.5");
+  auto r = RunShell(Quote(testing::TierlmBinary()) + " serve -m " + Quote(good) + " --kv-evict h2o --kv-max-tokens 512");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("not in serve yet"), std::string::npos) << r.output;
+  // A prompt longer than the bound runs: the cache is sized for the bound.
+  std::string prompt;
+  for (int i = 0; i < 40; ++i) prompt += "hello world ";
+  r = RunShell(Quote(testing::TierlmBinary()) + " run -m " + Quote(good) +
+               " -n 8 --temp 0 --kv-evict streaming --kv-max-tokens 80 -p " + Quote(prompt));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
 }  // namespace
 }  // namespace tierlm
