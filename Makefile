@@ -36,8 +36,9 @@ test: build
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
 	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
-	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer redis_url_fuzzer
-	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server $(BUILD)-fuzz/corpus-prefix $(BUILD)-fuzz/corpus-redis-url
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer redis_url_fuzzer kv_trace_fuzzer
+	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server $(BUILD)-fuzz/corpus-prefix $(BUILD)-fuzz/corpus-redis-url \
+	  $(BUILD)-fuzz/corpus-kv-trace
 	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus fuzz/corpus/gguf
 	./$(BUILD)-fuzz/fuzz/server_request_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
@@ -46,6 +47,8 @@ fuzz: deps
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-prefix fuzz/corpus/prefix_index
 	./$(BUILD)-fuzz/fuzz/redis_url_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -max_len=4096 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-redis-url fuzz/corpus/redis_url
+	./$(BUILD)-fuzz/fuzz/kv_trace_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
+	  -max_len=65536 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-kv-trace fuzz/corpus/kv_trace
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz

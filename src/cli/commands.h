@@ -21,6 +21,7 @@ int TraceCommand(int argc, char** argv);
 int MoeReportCommand(int argc, char** argv);
 int ServeCommand(int argc, char** argv);
 int KvEvalCommand(int argc, char** argv);
+int KvReportCommand(int argc, char** argv);
 
 // Recording a routing trace (trace, moe-report -m): the options, their flags, the run.
 struct TraceOptions {

@@ -29,6 +29,8 @@ void PrintHelp() {
       "  kv-eval  pass-key accuracy and perplexity of the KV modes on a trained model:\n"
       "                                 tierlm kv-eval -m tests/models/longctx.gguf --text tests/models/longctx-heldout.txt "
       "--modes exact,quest/8\n"
+      "  kv-report  recall of the true attention per block-selection policy, from an attention trace:\n"
+      "                                 tierlm kv-report -m tests/models/longctx.gguf --text tests/models/longctx-heldout.txt\n"
       "\n"
       "'tierlm <command> --help' lists a command's options.\n");
 }
@@ -51,6 +53,7 @@ static int Dispatch(int argc, char** argv) {
   if (cmd == "moe-report") return tierlm::cli::MoeReportCommand(argc, argv);
   if (cmd == "serve") return tierlm::cli::ServeCommand(argc, argv);
   if (cmd == "kv-eval") return tierlm::cli::KvEvalCommand(argc, argv);
+  if (cmd == "kv-report") return tierlm::cli::KvReportCommand(argc, argv);
   std::fprintf(stderr, "error: unknown command '%s' (try 'tierlm --help')\n", cmd.c_str());
   return 2;
 }

@@ -9,9 +9,12 @@
 namespace tierlm {
 
 void AddAttentionBlockMass(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
-                           const uint8_t* active, const float* q, double* mass, int64_t stride, ThreadPool* pool) {
+                           const uint8_t* active, const float* q, double* mass, int64_t stride, ThreadPool* pool,
+                           bool by_kv_head) {
   const int64_t hd = s.head_dim, G = s.n_head / s.n_head_kv, B = kv.block_size;
   const int64_t n_rows = static_cast<int64_t>(rows.size());
+  // Where KV head g of row r adds.
+  auto dest = [&](int64_t r, int64_t g) { return mass + (by_kv_head ? r * s.n_head_kv + g : r) * stride; };
   std::vector<int64_t> act;
   for (int64_t r = 0; r < n_rows; ++r)
     if (active[r] && rows[static_cast<size_t>(r)].n_keys > 0) act.push_back(r);
@@ -66,7 +69,8 @@ void AddAttentionBlockMass(const AttentionShape& s, const kv::PagedKvLayer& kv, 
       for (int64_t g = 0; g < s.n_head_kv; ++g) {
         own.assign(static_cast<size_t>(nb), 0.0);
         head(r, g, own.data(), key, score);
-        for (int64_t b = 0; b < nb; ++b) mass[r * stride + b] += own[static_cast<size_t>(b)];
+        double* d = dest(r, g);
+        for (int64_t b = 0; b < nb; ++b) d[b] += own[static_cast<size_t>(b)];
       }
     }
   };
@@ -76,7 +80,8 @@ void AddAttentionBlockMass(const AttentionShape& s, const kv::PagedKvLayer& kv, 
   for (int64_t u = 0; u < n; ++u) {
     const int64_t r = act[static_cast<size_t>(u / per)];
     const int64_t nb = (rows[static_cast<size_t>(r)].n_keys + B - 1) / B;
-    for (int64_t b = 0; b < nb; ++b) mass[r * stride + b] += part[static_cast<size_t>(u * stride + b)];
+    double* d = dest(r, u % per);
+    for (int64_t b = 0; b < nb; ++b) d[b] += part[static_cast<size_t>(u * stride + b)];
   }
 }
 

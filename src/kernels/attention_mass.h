@@ -20,7 +20,9 @@ namespace tierlm {
 // its table that it reads, the softmax probability its query heads put on the keys of
 // that block (rows' skip masks honoured; a row's n_keys bounds it), summed over the
 // n_head query heads: each active row adds n_head in all. stride >= its table's blocks.
+// by_kv_head: each KV head's query heads apart, at mass[(r * n_head_kv + g) * stride + b].
 void AddAttentionBlockMass(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
-                           const uint8_t* active, const float* q, double* mass, int64_t stride, ThreadPool* pool);
+                           const uint8_t* active, const float* q, double* mass, int64_t stride, ThreadPool* pool,
+                           bool by_kv_head = false);
 
 }  // namespace tierlm

@@ -374,6 +374,7 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
       PagedAttention(shape, store.Layer(l), queries_, q, o, pool);
       if (observe_mass)
         AddAttentionBlockMass(shape, store.Layer(l), queries_, mass_row.data(), q, mass_.data(), mass_stride, pool);
+      if (observer_) observer_(l, store.Layer(l), queries_, q);
       store.UnpinLayer();
       return Status::Ok();
     };

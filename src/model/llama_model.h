@@ -100,6 +100,12 @@ class LlamaModel {
   const kv::KvEvictOptions& kv_evict() const { return evict_; }
   // Blocks evicted since the model was made.
   uint64_t kv_evicted_blocks() const { return evictor_ ? evictor_->evicted_blocks() : 0; }
+  // Called in Forward(Batch, ...) after each layer's paged attention, with the layer, its
+  // KV (pinned), the rows' queries and their q (RoPE applied): what an attention trace
+  // records (eval/kv_trace.h). Null (the default): nothing.
+  using AttentionObserver =
+      std::function<void(int64_t layer, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows, const float* q)>;
+  void set_attention_observer(AttentionObserver observer) { observer_ = std::move(observer); }
   // KV blocks attention read, counted per (row, layer, KV head) over the paged forwards
   // since the last reset: of `total` blocks the rows' positions cover, `read` were read.
   struct KvReadStats {
@@ -137,6 +143,7 @@ class LlamaModel {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, norm_w_;
   std::vector<PagedQuery> queries_;
   std::vector<uint8_t> skip_all_;  // a skip mask of every block: rows of failed sequences
+  AttentionObserver observer_;
   kv::KvEvictOptions evict_;
   std::unique_ptr<kv::KvEvictor> evictor_;
   std::vector<double> mass_;  // per row of a chunk and block: attention share (evictor_)
