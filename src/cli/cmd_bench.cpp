@@ -65,7 +65,8 @@ Status FillKvRandom(Engine& e, const std::vector<int32_t>& toks, uint64_t seed) 
   kv::PagedKvCache& cache = e.kv().paged();
   const kv::SeqId s = KvCache::kSeq;
   // Sparse retrieval scores blocks by their key bounds: kept as the keys are written.
-  if (e.model().kv_sparse().mode != kv::KvSparseMode::kExact) cache.store().EnableSummaries();
+  if (e.model().kv_sparse().mode != kv::KvSparseMode::kExact)
+    cache.store().EnableSummaries(e.model().kv_sparse().mean_skipped);
   TIERLM_RETURN_IF_ERROR(cache.AddTokens(s, toks));
   const ModelHParams& hp = e.model().hparams();
   const int64_t KV = hp.kv_dim(), n = static_cast<int64_t>(toks.size());

@@ -25,6 +25,10 @@ Result<std::vector<eval::KvEvalMode>> ParseModes(const std::string& s, const kv:
     m.sparse = base;
     const size_t slash = item.find('/');
     std::string name = item.substr(0, slash);
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, "+mean") == 0) {  // skipped blocks as their means
+      name.resize(name.size() - 5);
+      m.sparse.mean_skipped = true;
+    }
     if (name == "quest-shared") {  // quest, one selection for all KV heads
       name = "quest";
       m.sparse.shared_heads = true;
@@ -66,7 +70,7 @@ int KvEvalCommand(int argc, char** argv) {
   ap.Add({"--seed"}, &seed, "seed of the documents' keys and filler offsets (default 1)");
   ap.Add({"--modes"}, &modes,
          "modes to compare, comma-separated: exact, quest/D, quest-shared/D (one selection for all KV heads), "
-         "streaming/D, evict-P/D for an eviction policy P (streaming, h2o, snapkv, sirllm, lazy, retention: "
+         "streaming/D (a sparse mode +mean: skipped blocks count as their means, e.g. quest+mean/8), evict-P/D for an eviction policy P (streaming, h2o, snapkv, sirllm, lazy, retention: "
          "--kv-evict's) (budget 1/D of the context; a mode without /D: the whole context) (default exact)");
   ap.Add({"--ppl-ctx"}, &ppl_ctx, "perplexity window in tokens (default 4096)");
   ap.Add({"--ppl-windows"}, &ppl_windows, "perplexity windows, 0: none (default 4)");
@@ -107,6 +111,7 @@ int KvEvalCommand(int argc, char** argv) {
   base.recent_blocks = kv_types.recent;
   base.dense_layers = kv_types.dense_layers;
   base.shared_heads = kv_types.select_heads == "shared";
+  base.mean_skipped = kv_types.skipped == "mean";
   kv::KvEvictOptions evict;
   evict.sink_blocks = kv_types.sinks;
   evict.recent_blocks = kv_types.recent;

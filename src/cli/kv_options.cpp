@@ -23,6 +23,10 @@ void AddKvTypeOptions(ArgParser& ap, KvTypeFlags* flags) {
   ap.Add({"--kv-select-heads"}, &flags->select_heads,
          "--kv-sparse quest: each (every KV head picks its own blocks; default) or shared (one pick for all heads: "
          "a spilled cache reads only the budget's blocks)");
+  ap.Add({"--kv-skipped"}, &flags->skipped,
+         "--kv-sparse: what the blocks a step skips add: drop (nothing; default) or mean (each counts as one key, "
+         "its mean key and value weighted by its size, from sums kept in memory: 2 head_dim floats per block, "
+         "layer and KV head)");
   ap.Add({"--kv-evict"}, &flags->evict,
          "bounded KV per sequence, old blocks dropped for good (lossy; needs --kv-max-tokens): none (default), "
          "streaming (oldest first), h2o (least attended so far), snapkv (least attended by the last "
@@ -60,6 +64,9 @@ Status ApplyKvSparse(const KvTypeFlags& flags, kv::KvSparseOptions* sparse) {
   if (flags.select_heads != "each" && flags.select_heads != "shared")
     return Status::InvalidArgument("--kv-select-heads: '" + flags.select_heads + "' is not each or shared");
   sparse->shared_heads = flags.select_heads == "shared";
+  if (flags.skipped != "drop" && flags.skipped != "mean")
+    return Status::InvalidArgument("--kv-skipped: '" + flags.skipped + "' is not drop or mean");
+  sparse->mean_skipped = flags.skipped == "mean";
   return kv::CheckKvSparse(*sparse, flags.block);
 }
 

@@ -27,6 +27,7 @@ struct KvTypeFlags {
   int32_t recent = 2;            // --kv-recent-blocks
   int32_t dense_layers = 0;      // --kv-dense-layers
   std::string select_heads = "each";  // --kv-select-heads
+  std::string skipped = "drop";       // --kv-skipped
   // Eviction (kv/eviction_policy.h); --kv-sink-blocks and --kv-recent-blocks apply too.
   std::string evict = "none";  // --kv-evict
   int64_t max_tokens = 0;      // --kv-max-tokens

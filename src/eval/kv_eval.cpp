@@ -38,6 +38,7 @@ std::string KvEvalMode::Label() const {
            (budget_div > 0 ? " 1/" + std::to_string(budget_div) : " full");
   std::string s = kv::KvSparseModeName(sparse.mode);
   if (sparse.mode == kv::KvSparseMode::kQuest && sparse.shared_heads) s += "-shared";
+  if (sparse.mode != kv::KvSparseMode::kExact && sparse.mean_skipped) s += "+mean";
   if (sparse.mode != kv::KvSparseMode::kExact) s += budget_div > 0 ? " 1/" + std::to_string(budget_div) : " full";
   return s;
 }
@@ -66,7 +67,9 @@ Result<KvEvalReport> RunKvEval(Engine& engine, const PasskeyTask& task, const st
           "kv-eval: " + m.Label() + " at the perplexity context"));
   }
   const kv::KvEvictOptions saved_evict = model.kv_evict();
-  kv.paged().store().EnableSummaries();
+  bool sums = false;
+  for (const KvEvalMode& m : o.modes) sums |= m.sparse.mean_skipped;
+  kv.paged().store().EnableSummaries(sums);
   report.modes.resize(o.modes.size());
   std::vector<uint64_t> read(o.modes.size(), 0), total(o.modes.size(), 0);
   for (size_t m = 0; m < o.modes.size(); ++m) {

@@ -1,6 +1,7 @@
 #include "eval/kv_report.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <map>
 #include <numeric>
@@ -108,11 +109,13 @@ Result<KvReport> ReplayKvTrace(const KvTrace& t, const std::vector<int64_t>& div
     for (size_t d = 0; d < D; ++d) {
       double all = 0, worst = 1e9;
       int64_t n = 0;
+      row.by_layer.emplace_back(L, 0.0);
       for (size_t l = 0; l < L; ++l) {
         if (count[l] == 0) continue;
         const double s = sum[(p * D + d) * L + l];
         all += s;
         n += count[l];
+        row.by_layer.back()[l] = s / static_cast<double>(count[l]);
         worst = std::min(worst, s / static_cast<double>(count[l]));
       }
       row.recall.push_back(all / static_cast<double>(n));
@@ -138,6 +141,24 @@ std::string KvReport::Format() const {
     out += "| " + r.policy + " |";
     for (size_t d = 0; d < r.recall.size(); ++d) {
       std::snprintf(buf, sizeof buf, " %.1f%% (%.1f%%) |", 100 * r.recall[d], 100 * r.worst_layer[d]);
+      out += buf;
+    }
+    out += "\n";
+  }
+  if (rows.empty() || budget_divs.empty()) return out;
+  size_t pick = 0;
+  for (size_t d = 0; d < budget_divs.size(); ++d)
+    if (std::abs(budget_divs[d] - 8) < std::abs(budget_divs[pick] - 8)) pick = d;
+  out += "\nper layer at 1/" + std::to_string(budget_divs[pick]) + "\n| policy |";
+  const size_t L = rows[0].by_layer[pick].size();
+  for (size_t l = 0; l < L; ++l) out += " layer " + std::to_string(l) + " |";
+  out += "\n|---|";
+  for (size_t l = 0; l < L; ++l) out += "---|";
+  out += "\n";
+  for (const KvReportRow& r : rows) {
+    out += "| " + r.policy + " |";
+    for (size_t l = 0; l < L; ++l) {
+      std::snprintf(buf, sizeof buf, " %.1f%% |", 100 * r.by_layer[pick][l]);
       out += buf;
     }
     out += "\n";

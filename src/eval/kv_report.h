@@ -30,12 +30,14 @@ struct KvReportRow {
   std::string policy;
   std::vector<double> recall;        // per budget: mean over records
   std::vector<double> worst_layer;   // per budget: the lowest layer mean
+  std::vector<std::vector<double>> by_layer;  // per budget, per layer: the mean
 };
 
 struct KvReport {
   std::vector<int64_t> budget_divs;
   int64_t records = 0, steps = 0;
   std::vector<KvReportRow> rows;
+  // Both tables: the means per budget, then per layer at the budget closest to 1/8.
   std::string Format() const;
 };
 

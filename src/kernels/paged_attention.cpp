@@ -55,6 +55,31 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
 }
 
+// Folds a skipped block of n keys into the running states of KV head g's G query heads as
+// one key: its mean key (sums / n) with score + ln n, and its mean value.
+void FoldMean(const float* qg, int64_t G, int64_t hd, float scale, const float* sums, int64_t n, float* P,
+              int64_t part) {
+  const float inv = 1.0f / static_cast<float>(n), ln = std::log(static_cast<float>(n));
+  for (int64_t h = 0; h < G; ++h) {
+    const float* qh = qg + h * hd;
+    float dot = 0;
+    for (int64_t i = 0; i < hd; ++i) dot += qh[i] * sums[i];
+    const float sc = dot * inv * scale + ln;
+    float* st = P + h * part;
+    float* acc = st + 2;
+    const float m_new = std::max(st[0], sc);
+    if (m_new > st[0]) {
+      const float c = std::exp(st[0] - m_new);
+      st[1] *= c;
+      for (int64_t i = 0; i < hd; ++i) acc[i] *= c;
+      st[0] = m_new;
+    }
+    const float w = std::exp(sc - m_new);
+    st[1] += w;
+    for (int64_t i = 0; i < hd; ++i) acc[i] += w * inv * sums[hd + i];
+  }
+}
+
 }  // namespace
 
 void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::span<const PagedQuery> rows,
@@ -80,7 +105,12 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     ResetStates(P, G, hd);
     if (static_cast<int64_t>(scores.size()) < B) scores.resize(static_cast<size_t>(B));
     for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
-      if (row.Skips(bi, g)) continue;
+      if (row.Skips(bi, g)) {
+        if (row.mean_skipped && kv.block_sums && (bi + 1) * B <= row.n_keys)
+          FoldMean(q + r * q_stride + g * G * hd, G, hd, s.scale, kv.block_sums + (row.blocks[bi] * s.n_head_kv + g) * 2 * hd,
+                   B, P, part);
+        continue;
+      }
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
       const uint8_t* block = kv.blocks[row.blocks[bi]];
       if (avx512) {
@@ -181,7 +211,16 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
           }
           const int64_t k0 = j * S, k1 = std::min(max_keys, k0 + S);
           for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
-            if (first.Skips(bi, g)) continue;
+            if (first.Skips(bi, g)) {
+              for (int64_t r = r0; r < r1; ++r) {
+                const PagedQuery& row = rows[static_cast<size_t>(r)];
+                if (j >= n_spans(r) || !row.mean_skipped || !kv.block_sums || (bi + 1) * B > row.n_keys) continue;
+                FoldMean(q + r * q_stride + g * G * hd, G, hd, s.scale,
+                         kv.block_sums + (row.blocks[bi] * s.n_head_kv + g) * 2 * hd, B,
+                         states.data() + (r - r0) * row_stride + j * G * part, part);
+              }
+              continue;
+            }
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
             const uint8_t* block = kv.blocks[first.blocks[bi]];

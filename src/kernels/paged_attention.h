@@ -35,6 +35,11 @@ struct PagedQuery {
   // 0: skip[b] for block b of the table, every KV head; n_head_kv: skip[b * n_head_kv + g]
   // for KV head g.
   int32_t skip_heads = 0;
+  // A skipped block wholly below n_keys counts as one key, the mean of its keys, with the
+  // mean of its values and the weight of its key count (score + ln n), when the layer
+  // keeps block sums (PagedKvLayer::block_sums): an estimate of what it would add, from
+  // memory, without its bytes. Off: a skipped block adds nothing.
+  bool mean_skipped = false;
   bool Skips(int64_t b, int64_t g) const { return skip && skip[skip_heads ? b * skip_heads + g : b]; }
 };
 

@@ -34,6 +34,10 @@ struct KvSparseOptions {
   // instead of one per KV head. A block holds every head, so this is what a tiered cache
   // reads least with: exactly the budget's blocks per layer, not the union of the heads'.
   bool shared_heads = false;
+  // Skipped blocks count as their mean key and value (PagedQuery::mean_skipped), from
+  // per-block sums kept in memory beside the key bounds (2 * head_dim more floats per block
+  // and KV head), instead of adding nothing.
+  bool mean_skipped = false;
 };
 
 // "exact", "quest", "streaming".

@@ -29,6 +29,27 @@ void KvBlockSummaries::Add(int64_t layer, BlockId b, int32_t offset, const float
 void KvBlockSummaries::Copy(BlockId from, BlockId to) {
   const size_t n = static_cast<size_t>(n_head_kv_ * 2 * head_dim_);
   for (int64_t l = 0; l < n_layer_; ++l) std::memmove(Mutable(l, to, 0), Bounds(l, from, 0), n * sizeof(float));
+  if (sums_.empty()) return;
+  for (int64_t l = 0; l < n_layer_; ++l) {
+    float* base = const_cast<float*>(LayerSums(l));
+    std::memmove(base + static_cast<size_t>(to) * n, base + static_cast<size_t>(from) * n, n * sizeof(float));
+  }
+}
+
+void KvBlockSummaries::AddSums(int64_t layer, BlockId b, int32_t offset, const float* k, const float* v) {
+  if (sums_.empty()) return;
+  float* base = const_cast<float*>(LayerSums(layer)) + static_cast<size_t>(b) * n_head_kv_ * 2 * head_dim_;
+  for (int64_t g = 0; g < n_head_kv_; ++g) {
+    float* ks = base + g * 2 * head_dim_;
+    float* vs = ks + head_dim_;
+    if (offset == 0) {
+      std::fill_n(ks, 2 * head_dim_, 0.0f);
+    }
+    for (int64_t i = 0; i < head_dim_; ++i) {
+      ks[i] += k[g * head_dim_ + i];
+      vs[i] += v[g * head_dim_ + i];
+    }
+  }
 }
 
 }  // namespace tierlm::kv

@@ -23,15 +23,28 @@ class KvBlockSummaries {
   KvBlockSummaries(int64_t n_layer, int32_t n_blocks, int64_t n_head_kv, int64_t head_dim);
 
   bool enabled() const { return !data_.empty(); }
-  uint64_t bytes() const { return data_.size() * sizeof(float); }
+  uint64_t bytes() const { return (data_.size() + sums_.size()) * sizeof(float); }
   int64_t head_dim() const { return head_dim_; }
   int64_t n_head_kv() const { return n_head_kv_; }
 
   // One position's keys (n_head_kv * head_dim floats) at `offset` of block b in `layer`:
   // offset 0 starts the block's bounds afresh, later offsets widen them.
   void Add(int64_t layer, BlockId b, int32_t offset, const float* k);
-  // Block `to` takes `from`'s bounds in every layer.
+  // Block `to` takes `from`'s bounds (and sums) in every layer.
   void Copy(BlockId from, BlockId to);
+
+  // Optional sums of each block's decoded keys and values per KV head (EnableSums), for
+  // sparse attention that folds a skipped block in as its mean key and value.
+  void EnableSums() {
+    if (sums_.empty()) sums_.assign(static_cast<size_t>(n_layer_ * n_blocks_ * n_head_kv_ * 2 * head_dim_), 0.0f);
+  }
+  bool has_sums() const { return !sums_.empty(); }
+  // Adds one position's values (and, with keys, restarts the sums at offset 0).
+  void AddSums(int64_t layer, BlockId b, int32_t offset, const float* k, const float* v);
+  // [block][head][key sums hd, value sums hd] of one layer.
+  const float* LayerSums(int64_t layer) const {
+    return sums_.data() + static_cast<size_t>(layer) * n_blocks_ * n_head_kv_ * 2 * head_dim_;
+  }
   // min then max, head_dim floats each, of KV head g of block b in `layer`.
   const float* Bounds(int64_t layer, BlockId b, int64_t g) const {
     return data_.data() + ((static_cast<size_t>(layer) * n_blocks_ + static_cast<size_t>(b)) * n_head_kv_ +
@@ -43,6 +56,7 @@ class KvBlockSummaries {
   int64_t n_layer_ = 0, n_head_kv_ = 0, head_dim_ = 0;
   int32_t n_blocks_ = 0;
   std::vector<float> data_;  // [layer][block][head][min hd, max hd]
+  std::vector<float> sums_;  // [layer][block][head][key sums hd, value sums hd], or empty
 };
 
 }  // namespace tierlm::kv

@@ -195,19 +195,27 @@ void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float
     QuantizeRow(format_.k_type, k + h * head_dim_, kd + h * kh, head_dim_);
     QuantizeRow(format_.v_type, v + h * head_dim_, vd + h * vh, head_dim_);
   }
-  if (summaries_.enabled()) SummarizeKeys(layer, slot.block, slot.offset, kd);
+  if (summaries_.enabled()) SummarizeKeys(layer, slot.block, slot.offset, kd, vd);
 }
 
-void PagedKvStore::EnableSummaries() {
+void PagedKvStore::EnableSummaries(bool with_sums) {
   if (!summaries_.enabled()) summaries_ = KvBlockSummaries(n_layer_, n_blocks_, n_head_kv_, head_dim_);
+  if (with_sums) summaries_.EnableSums();
 }
 
-void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row) {
+void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row,
+                                 const uint8_t* value_row) {
   key_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
   const int64_t kh = RowBytes(format_.k_type, head_dim_);
   for (int64_t h = 0; h < n_head_kv_; ++h)
     DequantizeRow(format_.k_type, key_row + h * kh, key_row_.data() + h * head_dim_, head_dim_);
   summaries_.Add(layer, b, offset, key_row_.data());
+  if (!summaries_.has_sums() || !value_row) return;
+  value_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
+  const int64_t vh = RowBytes(format_.v_type, head_dim_);
+  for (int64_t h = 0; h < n_head_kv_; ++h)
+    DequantizeRow(format_.v_type, value_row + h * vh, value_row_.data() + h * head_dim_, head_dim_);
+  summaries_.AddSums(layer, b, offset, key_row_.data(), value_row_.data());
 }
 
 Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
@@ -256,7 +264,8 @@ Status PagedKvStore::ImportBlock(BlockId b, const uint8_t* in) {
       std::memcpy(p->mutable_data(), in, n);
     }
     if (summaries_.enabled())
-      for (int32_t o = 0; o < format_.block_size; ++o) SummarizeKeys(l, b, o, in + o * k_row_bytes_);
+      for (int32_t o = 0; o < format_.block_size; ++o)
+        SummarizeKeys(l, b, o, in + o * k_row_bytes_, in + format_.block_size * k_row_bytes_ + o * v_row_bytes_);
   }
   return Status::Ok();
 }
@@ -272,6 +281,7 @@ PagedKvLayer PagedKvStore::Layer(int64_t layer) const {
   v.k_type = format_.k_type;
   v.v_type = format_.v_type;
   v.block_size = format_.block_size;
+  if (summaries_.has_sums()) v.block_sums = summaries_.LayerSums(layer);
   return v;
 }
 

@@ -54,6 +54,9 @@ struct PagedKvLayer {
   int64_t k_head_bytes = 0, v_head_bytes = 0;
   GgmlType k_type = GgmlType::kF32, v_type = GgmlType::kF32;
   int32_t block_size = 0;
+  // Per block id: n_head_kv * [key sums hd, value sums hd] of its positions (null: none
+  // kept), for rows that fold skipped blocks in as their means (PagedQuery::mean_skipped).
+  const float* block_sums = nullptr;
 };
 
 // Where a tiered store keeps its bytes.
@@ -132,7 +135,8 @@ class PagedKvStore {
 
   // Keeps per-block key bounds (kv_block_summaries.h) from now on, for sparse retrieval;
   // blocks written before have none (call before the first Write).
-  void EnableSummaries();
+  // with_sums: also the sums of each block's keys and values (KvBlockSummaries::EnableSums).
+  void EnableSummaries(bool with_sums = false);
   const KvBlockSummaries& summaries() const { return summaries_; }
 
  private:
@@ -141,7 +145,9 @@ class PagedKvStore {
   static PagedKvStore Shaped(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
                              int32_t n_blocks);
   // Widens block b's key bounds in `layer` by one stored key row (decoded from its type).
-  void SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row);
+  // With sums: the value row too (null: keys only).
+  void SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row,
+                     const uint8_t* value_row = nullptr);
   EntryId EntryOf(int64_t layer, BlockId b) const {
     return first_entry_ + static_cast<EntryId>(layer * n_blocks_ + b);
   }
@@ -158,7 +164,7 @@ class PagedKvStore {
   int64_t pinned_layer_ = -1;
   std::vector<ResidencyPin> pins_;     // of the pinned layer (destroyed before manager_)
   KvBlockSummaries summaries_;         // empty unless enabled
-  std::vector<float> key_row_;         // one decoded key row, for the summaries
+  std::vector<float> key_row_, value_row_;  // one decoded row, for the summaries
 };
 
 }  // namespace tierlm::kv

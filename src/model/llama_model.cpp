@@ -213,7 +213,7 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
   std::unordered_map<kv::SeqId, int64_t> rows_of;
   if (sparse_.mode != kv::KvSparseMode::kExact) {
     for (int64_t i = 0; i < n; ++i) ++rows_of[batch.seq[static_cast<size_t>(i)]];
-    cache.store().EnableSummaries();
+    cache.store().EnableSummaries(sparse_.mean_skipped);
     if (selector_summaries_ != &cache.store().summaries()) {
       selector_ = kv::MakeBlockSelector(sparse_, static_cast<int32_t>(blocks.block_size()), &cache.store().summaries());
       selector_summaries_ = &cache.store().summaries();
@@ -307,6 +307,7 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
         if (!selector_->Select(sq, mask.data())) continue;
         row.skip = mask.data();
         row.skip_heads = static_cast<int32_t>(hp_.n_head_kv);
+        row.mean_skipped = sparse_.mean_skipped;
         any = true;
       }
       if (!any || !store.tiered()) return any;

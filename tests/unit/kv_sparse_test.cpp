@@ -34,11 +34,11 @@ struct Filled {
   std::vector<float> k_dec, v_dec;  // [pos][n_head_kv * hd]
 };
 
-Filled Fill(GgmlType kt, int64_t n_pos, std::mt19937& rng, int32_t n_blocks = 64) {
+Filled Fill(GgmlType kt, int64_t n_pos, std::mt19937& rng, int32_t n_blocks = 64, bool sums = false) {
   auto st = kv::PagedKvStore::Create(1, kHeadsKv, kHd, kv::KvFormat{kt, GgmlType::kF32, kBlock}, n_blocks);
   EXPECT_TRUE(st.ok()) << st.status().ToString();
   Filled f{std::move(*st), {}, {}};
-  f.store.EnableSummaries();
+  f.store.EnableSummaries(sums);
   const int64_t KV = kHeadsKv * kHd;
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> k(KV), v(KV);
@@ -292,6 +292,101 @@ TEST(PagedAttentionSparseTest, PerHeadSkipsAreAbsentKeysForThatHeadOnly) {
   }
 }
 
+TEST(KvBlockSummariesTest, SumsAreTheSumsOfTheStoredKeysAndValues) {
+  std::mt19937 rng(17);
+  const int64_t n_pos = 3 * kBlock + 4, KV = kHeadsKv * kHd;
+  Filled f = Fill(GgmlType::kQ8_0, n_pos, rng, 64, /*sums=*/true);
+  const kv::KvBlockSummaries& s = f.store.summaries();
+  ASSERT_TRUE(s.has_sums());
+  for (int32_t b = 0; b < 4; ++b)
+    for (int64_t g = 0; g < kHeadsKv; ++g)
+      for (int64_t i = 0; i < kHd; ++i) {
+        double k = 0, v = 0;
+        for (int64_t p = b * kBlock; p < std::min<int64_t>(n_pos, (b + 1) * kBlock); ++p) {
+          k += f.k_dec[p * KV + g * kHd + i];
+          v += f.v_dec[p * KV + g * kHd + i];
+        }
+        const float* sums = s.LayerSums(0) + (b * kHeadsKv + g) * 2 * kHd;
+        ASSERT_NEAR(sums[i], k, 1e-4) << "block " << b;
+        ASSERT_NEAR(sums[kHd + i], v, 1e-4) << "block " << b;
+      }
+  EXPECT_EQ(f.store.Layer(0).block_sums, s.LayerSums(0));
+  ASSERT_TRUE(f.store.CopyBlock(1, 50, kBlock).ok());
+  EXPECT_TRUE(std::equal(s.LayerSums(0) + 1 * KV * 2, s.LayerSums(0) + 2 * KV * 2, s.LayerSums(0) + 50 * KV * 2));
+  // Without sums the layer names none.
+  Filled plain = Fill(GgmlType::kF16, 20, rng);
+  EXPECT_FALSE(plain.store.summaries().has_sums());
+  EXPECT_EQ(plain.store.Layer(0).block_sums, nullptr);
+}
+
+TEST(PagedAttentionSparseTest, SkippedBlocksCountAsTheirMeanKeyAndValue) {
+  std::mt19937 rng(19);
+  const int64_t n_pos = 37 * kBlock + 5;
+  Filled f = Fill(GgmlType::kF16, n_pos, rng, 64, /*sums=*/true);
+  const int64_t nb = (n_pos + kBlock - 1) / kBlock, G = kHeads / kHeadsKv, KV = kHeadsKv * kHd;
+  std::vector<int32_t> blocks(nb);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::vector<uint8_t> skip(nb * kHeadsKv);
+  std::bernoulli_distribution coin(0.7);
+  for (auto& x : skip) x = coin(rng);
+  skip[(nb - 1) * kHeadsKv] = 1;  // the partial last block, skipped by head 0: no mean for it
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const AttentionShape shape{kHeads, kHeadsKv, kHd, 1.0f / std::sqrt(float(kHd))};
+  // One decode row, then 8 rows over the same blocks (the many-row paths).
+  for (int64_t n_rows : {1, 8}) {
+    SCOPED_TRACE(n_rows);
+    std::vector<float> q(n_rows * kHeads * kHd);
+    for (auto& x : q) x = nd(rng);
+    std::vector<PagedQuery> rows;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      PagedQuery row{blocks.data(), n_pos - r * 3, skip.data(), static_cast<int32_t>(kHeadsKv)};
+      row.mean_skipped = true;
+      rows.push_back(row);
+    }
+    std::vector<float> out(q.size());
+    ThreadPool pool(2);
+    PagedAttention(shape, f.store.Layer(0), rows, q.data(), out.data(), &pool);
+    for (int64_t r = 0; r < n_rows; ++r)
+      for (int64_t h = 0; h < kHeads; ++h) {
+        const int64_t g = h / G, nk = rows[r].n_keys;
+        const float* qh = q.data() + (r * kHeads + h) * kHd;
+        std::vector<double> sc;
+        std::vector<std::vector<double>> vals;
+        for (int64_t b = 0; b * kBlock < nk; ++b) {
+          const int64_t p0 = b * kBlock, p1 = std::min<int64_t>(nk, (b + 1) * kBlock);
+          if (skip[b * kHeadsKv + g]) {
+            if (p1 - p0 < kBlock) continue;  // partly below n_keys: nothing
+            std::vector<double> km(kHd, 0.0), vm(kHd, 0.0);
+            for (int64_t p = p0; p < p1; ++p)
+              for (int64_t i = 0; i < kHd; ++i) {
+                km[i] += f.k_dec[p * KV + g * kHd + i] / double(kBlock);
+                vm[i] += f.v_dec[p * KV + g * kHd + i] / double(kBlock);
+              }
+            double d = 0;
+            for (int64_t i = 0; i < kHd; ++i) d += double(qh[i]) * km[i];
+            sc.push_back(d / std::sqrt(double(kHd)) + std::log(double(kBlock)));
+            vals.push_back(vm);
+            continue;
+          }
+          for (int64_t p = p0; p < p1; ++p) {
+            double d = 0;
+            for (int64_t i = 0; i < kHd; ++i) d += double(qh[i]) * f.k_dec[p * KV + g * kHd + i];
+            sc.push_back(d / std::sqrt(double(kHd)));
+            vals.emplace_back(f.v_dec.begin() + p * KV + g * kHd, f.v_dec.begin() + p * KV + (g + 1) * kHd);
+          }
+        }
+        const double m = *std::max_element(sc.begin(), sc.end());
+        double z = 0;
+        for (double& x : sc) z += (x = std::exp(x - m));
+        for (int64_t i = 0; i < kHd; ++i) {
+          double want = 0;
+          for (size_t j = 0; j < sc.size(); ++j) want += sc[j] / z * vals[j][i];
+          ASSERT_NEAR(out[(r * kHeads + h) * kHd + i], want, 3e-5) << "row " << r << " head " << h << " [" << i << "]";
+        }
+      }
+  }
+}
+
 // ---- The model in quest mode ----
 
 int32_t Argmax(const std::vector<float>& x) { return static_cast<int32_t>(std::max_element(x.begin(), x.end()) - x.begin()); }
@@ -353,6 +448,21 @@ TEST(SparseDecodeTest, QuestIsBitIdenticalToExactWhenItsBudgetCoversTheContext) 
   ASSERT_EQ(small.logits.size(), 40u);
   EXPECT_LT(small.reads.read, small.reads.total / 2) << small.reads.read << " of " << small.reads.total;
   EXPECT_NE(small.logits, exact.logits);
+  // Skipped blocks as their means: bit-identical too when nothing is skipped, and nearer
+  // exact than dropping them when something is.
+  quest.mean_skipped = true;
+  quest.budget_tokens = 640;
+  EXPECT_EQ(Decode(quest, 0, 40).logits, exact.logits);
+  quest.budget_tokens = 128;
+  const DecodeRun mean = Decode(quest, 0, 40);
+  ASSERT_EQ(mean.logits.size(), 40u);
+  EXPECT_EQ(mean.reads.read, small.reads.read) << "the same blocks read";
+  double d_drop = 0, d_mean = 0;
+  for (size_t i = 0; i < exact.logits[0].size(); ++i) {
+    d_drop += std::abs(small.logits[0][i] - exact.logits[0][i]);
+    d_mean += std::abs(mean.logits[0][i] - exact.logits[0][i]);
+  }
+  EXPECT_LT(d_mean, d_drop) << "the first step's logits: means " << d_mean << ", dropped " << d_drop;
 }
 
 TEST(SparseDecodeTest, ATieredCacheReadsOnlyTheSelectedBlocksAndGivesTheInMemoryBits) {
