@@ -1,8 +1,8 @@
 // Where attention goes: the share of each query's attention that falls on each KV block.
 //
 // Eviction policies score blocks by it (kv/eviction_policy.h). Computed apart from the
-// attention output, in plain loops (keys decoded to f32, scores in f32, the softmax and
-// the block sums in f64): it reads every unskipped key once more, which is why
+// attention output, in plain loops (keys decoded to f32, scores and exponentials in f32,
+// the normalizing and block sums in f64): it reads every unskipped key once more, which is why
 // only policies that need it ask for it.
 #pragma once
 

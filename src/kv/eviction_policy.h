@@ -39,7 +39,9 @@ struct KvEvictOptions {
   int64_t max_tokens = 0;  // positions a sequence's live blocks may hold (whole blocks)
   int32_t sink_blocks = 1;
   int32_t recent_blocks = 2;
-  int32_t window = 32;     // snapkv: queries observed
+  // Queries observed: of a forward's rows of one sequence (a prompt chunk), the last
+  // `window` (every decode step is one); snapkv also scores by the last `window` only.
+  int32_t window = 32;
   double decay = 0.99;     // retention: factor per query
   // Prompt tokens per forward under eviction: the KV a prompt needs at once is bounded by
   // max_tokens plus one chunk.

@@ -2,8 +2,8 @@
 // sequence's policy (eviction_policy.h) what the forward passes saw, and evicts the blocks
 // the policy picks until the sequence's live blocks hold at most max_tokens positions.
 //
-// LlamaModel::Forward drives it: after computing a batch, it reports each row's attention
-// per block (policies that want it) or each token's surprisal (those that want logits),
+// LlamaModel::Forward drives it: after computing a batch, it reports the attention per
+// block of each sequence's last `window` rows (policies that want it; every decode step) or each token's surprisal (those that want logits),
 // then calls Enforce for each sequence of the batch. Evicted blocks go back to the cache's
 // free list at once (kv_block_manager.h), for this sequence's next tokens or another's.
 // A sequence's state follows it: observing a position before the last one seen (the cache

@@ -283,7 +283,10 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
     std::vector<uint8_t> mass_row(static_cast<size_t>(len), 0);
     const int64_t mass_stride = static_cast<int64_t>(max_table);
     if (observe_mass) {
-      for (int64_t t = 0; t < len; ++t) mass_row[static_cast<size_t>(t)] = !is_lost(seq[t]);
+      // A prompt's last `window` rows only (SnapKV's observation window; every decode row):
+      // scoring every prompt row would read its keys once per row again.
+      for (int64_t t = 0; t < len; ++t)
+        mass_row[static_cast<size_t>(t)] = !is_lost(seq[t]) && pos[t] >= next[seq[t]] - evict_.window;
       mass_.assign(static_cast<size_t>(len * mass_stride), 0.0);
     }
     // Sparse retrieval: the decode rows (a sequence's only row in the batch) of the layers
