@@ -104,11 +104,33 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     const int64_t k0 = span * S, k1 = std::min(row.n_keys, k0 + S);
     ResetStates(P, G, hd);
     if (static_cast<int64_t>(scores.size()) < B) scores.resize(static_cast<size_t>(B));
+    // AVX-512: skipped blocks' means gathered 16 at a time, folded with the weight of
+    // their size as an offset (ln B) to their scores, after the span's read keys.
+    static thread_local std::vector<float> mean_k, mean_v;
+    int64_t n_means = 0;
+    const float* qg_row = q + r * q_stride + g * G * hd;
+    auto flush_means = [&] {
+      if (n_means > 0)
+        PagedChunkAvx512(qg_row, G, hd, s.scale, mean_k.data(), mean_v.data(), n_means, P, part,
+                         std::log(static_cast<float>(B)));
+      n_means = 0;
+    };
     for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
       if (row.Skips(bi, g)) {
-        if (row.mean_skipped && kv.block_sums && (bi + 1) * B <= row.n_keys)
-          FoldMean(q + r * q_stride + g * G * hd, G, hd, s.scale, kv.block_sums + (row.blocks[bi] * s.n_head_kv + g) * 2 * hd,
-                   B, P, part);
+        if (!row.mean_skipped || !kv.block_sums || (bi + 1) * B > row.n_keys) continue;
+        const float* sums = kv.block_sums + (row.blocks[bi] * s.n_head_kv + g) * 2 * hd;
+        if (!avx512) {
+          FoldMean(qg_row, G, hd, s.scale, sums, B, P, part);
+          continue;
+        }
+        if (mean_k.size() < static_cast<size_t>(16 * hd)) mean_k.resize(static_cast<size_t>(16 * hd));
+        if (mean_v.size() < static_cast<size_t>(16 * hd)) mean_v.resize(static_cast<size_t>(16 * hd));
+        const float inv = 1.0f / static_cast<float>(B);
+        for (int64_t i = 0; i < hd; ++i) {
+          mean_k[static_cast<size_t>(n_means * hd + i)] = sums[i] * inv;
+          mean_v[static_cast<size_t>(n_means * hd + i)] = sums[hd + i] * inv;
+        }
+        if (++n_means == 16) flush_means();
         continue;
       }
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
@@ -152,6 +174,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         }
       }
     }
+    flush_means();
   };
 
   // Head h of group g of row r from its spans' states, merged in span order. Both ways of

@@ -16,7 +16,7 @@ namespace {
 
 template <int D>
 void Chunk(const float* q, int64_t G, const float* K, const float* V, int64_t n, float scale, float* states,
-           int64_t state_stride) {
+           int64_t state_stride, float offset) {
   constexpr int64_t hd = 16 * D;
   const __mmask16 live = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
   for (int64_t h = 0; h < G; ++h) {
@@ -49,6 +49,7 @@ void Chunk(const float* q, int64_t G, const float* K, const float* V, int64_t n,
       s = _mm512_load_ps(sc);
     }
     s = _mm512_mul_ps(s, _mm512_set1_ps(scale));
+    if (offset != 0.0f) s = _mm512_add_ps(s, _mm512_set1_ps(offset));
     const float bmax = _mm512_mask_reduce_max_ps(live, s);
     const float m_old = st[0];
     const float m_new = m_old > bmax ? m_old : bmax;
@@ -108,14 +109,14 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
 }
 
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
-                      float* states, int64_t state_stride) {
+                      float* states, int64_t state_stride, float offset) {
   if (n <= 0 || n > 16) return false;
   switch (hd) {
-    case 32: Chunk<2>(q, G, K, V, n, scale, states, state_stride); return true;
-    case 64: Chunk<4>(q, G, K, V, n, scale, states, state_stride); return true;
-    case 96: Chunk<6>(q, G, K, V, n, scale, states, state_stride); return true;
-    case 128: Chunk<8>(q, G, K, V, n, scale, states, state_stride); return true;
-    case 256: Chunk<16>(q, G, K, V, n, scale, states, state_stride); return true;
+    case 32: Chunk<2>(q, G, K, V, n, scale, states, state_stride, offset); return true;
+    case 64: Chunk<4>(q, G, K, V, n, scale, states, state_stride, offset); return true;
+    case 96: Chunk<6>(q, G, K, V, n, scale, states, state_stride, offset); return true;
+    case 128: Chunk<8>(q, G, K, V, n, scale, states, state_stride, offset); return true;
+    case 256: Chunk<16>(q, G, K, V, n, scale, states, state_stride, offset); return true;
     default: return false;
   }
 }

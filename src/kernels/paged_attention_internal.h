@@ -13,10 +13,10 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
 
 // Folds keys K[0..n) and values V[0..n) (f32, [n][hd]), n <= 16, into the running softmax
 // states of G heads: state h at states + h * state_stride is {max, sum, hd accumulated
-// values}; q holds the G heads' query rows. False (nothing done) for unsupported head sizes.
-// Only callable with AVX-512.
+// values}; q holds the G heads' query rows; every score gets `offset` added (0: none). False
+// (nothing done) for unsupported head sizes. Only callable with AVX-512.
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
-                      float* states, int64_t state_stride);
+                      float* states, int64_t state_stride, float offset = 0.0f);
 
 inline bool PagedChunkAvx512Supports(int64_t hd) {
   return hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 256;
