@@ -213,7 +213,7 @@ std::string KvEvalReport::Format() const {
     out += "| mode | perplexity | vs exact | KV blocks read per decode step |\n|---|---|---|---|\n";
     double exact = 0;
     for (const KvEvalModeResult& m : modes)
-      if (m.mode.sparse.mode == kv::KvSparseMode::kExact) exact = m.ppl;
+      if (m.mode.sparse.mode == kv::KvSparseMode::kExact && !m.mode.evicts() && exact == 0) exact = m.ppl;
     for (const KvEvalModeResult& m : modes) {
       std::string vs = "-";
       if (exact > 0) {
