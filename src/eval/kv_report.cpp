@@ -53,11 +53,11 @@ Result<KvReport> ReplayKvTrace(const KvTrace& t, const std::vector<int64_t>& div
   // [policy][budget][layer]: sum and count.
   std::vector<double> sum(P * D * L, 0.0);
   std::vector<int64_t> count(L, 0);
-  // Per (layer, head): the previous step's shares and the sums over earlier steps.
-  std::map<std::pair<int32_t, int32_t>, std::vector<float>> prev_step;
+  // Per (layer, head): the latest shares seen (records come by step, then layer: the layer
+  // below's entry is this step's, a layer's own is the step before's), and the sums over
+  // earlier steps.
+  std::map<std::pair<int32_t, int32_t>, std::vector<float>> latest;
   std::map<std::pair<int32_t, int32_t>, std::vector<double>> summed;
-  // The current step's shares per (layer, head), for the next layer's prediction.
-  std::map<std::pair<int32_t, int32_t>, std::vector<float>> this_step;
   int64_t step_pos = -1, steps = 0;
   for (const KvTraceRecord& r : t.records) {
     if (r.pos != step_pos) {
@@ -78,13 +78,13 @@ Result<KvReport> ReplayKvTrace(const KvTrace& t, const std::vector<int64_t>& div
       for (size_t i = 0; i < std::min(nb, it->second.size()); ++i) s[i] = it->second[i];
       return s;
     };
-    auto below_it = this_step.find(below);
-    const bool have_below = r.layer > 0 && below_it != this_step.end() && below_it->second.size() == nb;
+    auto below_it = latest.find(below);
+    const bool have_below = r.layer > 0 && below_it != latest.end() && below_it->second.size() == nb;
     const std::vector<double> scores[] = {
         AsScore(r.share, nb),
         quest,
-        have_below ? from(this_step, below) : quest,
-        from(prev_step, key),
+        have_below ? from(latest, below) : quest,
+        from(latest, key),
         from(summed, key),
         streaming,
     };
@@ -93,8 +93,7 @@ Result<KvReport> ReplayKvTrace(const KvTrace& t, const std::vector<int64_t>& div
       for (size_t p = 0; p < P; ++p) sum[(p * D + d) * L + static_cast<size_t>(r.layer)] += Recall(r.share, scores[p], k);
     }
     ++count[static_cast<size_t>(r.layer)];
-    this_step[key] = r.share;
-    prev_step[key] = r.share;
+    latest[key] = r.share;
     std::vector<double>& acc = summed[key];
     if (acc.size() < nb) acc.resize(nb, 0.0);
     for (size_t b = 0; b < nb; ++b) acc[b] += r.share[b];

@@ -187,8 +187,6 @@ TEST(EvictionPolicyTest, LazyKeepsABlockWhoseAttentionRecursAndDropsOneThatOvers
   // At 36: block 1 idle 6 of interval 10 (+4), block 2 idle 31 of 5 (-26), block 3 idle 36 of 0 (-36).
   EXPECT_EQ(lazy->Victim(std::vector<int64_t>{1, 2, 3}), 3);
   EXPECT_EQ(lazy->Victim(std::vector<int64_t>{1, 2}), 2);
-  // h2o on the same pattern would drop block 3 too, but keeps block 2 over block 1? No:
-  // its sums favour block 1 (4 hits); both keep 1, lazy by recurrence.
   lazy->Truncate(4 * 4);  // back to 16 positions: blocks 0..3 kept, the clock back to 15
   EXPECT_EQ(lazy->Victim(std::vector<int64_t>{1, 2, 3}), 3);
 }
