@@ -196,4 +196,20 @@ Result<std::vector<int64_t>> ParseIntList(const std::string& flag, const std::st
   return out;
 }
 
+Result<std::vector<double>> ParsePositiveList(const std::string& flag, const std::string& s) {
+  const Status bad = Status::InvalidArgument(flag + ": expected positive numbers, comma-separated, got '" + s + "'");
+  std::vector<double> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end || !(v > 0) || !std::isfinite(v) || errno == ERANGE) return bad;
+    out.push_back(v);
+  }
+  if (out.empty() || s.back() == ',') return bad;
+  return out;
+}
+
 }  // namespace tierlm::cli

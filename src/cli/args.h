@@ -59,4 +59,7 @@ Result<uint64_t> ParseByteSize(const std::string& s);
 // "512,1024,4096": non-negative integers, comma-separated; InvalidArgument naming `flag`.
 Result<std::vector<int64_t>> ParseIntList(const std::string& flag, const std::string& s);
 
+// "1,2,0.5": finite numbers above 0, comma-separated; InvalidArgument naming `flag`.
+Result<std::vector<double>> ParsePositiveList(const std::string& flag, const std::string& s);
+
 }  // namespace tierlm::cli

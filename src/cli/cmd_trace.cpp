@@ -1,6 +1,7 @@
 // tierlm trace: generate from a prompt on an MoE model and save which experts the router
 // chose for every token and layer (the input of tierlm moe-report).
 #include <cstdio>
+#include <fstream>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -12,6 +13,9 @@ namespace tierlm::cli {
 void AddTraceOptions(ArgParser& ap, TraceOptions& o) {
   ap.Add({"-m", "--model"}, &o.model, "GGUF model file with experts");
   ap.Add({"-p", "--prompt"}, &o.prompt, "prompt text (may be empty: generation starts from BOS)", /*allow_empty=*/true);
+  ap.Add({"-f", "--prompt-file"}, &o.prompt_file,
+         "file of prompts, one per line (empty lines skipped): each runs in a fresh context and is a "
+         "sequence of its own in the trace");
   ap.Add({"-n", "--n-predict"}, &o.n_predict,
          "tokens to generate after the prompt; < 0: until end of generation or full context (default 32)");
   ap.Add({"-c", "--ctx-size"}, &o.n_ctx, "context size in tokens; 0: the model's, at most 4096 (default 0)");
@@ -23,6 +27,8 @@ void AddTraceOptions(ArgParser& ap, TraceOptions& o) {
 Status CheckTraceOptions(const TraceOptions& o) {
   TIERLM_RETURN_IF_ERROR(ResolveThreadCount(o.n_threads).status());
   NoteThreads(o.n_threads);
+  if (!o.prompt_file.empty() && !o.prompt.empty())
+    return Status::InvalidArgument("give either -p PROMPT or -f PROMPT_FILE, not both");
   if (o.seed_random)
     std::fprintf(stderr, "seed: %llu (drawn for --seed -1)\n", static_cast<unsigned long long>(o.seed));
   return Status::Ok();
@@ -40,21 +46,42 @@ Result<RoutingTrace> RecordRoutingTrace(const TraceOptions& o, double* gate_ahea
     return Status::InvalidArgument(o.model + ": the model has no experts (not a Mixture-of-Experts model)");
   RoutingTrace trace(static_cast<int32_t>(hp.n_layer), static_cast<int32_t>(hp.n_expert),
                      static_cast<int32_t>(hp.n_expert_used));
-  const std::vector<int32_t> prompt = e->tokenizer().Encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
-  GenerateRequest req;
-  req.prompt = prompt;
-  req.n_predict = o.n_predict;
-  req.sampling.temperature = o.temperature;
-  req.sampling.seed = o.seed;
-  req.is_eog = [&](int32_t id) { return e->tokenizer().IsEog(id); };
-  req.on_token = [](int32_t) { return true; };
+  std::vector<std::string> prompts = {o.prompt};
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file);
+    if (!in) return Status::IoError(o.prompt_file + ": cannot open the prompt file");
+    prompts.clear();
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) prompts.push_back(line);
+    if (in.bad()) return Status::IoError(o.prompt_file + ": read failed");
+    if (prompts.empty()) return Status::InvalidArgument(o.prompt_file + ": no prompts (every line is empty)");
+  }
   MoeFfn& moe = e->model().moe_ffn();
   moe.set_trace(&trace);
   moe.set_gate_ahead(true);
-  auto stats = Generate(e->model(), e->kv(), &e->pool(), req);
+  Status st;
+  for (size_t i = 0; i < prompts.size() && st.ok(); ++i) {
+    const std::vector<int32_t> prompt =
+        e->tokenizer().Encode(prompts[i], /*add_special=*/true, /*parse_special=*/true);
+    GenerateRequest req;
+    req.prompt = prompt;
+    req.n_predict = o.n_predict;
+    req.sampling.temperature = o.temperature;
+    req.sampling.seed = o.seed;
+    req.is_eog = [&](int32_t id) { return e->tokenizer().IsEog(id); };
+    req.on_token = [](int32_t) { return true; };
+    e->kv().set_n_past(0);  // a fresh context per prompt
+    st = trace.BeginSequence();
+    if (st.ok()) {
+      auto stats = Generate(e->model(), e->kv(), &e->pool(), req);
+      if (!stats.ok())
+        st = prompts.size() > 1 ? stats.status().WithContext(o.prompt_file + ": prompt " + std::to_string(i + 1))
+                                : stats.status();
+    }
+  }
   moe.set_trace(nullptr);
   moe.set_gate_ahead(false);
-  if (!stats.ok()) return stats.status();
+  if (!st.ok()) return st;
   if (gate_ahead_accuracy) *gate_ahead_accuracy = moe.gate_ahead_stats().accuracy();
   return trace;
 }
@@ -77,8 +104,9 @@ int TraceCommand(int argc, char** argv) {
   auto trace = RecordRoutingTrace(o, &gate_ahead);
   if (!trace.ok()) return ReportError(trace.status().WithContext("trace"));
   if (Status s = trace->Save(out); !s.ok()) return ReportError(s);
-  std::printf("%s: %lld tokens x %d layers, %d of %d experts each\n", out.c_str(),
-              static_cast<long long>(trace->n_tokens()), trace->n_layer(), trace->n_used(), trace->n_expert());
+  std::printf("%s: %lld tokens in %zu sequence(s) x %d layers, %d of %d experts each\n", out.c_str(),
+              static_cast<long long>(trace->n_tokens()), trace->sequences().size(), trace->n_layer(), trace->n_used(),
+              trace->n_expert());
   std::printf("gate-ahead: the next layer's router on this layer's input predicted %.1f%% of the experts chosen\n",
               100.0 * gate_ahead);
   return 0;

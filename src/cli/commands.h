@@ -26,6 +26,7 @@ int KvReportCommand(int argc, char** argv);
 // Recording a routing trace (trace, moe-report -m): the options, their flags, the run.
 struct TraceOptions {
   std::string model, prompt;
+  std::string prompt_file;  // one prompt per line, each a sequence of its own
   int64_t n_predict = 32;
   int64_t n_ctx = 0;
   int32_t n_threads = 0;

@@ -8,17 +8,22 @@
 // count of recorded tokens, so a batch of n tokens at layer l gets indices
 // [count(l), count(l) + n); a token is complete once every layer recorded it, and only
 // complete tokens count (n_tokens()). A prompt and the tokens generated after it therefore
-// form one sequence, whatever the batch sizes were.
+// form one sequence, whatever the batch sizes were. A trace may hold several sequences
+// (prompts run one after another, each in a fresh context): BeginSequence() marks where
+// each one starts, so that metrics over runs of consecutive tokens never straddle two.
 //
 // File format (text, one token per line, small enough to read and diff):
-//   tierlm-routing-trace 1 <n_layer> <n_expert> <n_used> <n_tokens>
+//   tierlm-routing-trace 2 <n_layer> <n_expert> <n_used> <n_tokens> <n_sequences>
+//   sequences <start_0 = 0> <start_1> ... (strictly increasing, each < n_tokens)
 //   then per token, for each layer, for each k: "<expert> <weight>" separated by spaces.
+// Version 1 (no sequence count, no "sequences" line: one sequence) is still read.
 //
 // Thread safety: none; one writer (the model's forward pass) at a time.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -50,6 +55,16 @@ class RoutingTrace {
   int32_t expert(int64_t token, int32_t layer, int32_t k) const { return experts_[Index(token, layer, k)]; }
   float weight(int64_t token, int32_t layer, int32_t k) const { return weights_[Index(token, layer, k)]; }
 
+  // Marks that the next token (n_tokens()) starts a new sequence. A no-op at a token that
+  // already starts one (token 0 always does). InvalidArgument while a token is partly
+  // recorded (some layers have it, others not).
+  Status BeginSequence();
+  // First token of each sequence: starts with 0, strictly increasing. A start equal to
+  // n_tokens() (a sequence begun but not yet recorded) is left out.
+  std::vector<int64_t> sequence_starts() const;
+  // [begin, end) token ranges of the non-empty sequences, in order.
+  std::vector<std::pair<int64_t, int64_t>> sequences() const;
+
   // Writes n_tokens() complete tokens to `path` (through path.tmp and a rename).
   Status Save(const std::string& path) const;
   // Reads a trace written by Save; Corruption names the file and line at fault.
@@ -63,6 +78,7 @@ class RoutingTrace {
   std::vector<int64_t> recorded_;  // [n_layer]: tokens recorded per layer
   std::vector<int32_t> experts_;   // [token][layer][k]; -1 where not recorded yet
   std::vector<float> weights_;     // [token][layer][k]
+  std::vector<int64_t> starts_ = {0};  // BeginSequence() marks, strictly increasing
 };
 
 }  // namespace tierlm

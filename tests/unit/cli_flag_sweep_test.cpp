@@ -204,9 +204,15 @@ std::vector<FlagCase> Cases() {
   add("trace", trace, "--temp", kFloat);
   for (const char* flag : {"-m", "-p"}) add("trace", trace, flag, kString);
   add("trace", trace, "-o", kOutput);
+  const std::string trace_file = "trace -m " + MOE + " -n 2 -c 32 -t 2 -o " + Quote(D + "/sweep.trace");
+  add("trace_file", trace_file, "-f", kString);
   const std::string report = "moe-report --trace " + Quote(f.trace);
   add("moe_report", report, "--trace", kString);
   add("moe_report", report, "--plot", kOutput);
+  add("moe_report", report, "--seg-lengths", kInt);
+  add("moe_report", report, "--seg-lengths", {{"list", "1,3,16"}, {"trailing", "4,"}, {"garbage", "4,x"}});
+  add("moe_report", report, "--cache-ratios", kFloat);
+  add("moe_report", report, "--cache-ratios", {{"list", "0.5,2"}, {"trailing", "1,"}, {"garbage", "1,x"}});
   const std::string record = "moe-report -m " + MOE + " -p hi -n 2 -c 32 -t 2";
   for (const char* flag : {"-n", "-c", "-t", "-s"}) add("moe_report_record", record, flag, kInt);
   add("moe_report_record", record, "--temp", kFloat);

@@ -1,5 +1,5 @@
 // The cache simulators: known sequences with hand-computed hits, Belady as an upper bound
-// on every policy, the decode access order, routing consistency and synthetic locality.
+// on every policy, the decode access order and synthetic locality.
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -8,7 +8,6 @@
 
 #include "moe/cache_simulator.h"
 #include "moe/moe_report.h"
-#include "moe/routing_consistency.h"
 #include "moe/synthetic_locality.h"
 #include "tiers/lru_policy.h"
 #include "tiers/score_policy.h"
@@ -97,37 +96,6 @@ TEST(MoeCacheSimulator, DecodeOrderIsTokenLayerAscendingExpert) {
   ASSERT_TRUE(t.AppendToken(e + 4, w).ok());
   EXPECT_EQ(ExpertAccesses(t), (std::vector<EntryId>{1, 3, 4, 6, 0, 2, 5, 7}));
   EXPECT_EQ(SimulatePolicy("nope", t, 2).status().code(), StatusCode::kNotFound);
-}
-
-// One layer, one expert per token with weight 1: experts 0 0 1 2.
-RoutingTrace SmallTrace() {
-  RoutingTrace t(1, 4, 1);
-  const float w = 1.0f;
-  for (int32_t e : {0, 0, 1, 2}) EXPECT_TRUE(t.AppendToken(&e, &w).ok());
-  return t;
-}
-
-TEST(MoeRoutingConsistency, HandComputedSegments) {
-  const RoutingTrace t = SmallTrace();
-  EXPECT_DOUBLE_EQ(SegmentRoutingBestPerformance(t, 1), 1.0);
-  EXPECT_DOUBLE_EQ(SegmentRoutingBestPerformance(t, 2), 0.75);  // {0,0}: 2 of 2; {1,2}: 1 of 2
-  EXPECT_DOUBLE_EQ(SegmentRoutingBestPerformance(t, 4), 0.5);   // expert 0 serves 2 of 4
-  EXPECT_DOUBLE_EQ(SegmentRoutingBestPerformance(t, 3), 0.75);  // {0,0,1}: 2; {2}: 1
-  EXPECT_DOUBLE_EQ(SegmentCacheBestHitRate(t, 4, 2), 0.75);
-  EXPECT_DOUBLE_EQ(SegmentCacheBestHitRate(t, 2, 1), 0.75);
-  EXPECT_DOUBLE_EQ(SegmentCacheBestHitRate(t, 4, 3), 1.0);
-  EXPECT_DOUBLE_EQ(SegmentCacheBestHitRate(t, 4, 0), 0.0);
-}
-
-TEST(MoeRoutingConsistency, SrpWeighsByRoutingWeight) {
-  RoutingTrace t(1, 3, 2);
-  const int32_t e0[] = {0, 1}, e1[] = {1, 2};
-  const float w0[] = {0.9f, 0.1f}, w1[] = {0.6f, 0.4f};
-  ASSERT_TRUE(t.AppendToken(e0, w0).ok());
-  ASSERT_TRUE(t.AppendToken(e1, w1).ok());
-  // Masses over the segment: e0 0.9, e1 0.7, e2 0.4; the best pair keeps 1.6 of 2.
-  EXPECT_NEAR(SegmentRoutingBestPerformance(t, 2), 0.8, 1e-6);
-  EXPECT_DOUBLE_EQ(SegmentCacheBestHitRate(t, 2, 2), 0.75);  // e1 used twice, then one of the others
 }
 
 TEST(MoeSyntheticLocality, EndpointsAndDeterminism) {

@@ -69,6 +69,39 @@ TEST(MoeRoutingTrace, SaveLoadRoundTrip) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(MoeRoutingTrace, SequencesSurviveSaveAndLoadAndVersionOneIsOneSequence) {
+  const auto dir = testing::ScratchDir("moe-trace-seq");
+  RoutingTrace t(1, 4, 1);
+  const float w = 1.0f;
+  EXPECT_TRUE(t.BeginSequence().ok());  // token 0 starts one already: a no-op
+  for (int32_t e : {0, 1, 2}) ASSERT_TRUE(t.AppendToken(&e, &w).ok());
+  ASSERT_TRUE(t.BeginSequence().ok());
+  ASSERT_TRUE(t.BeginSequence().ok());  // twice at one token: still one start
+  for (int32_t e : {3, 3}) ASSERT_TRUE(t.AppendToken(&e, &w).ok());
+  ASSERT_TRUE(t.BeginSequence().ok());  // begun, nothing recorded: not a sequence yet
+  EXPECT_EQ(t.sequence_starts(), (std::vector<int64_t>{0, 3}));
+  using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+  EXPECT_EQ(t.sequences(), (Ranges{{0, 3}, {3, 5}}));
+  const std::string path = (dir / "s.trace").string();
+  ASSERT_TRUE(t.Save(path).ok());
+  auto back = RoutingTrace::Load(path);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->sequences(), (Ranges{{0, 3}, {3, 5}}));
+  EXPECT_EQ(back->expert(3, 0, 0), 3);
+  // A partly recorded token cannot start a sequence.
+  RoutingTrace partial(2, 4, 1);
+  const int32_t e = 1;
+  ASSERT_TRUE(partial.Record(0, 1, &e, &w).ok());
+  EXPECT_EQ(partial.BeginSequence().code(), StatusCode::kInvalidArgument);
+  // Version 1 files (before sequences were recorded) read as one sequence.
+  const std::string v1 = (dir / "v1.trace").string();
+  std::ofstream(v1) << "tierlm-routing-trace 1 1 4 1 3\n0 1\n1 1\n0 1\n";
+  auto old = RoutingTrace::Load(v1);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->sequences(), (Ranges{{0, 3}}));
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MoeRoutingTrace, LoadNamesTheFaultyLine) {
   const auto dir = testing::ScratchDir("moe-trace-bad");
   auto write = [&](const std::string& text) {
@@ -85,6 +118,23 @@ TEST(MoeRoutingTrace, LoadNamesTheFaultyLine) {
   r = write("tierlm-routing-trace 1 1 4 5 1\n");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("bad shape"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 2 1 4 1 2 2\nsequences 0 5\n0 1\n1 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("line 2: sequence start 5"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 2 1 4 1 2 2\nsequences 0\n0 1\n1 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("expected 2 sequence starts"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 2 1 4 1 2 1\n0 1\n1 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("expected 'sequences'"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 2 1 4 1 2 9\nsequences 0\n0 1\n1 1\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("bad sequence count 9"), std::string::npos) << r.status().message();
+  r = write("tierlm-routing-trace 2 1 4 1 2 2\nsequences 0 1\n0 1\n1 1\n");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->sequences().size(), 2u);
+  r = write("tierlm-routing-trace 3 1 4 1 0\n");
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
   r = write("hello\n");
   EXPECT_EQ(r.status().code(), StatusCode::kCorruption);
   std::filesystem::remove_all(dir);

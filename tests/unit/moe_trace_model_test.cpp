@@ -2,7 +2,9 @@
 // 4 layers), and the trace / moe-report commands end to end.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <span>
 #include <string>
@@ -190,9 +192,35 @@ TEST(MoeTraceModel, TraceAndReportCommands) {
 
   r = RunShell(bin + " moe-report --trace " + Quote(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (const char* want : {"belady", "lfu-decay", "score", "SRP", "SCH(c=2)", "synthetic locality p = 0.90",
-                           "8 = 1x", "32 = 4x (all)"})
+  for (const char* want : {"belady", "lfu-decay", "score", "SRP", "SCH(2k)", "model(2k)", "synthetic locality p = 0.90",
+                           "8 = 1x", "32 = 4x (all)", "1 sequence(s)"})
     EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  r = RunShell(bin + " moe-report --trace " + Quote(out) + " --json --seg-lengths 2,4 --cache-ratios 1,2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* want : {"\"srp\"", "\"sch\"", "\"sch_model\"", "\"4\": {", "\"2\":", "\"cache_hit_rate\""})
+    EXPECT_NE(r.output.find(want), std::string::npos) << want << "\n" << r.output;
+  EXPECT_EQ(r.output.find("gate-ahead"), std::string::npos) << r.output;  // stdout is JSON only
+
+  // Several prompts: one sequence each, in a fresh context.
+  const std::string prompts = (dir / "prompts.txt").string();
+  std::ofstream(prompts) << "Once upon a time\n\nThe dog\nA cat sat\n";
+  const std::string multi = (dir / "m.trace").string();
+  r = RunShell(bin + " trace -m " + Quote(MoeModel()) + " -f " + Quote(prompts) + " -n 3 -t 2 -o " + Quote(multi));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("3 sequence(s)"), std::string::npos) << r.output;
+  auto many = RoutingTrace::Load(multi);
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  ASSERT_EQ(many->sequences().size(), 3u);
+  // The first prompt alone gives the same routing as the first sequence (a fresh context).
+  const int64_t first_len = many->sequences()[0].second;
+  ASSERT_LE(first_len, trace->n_tokens());
+  for (int64_t tok = 0; tok < std::min<int64_t>(first_len, 4); ++tok)
+    for (int32_t l = 0; l < 4; ++l)
+      for (int32_t k = 0; k < 2; ++k) EXPECT_EQ(many->expert(tok, l, k), trace->expert(tok, l, k)) << tok;
+  r = RunShell(bin + " trace -m " + Quote(MoeModel()) + " -f " + Quote(prompts) + " -p hi -o " + Quote(multi));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunShell(bin + " moe-report --trace " + Quote(out) + " --json --plot " + Quote((dir / "p.svg").string()));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
 
   r = RunShell(bin + " moe-report");
   EXPECT_EQ(r.exit_code, 2) << r.output;
