@@ -36,9 +36,10 @@ test: build
 fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERLM_BUILD_TESTS=OFF \
 	  -DTIERLM_BUILD_FUZZERS=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
-	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer redis_url_fuzzer kv_trace_fuzzer
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target gguf_fuzzer server_request_fuzzer prefix_index_fuzzer redis_url_fuzzer kv_trace_fuzzer \
+	  routing_trace_fuzzer
 	mkdir -p $(BUILD)-fuzz/corpus $(BUILD)-fuzz/corpus-server $(BUILD)-fuzz/corpus-prefix $(BUILD)-fuzz/corpus-redis-url \
-	  $(BUILD)-fuzz/corpus-kv-trace
+	  $(BUILD)-fuzz/corpus-kv-trace $(BUILD)-fuzz/corpus-routing-trace
 	./$(BUILD)-fuzz/fuzz/gguf_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus fuzz/corpus/gguf
 	./$(BUILD)-fuzz/fuzz/server_request_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
@@ -49,6 +50,8 @@ fuzz: deps
 	  -max_len=4096 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-redis-url fuzz/corpus/redis_url
 	./$(BUILD)-fuzz/fuzz/kv_trace_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
 	  -max_len=65536 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-kv-trace fuzz/corpus/kv_trace
+	./$(BUILD)-fuzz/fuzz/routing_trace_fuzzer -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048 \
+	  -max_len=8192 -artifact_prefix=$(BUILD)-fuzz/ $(BUILD)-fuzz/corpus-routing-trace fuzz/corpus/routing_trace
 
 clean:
 	rm -rf $(BUILD) $(BUILD)-fuzz

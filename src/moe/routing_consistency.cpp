@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <unordered_map>
 #include <utility>
 
 namespace tierlm {
@@ -135,17 +136,22 @@ namespace {
 double MeanSequenceHitRate(const RoutingTrace& trace, int64_t m, int64_t capacity, int32_t layer) {
   const int32_t E = trace.n_expert(), K = trace.n_used();
   const int32_t l0 = layer < 0 ? 0 : layer, l1 = layer < 0 ? trace.n_layer() : layer + 1;
-  const int32_t n_entries = layer < 0 ? E * trace.n_layer() : E;
   double sum = 0;
   int64_t n_seq = 0;
   for (const auto& [b, e] : trace.sequences()) {
+    // Entries renumbered densely in order of first use, so memory follows the trace, not
+    // n_layer * n_expert (the cache only compares entries by use, never by id).
+    std::unordered_map<int64_t, int32_t> dense;
     std::vector<std::vector<int32_t>> accesses(static_cast<size_t>(e - b));
     for (int64_t t = b; t < e; ++t) {
       std::vector<int32_t>& a = accesses[static_cast<size_t>(t - b)];
       for (int32_t l = l0; l < l1; ++l)
-        for (int32_t k = 0; k < K; ++k) a.push_back((layer < 0 ? l * E : 0) + trace.expert(t, l, k));
+        for (int32_t k = 0; k < K; ++k) {
+          const int64_t entry = static_cast<int64_t>(layer < 0 ? l : 0) * E + trace.expert(t, l, k);
+          a.push_back(dense.try_emplace(entry, static_cast<int32_t>(dense.size())).first->second);
+        }
     }
-    const int64_t hits = SegmentCacheHits(accesses, n_entries, m, capacity);
+    const int64_t hits = SegmentCacheHits(accesses, static_cast<int32_t>(dense.size()), m, capacity);
     sum += static_cast<double>(hits) / static_cast<double>((e - b) * K * (l1 - l0));
     ++n_seq;
   }

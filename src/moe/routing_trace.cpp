@@ -24,6 +24,15 @@ Status RoutingTrace::Record(int32_t layer, int64_t n, const int32_t* experts, co
     if (experts[i] < 0 || experts[i] >= n_expert_)
       return Status::InvalidArgument("routing trace: expert " + std::to_string(experts[i]) + " at layer " +
                                      std::to_string(layer) + " is outside [0, " + std::to_string(n_expert_) + ")");
+  std::vector<int32_t> sorted(static_cast<size_t>(n_used_));
+  for (int64_t t = 0; t < n; ++t) {
+    std::copy(experts + t * n_used_, experts + (t + 1) * n_used_, sorted.begin());
+    std::sort(sorted.begin(), sorted.end());
+    const auto twice = std::adjacent_find(sorted.begin(), sorted.end());
+    if (twice != sorted.end())
+      return Status::InvalidArgument("routing trace: expert " + std::to_string(*twice) +
+                                     " is chosen twice for one token at layer " + std::to_string(layer));
+  }
   int64_t& first = recorded_[static_cast<size_t>(layer)];
   const size_t need = static_cast<size_t>((first + n) * n_layer_ * n_used_);
   if (experts_.size() < need) {
@@ -105,8 +114,16 @@ Status RoutingTrace::Save(const std::string& path) const {
 }
 
 Result<RoutingTrace> RoutingTrace::Load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return Status::IoError(path + ": cannot open the routing trace");
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return Status::IoError(path + ": cannot open the routing trace");
+  std::ostringstream text;
+  text << file.rdbuf();
+  if (file.bad()) return Status::IoError(path + ": read failed");
+  return Parse(text.str(), path);
+}
+
+Result<RoutingTrace> RoutingTrace::Parse(const std::string& text, const std::string& path) {
+  std::istringstream in(text);
   std::string line, magic;
   int version = 0;
   int64_t n_layer = 0, n_expert = 0, n_used = 0, n_tokens = -1;
@@ -126,7 +143,7 @@ Result<RoutingTrace> RoutingTrace::Load(const std::string& path) {
     return Status::Corruption(path + ": line 1: expected " + (version >= 2 ? "6" : "5") +
                               " numbers after the magic word");
   if (n_layer <= 0 || n_layer > 65536 || n_expert <= 0 || n_expert > 65536 || n_used <= 0 || n_used > n_expert ||
-      n_tokens < 0)
+      n_tokens < 0 || n_layer * n_used > kMaxChoicesPerToken)
     return Status::Corruption(path + ": line 1: bad shape (layers " + std::to_string(n_layer) + ", experts " +
                               std::to_string(n_expert) + ", used " + std::to_string(n_used) + ", tokens " +
                               std::to_string(n_tokens) + ")");

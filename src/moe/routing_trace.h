@@ -43,7 +43,8 @@ class RoutingTrace {
   int64_t n_tokens() const;
 
   // Appends the routing of n tokens at `layer`: experts/weights are [n][n_used].
-  // InvalidArgument if the layer or an expert id is out of range (nothing is recorded then).
+  // InvalidArgument if the layer or an expert id is out of range, or a token names one
+  // expert twice (nothing is recorded then).
   Status Record(int32_t layer, int64_t n, const int32_t* experts, const float* weights);
 
   // Appends one complete token: experts/weights are [n_layer][n_used]. Used by tests and
@@ -69,6 +70,10 @@ class RoutingTrace {
   Status Save(const std::string& path) const;
   // Reads a trace written by Save; Corruption names the file and line at fault.
   static Result<RoutingTrace> Load(const std::string& path);
+  // The same from the file's text; `path` names it in errors.
+  static Result<RoutingTrace> Parse(const std::string& text, const std::string& path);
+  // Most expert choices per token a trace may have (n_layer * n_used).
+  static constexpr int64_t kMaxChoicesPerToken = int64_t{1} << 20;
 
  private:
   size_t Index(int64_t token, int32_t layer, int32_t k) const {

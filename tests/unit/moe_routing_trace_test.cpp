@@ -38,6 +38,14 @@ TEST(MoeRoutingTrace, RejectsOutOfRangeLayerAndExpert) {
   EXPECT_EQ(t.Record(2, 1, ok, w).code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(t.Record(1, 1, ok, w).ok());
   EXPECT_EQ(t.AppendToken(ok, w).code(), StatusCode::kInvalidArgument);  // layer 1 is ahead
+  // One token naming one expert twice: refused, nothing recorded.
+  RoutingTrace two(1, 4, 2);
+  const int32_t twice[] = {1, 2, 3, 3};
+  const float w2[] = {0.5f, 0.5f, 0.5f, 0.5f};
+  st = two.Record(0, 2, twice, w2);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("expert 3 is chosen twice"), std::string::npos) << st.message();
+  EXPECT_EQ(two.n_tokens(), 0);
 }
 
 TEST(MoeRoutingTrace, SaveLoadRoundTrip) {
@@ -133,6 +141,10 @@ TEST(MoeRoutingTrace, LoadNamesTheFaultyLine) {
   r = write("tierlm-routing-trace 2 1 4 1 2 2\nsequences 0 1\n0 1\n1 1\n");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->sequences().size(), 2u);
+  r = write("tierlm-routing-trace 2 1 4 2 1 1\nsequences 0\n2 0.5 2 0.5\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("line 3: routing trace: expert 2 is chosen twice"), std::string::npos)
+      << r.status().message();
   r = write("tierlm-routing-trace 3 1 4 1 0\n");
   EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
   r = write("hello\n");
