@@ -35,7 +35,7 @@ int ServeCommand(int argc, char** argv) {
   int32_t max_conn = ho.max_connections;
   float timeout_s = static_cast<float>(ho.request_timeout_s);
   std::string mem_budget, chat_template, alias;
-  bool quiet = false;
+  bool quiet = false, kv_unified = false;
   KvTypeFlags kv_types;
   PrefixFlags prefix_flags;
   int64_t port = ho.port;
@@ -50,6 +50,9 @@ int ServeCommand(int argc, char** argv) {
   ap.Add({"-c", "--ctx-size"}, &eo.n_ctx,
          "KV cache positions in all, shared by the -np slots (as llama-server: each request gets -c / -np); "
          "0: the model's, at most 4096 (default 0)");
+  ap.Flag({"-kvu", "--kv-unified"}, &kv_unified,
+          "one pool of KV blocks for all slots (as llama-server): a request may use all -c positions, requests are "
+          "admitted by the blocks free now, and the newest is preempted (recomputed later, same tokens) when they run out");
   ap.Add({"-t", "--threads"}, &eo.n_threads, "compute threads (default and <= 0: all cores)");
   ap.Add({"-b", "--batch-size"}, &step_tokens, "tokens per step: decode tokens first, prefill chunks in the rest (default 512)");
   ap.Add({"--api-key"}, &ho.api_key, "require 'Authorization: Bearer KEY' on every route but /health");
@@ -170,10 +173,11 @@ int ServeCommand(int argc, char** argv) {
     }
   }
   // The engine's KV cache (-c positions, within --mem-budget) is the server's: -np slots of
-  // -c / -np positions each, in whole blocks.
+  // -c / -np positions each, in whole blocks; or, unified, one pool any request may fill.
   server::SchedulerOptions so;
   so.n_slots = n_slots;
-  so.n_ctx = e.kv().n_ctx() / n_slots;
+  so.unified = kv_unified;
+  so.n_ctx = kv_unified ? e.kv().n_ctx() : e.kv().n_ctx() / n_slots;
   const int64_t bs = e.kv().paged().blocks().block_size();
   if (so.n_ctx >= bs) so.n_ctx -= so.n_ctx % bs;
   if (so.n_ctx < 1) {
@@ -214,9 +218,9 @@ int ServeCommand(int argc, char** argv) {
   if (e.tiered()) std::fprintf(stderr, "serve: %s\n", e.memory_plan().ToString().c_str());
   running_scheduler.store(sched->get());
   http.SetBackend(&backend);
-  std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens, chat template %s, %d threads\n",
-               backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx), ChatTemplateName(*tmpl),
-               e.pool().size());
+  std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens%s, chat template %s, %d threads\n",
+               backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx),
+               kv_unified ? " (unified KV: shared, preempting)" : "", ChatTemplateName(*tmpl), e.pool().size());
   if (pc)
     std::fprintf(stderr, "serve: prefix cache: memory%s%s%s%s\n", prefix_flags.dir.empty() ? "" : ", disk ",
                  prefix_flags.dir.c_str(), prefix_flags.redis.empty() ? "" : ", redis ", prefix_flags.redis.c_str());

@@ -369,7 +369,7 @@ void HttpServer::Routes() {
       if (static_cast<int64_t>(job.prompt.size()) > b->n_ctx)
         return SendError(res, 400,
                          "the prompt has " + std::to_string(job.prompt.size()) + " tokens but the context holds " +
-                             std::to_string(b->n_ctx) + " per request (-c / -np)",
+                             std::to_string(b->n_ctx) + " per request (-c / -np; all of -c with --kv-unified)",
                          "invalid_request_error", chat ? "messages" : "prompt", "context_length_exceeded");
       job.n = r.n;
       job.max_tokens = r.max_tokens.value_or(-1);

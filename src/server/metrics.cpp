@@ -100,6 +100,9 @@ std::string Metrics::Text() const {
          line("tierlm_kv_blocks_used", static_cast<unsigned long long>(g_.kv_blocks_used)));
   metric("tierlm_kv_blocks_total", "gauge", "KV cache blocks in all.",
          line("tierlm_kv_blocks_total", static_cast<unsigned long long>(g_.kv_blocks_total)));
+  metric("tierlm_requests_preempted_total", "counter",
+         "Running requests preempted because the unified KV cache ran out of blocks (recomputed when re-admitted).",
+         line("tierlm_requests_preempted_total", static_cast<unsigned long long>(g_.requests_preempted)));
   metric("tierlm_prompt_tokens_total", "counter", "Prompt tokens evaluated.",
          line("tierlm_prompt_tokens_total", prompt_tokens_));
   metric("tierlm_generation_tokens_total", "counter", "Tokens generated.",

@@ -33,6 +33,7 @@ struct MetricsSnapshot {
   int64_t requests_queued = 0;
   int64_t kv_blocks_used = 0;
   int64_t kv_blocks_total = 0;
+  int64_t requests_preempted = 0;  // since start (unified KV: blocks ran out)
 };
 
 class Metrics {

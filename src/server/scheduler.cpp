@@ -21,6 +21,9 @@ struct Scheduler::Choice {
   int64_t n_generated = 0;
   int32_t pending = -1;  // sampled, to be fed at the next step
   bool done = false;
+  std::vector<int32_t> fed;     // generated tokens in the KV cache (pending not yet)
+  std::vector<int32_t> resume;  // after a preemption: prompt + fed, to recompute first
+  int64_t n_resumed = 0;        // of resume, in the cache
   Clock::time_point last_token;
 
   Choice(const SamplerParams& p, const tokenizer::Tokenizer& tok, tokenizer::Detokenizer::Options d,
@@ -39,6 +42,20 @@ struct Scheduler::Active {
   int64_t cached_tokens = 0; // prompt tokens reused from the prefix cache
   std::vector<std::unique_ptr<Choice>> choices;
   bool finished = false;
+  bool resuming = false;       // preempted after its prompt: its choices recompute `resume`
+  bool preempted_now = false;  // preempted during this step's planning: back to the queue
+};
+
+// What one sequence adds in this step: `len` tokens from `tokens`, planned (room reserved)
+// before the batch is built.
+struct Scheduler::Piece {
+  enum class Kind { kDecode, kPrompt, kResume };
+  Active* a;
+  Choice* c;  // the choice (kPrompt: the primary one)
+  kv::SeqId seq;
+  Kind kind;
+  const int32_t* tokens;
+  int64_t len;
 };
 
 const char* FinishReasonName(FinishReason r) {
@@ -61,7 +78,7 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const to
   if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context per slot must be positive");
   if (o.step_tokens <= 0) return Status::InvalidArgument("server: the tokens per step must be positive");
   std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics, prefix));
-  const int64_t need = static_cast<int64_t>(o.n_slots) * s->BlocksFor(o.n_ctx);
+  const int64_t need = (o.unified ? 1 : static_cast<int64_t>(o.n_slots)) * s->BlocksFor(o.n_ctx);
   if (need > cache.blocks().n_blocks())
     return Status::InvalidArgument("server: " + std::to_string(o.n_slots) + " slots of " + std::to_string(o.n_ctx) +
                                    " positions need " + std::to_string(need) + " KV blocks but the cache has " +
@@ -139,6 +156,7 @@ void Scheduler::PublishGauges() {
     published_.requests_running = static_cast<int64_t>(running_.size());
     published_.requests_queued = static_cast<int64_t>(queue_.size());
     published_.kv_blocks_used = cache_->blocks().n_blocks() - cache_->blocks().n_free();
+    published_.requests_preempted = preemptions_;
     s = published_;
   }
   if (metrics_) metrics_->SetGauges(s);
@@ -321,15 +339,18 @@ void Scheduler::Admit() {
   }
   // Admission by blocks, in arrival order (so that a large request is not starved by small
   // ones): the head waits (Admit::kLater) while the running requests hold what it needs.
+  // Unified KV: what the head needs now must be free (less what this call admitted before).
+  int64_t promised = 0;
   while (true) {
     std::unique_ptr<Active> a;
     int64_t need = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (queue_.empty()) return;
-      need = BlocksNeeded(queue_.front()->job);
-      if (need <= total && (committed_blocks_ + need > total || running_seqs + queue_.front()->job.n > o_.n_slots))
-        return;
+      Active& head = *queue_.front();
+      need = o_.unified ? BlocksToAdmit(head) : BlocksNeeded(head.job);
+      const bool fits = o_.unified ? promised + need <= cache_->blocks().n_free() : committed_blocks_ + need <= total;
+      if (need <= total && (!fits || running_seqs + head.job.n > o_.n_slots)) return;
       a = std::move(queue_.front());
       queue_.pop_front();
     }
@@ -338,10 +359,36 @@ void Scheduler::Admit() {
                           std::to_string(total));
       continue;
     }
-    a->committed = need;
-    committed_blocks_ += need;
-    a->choices[0]->seq = NextSeq();
     running_seqs += a->job.n;
+    if (o_.unified) {
+      promised += need;
+    } else {
+      a->committed = need;
+      committed_blocks_ += need;
+    }
+    if (a->resuming) {
+      // Back from a preemption: each unfinished choice recomputes its tokens so far, the
+      // prefix cache's blocks first.
+      bool ok = true;
+      for (auto& c : a->choices) {
+        if (c->done) continue;
+        c->seq = NextSeq();
+        c->n_resumed = 0;
+        if (prefix_ && ok) {
+          auto hit = prefix_->Attach(*cache_, c->seq, c->resume, prefix::PrefixCache::RootFor(a->job.cache_salt),
+                                     prefill_tps_);
+          if (!hit.ok()) {
+            Finish(*a, 500, "the prefix cache failed: " + hit.status().message());
+            ok = false;
+            break;
+          }
+          c->n_resumed = hit->tokens();
+        }
+      }
+      if (ok) running_.push_back(std::move(a));
+      continue;
+    }
+    a->choices[0]->seq = NextSeq();
     if (prefix_) {
       // The longest cached prefix of the prompt: only the rest is prefilled.
       auto hit = prefix_->Attach(*cache_, a->choices[0]->seq, a->job.prompt,
@@ -357,6 +404,73 @@ void Scheduler::Admit() {
   }
 }
 
+int64_t Scheduler::BlocksToAdmit(const Active& a) const {
+  // Its tokens so far and room for the next one (within the context).
+  auto blocks = [&](int64_t n) { return BlocksFor(std::min(n + 1, o_.n_ctx)); };
+  if (!a.resuming) return blocks(static_cast<int64_t>(a.job.prompt.size()));
+  int64_t need = 0;
+  for (const auto& c : a.choices)
+    if (!c->done) need += blocks(static_cast<int64_t>(c->resume.size()));
+  return need;
+}
+
+Scheduler::Active* Scheduler::Victim(const Active& a) {
+  Active* v = nullptr;
+  const int64_t total = cache_->blocks().n_blocks();
+  for (auto& r : running_) {
+    if (r.get() == &a || r->finished || r->preempted_now || r->arrived < a.arrived) continue;
+    if (r->arrived == a.arrived && r.get() < &a) continue;
+    // Re-admitting it needs each unfinished choice's tokens so far, unshared.
+    int64_t need = 0;
+    for (const auto& c : r->choices)
+      if (!c->done) need += BlocksFor(std::min((c->seq >= 0 ? cache_->blocks().Length(c->seq) : 0) + 1, o_.n_ctx));
+    if (need > total) continue;
+    if (!v || r->arrived > v->arrived) v = r.get();
+  }
+  return v;
+}
+
+void Scheduler::Preempt(Active& v, std::vector<Piece>& plan) {
+  std::erase_if(plan, [&](const Piece& p) { return p.a == &v; });
+  if (!v.prefilled) {
+    // Its prompt is not in yet: it starts over (nothing was sampled).
+    if (v.choices[0]->seq >= 0) FreeSeq(v.choices[0]->seq);
+    v.choices[0]->seq = -1;
+    v.n_prefilled = 0;
+    v.cached_tokens = 0;
+  } else {
+    v.resuming = true;
+    for (auto& c : v.choices) {
+      if (c->done) continue;
+      // What the cache holds of it: the prompt (or what a resume had recomputed) and fed.
+      std::vector<int32_t> tokens = v.job.prompt;
+      tokens.insert(tokens.end(), c->fed.begin(), c->fed.end());
+      c->resume = std::move(tokens);
+      c->n_resumed = 0;
+      if (c->seq >= 0) FreeSeq(c->seq);
+      c->seq = -1;
+    }
+  }
+  committed_blocks_ -= v.committed;
+  v.committed = 0;
+  v.preempted_now = true;
+  ++preemptions_;
+}
+
+bool Scheduler::Room(Active& a, kv::SeqId seq, int64_t n, std::vector<Piece>& plan) {
+  while (true) {
+    auto r = cache_->Reserve(seq, n);
+    if (!r.ok()) {
+      Finish(a, 500, "the KV cache failed: " + r.status().message());
+      return false;
+    }
+    if (*r == Admit::kOk) return true;
+    Active* v = *r == Admit::kLater ? Victim(a) : nullptr;
+    if (!v) return false;
+    Preempt(*v, plan);
+  }
+}
+
 bool Scheduler::Step() {
   // Drop requests whose client went away or whose time is up: their blocks free now.
   const auto now = Clock::now();
@@ -368,49 +482,150 @@ bool Scheduler::Step() {
   Admit();
   if (running_.empty()) return false;
 
+  // Requests in arrival order: the newest are planned last and preempted first.
+  std::stable_sort(running_.begin(), running_.end(),
+                   [](const std::unique_ptr<Active>& x, const std::unique_ptr<Active>& y) { return x->arrived < y->arrived; });
+
+  // Plan: what each sequence adds this step, its room reserved. Decode tokens first: every
+  // running choice advances one token per step.
+  std::vector<Piece> plan;
+  int64_t n_decode = 0;
+  for (auto& a : running_) {
+    if (a->finished || a->preempted_now) continue;
+    bool room = true;
+    for (auto& c : a->choices) {
+      if (c->done || c->pending < 0 || !c->resume.empty()) continue;
+      if (!Room(*a, c->seq, 1, plan)) {
+        room = false;
+        break;
+      }
+    }
+    if (a->finished) continue;
+    if (!room) {
+      // Nothing newer is left to preempt: this request yields (unless it is alone, which
+      // the cache always holds; then the cache is broken).
+      const bool alone = std::count_if(running_.begin(), running_.end(), [](const auto& r) {
+                           return !r->finished && !r->preempted_now;
+                         }) == 1;
+      if (alone) Finish(*a, 500, "internal error: the KV cache has no room for a request running alone");
+      else Preempt(*a, plan);
+      continue;
+    }
+    for (auto& c : a->choices) {
+      if (c->done || c->pending < 0 || !c->resume.empty()) continue;
+      plan.push_back({a.get(), c.get(), c->seq, Piece::Kind::kDecode, &c->pending, 1});
+    }
+  }
+  for (const Piece& p : plan) n_decode += p.len;
+  // Prefill chunks (prompts, and the recomputation of preempted requests) in the budget
+  // left (at least one token, so that prompts advance even when the decode tokens fill the
+  // step), oldest request first. A chunk takes the free blocks first; only when none is
+  // free does it preempt a newer request; else it waits for a later step.
+  int64_t budget = std::max<int64_t>(o_.step_tokens - n_decode, 1);
+  auto plan_chunk = [&](Active& a, Choice& c, kv::SeqId seq, Piece::Kind kind, const int32_t* tokens,
+                        int64_t want) {
+    int64_t len = std::min(budget, want);
+    if (len <= 0) return;
+    const kv::KvBlockManager& blocks = cache_->blocks();
+    if (blocks.BlocksNeeded(seq, len) > blocks.n_free()) {
+      int64_t lo = 0, hi = len;  // the longest chunk the free blocks hold
+      while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (blocks.BlocksNeeded(seq, mid) <= blocks.n_free()) lo = mid;
+        else hi = mid - 1;
+      }
+      len = lo > 0 ? lo : std::min<int64_t>(len, blocks.block_size());
+    }
+    if (!Room(a, seq, len, plan)) return;
+    plan.push_back({&a, &c, seq, kind, tokens, len});
+    budget -= len;
+  };
+  for (auto& a : running_) {
+    if (a->finished || a->preempted_now || budget <= 0) continue;
+    if (a->resuming) {
+      for (auto& c : a->choices) {
+        if (c->done || c->resume.empty() || a->finished || a->preempted_now) continue;
+        plan_chunk(*a, *c, c->seq, Piece::Kind::kResume, c->resume.data() + c->n_resumed,
+                   static_cast<int64_t>(c->resume.size()) - c->n_resumed);
+      }
+    } else if (!a->prefilled) {
+      Choice& c0 = *a->choices[0];
+      plan_chunk(*a, c0, c0.seq, Piece::Kind::kPrompt, a->job.prompt.data() + a->n_prefilled,
+                 static_cast<int64_t>(a->job.prompt.size()) - a->n_prefilled);
+    }
+  }
+  // Preempted requests go back to the queue, in arrival order (ahead of every request that
+  // came after them).
+  {
+    std::vector<std::unique_ptr<Active>> back;
+    for (auto& a : running_)
+      if (a->preempted_now && !a->finished) back.push_back(std::move(a));
+    std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return !a; });
+    if (!back.empty()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& a : back) {
+        a->preempted_now = false;
+        auto at = std::find_if(queue_.begin(), queue_.end(),
+                               [&](const std::unique_ptr<Active>& q) { return q->arrived > a->arrived; });
+        queue_.insert(at, std::move(a));
+      }
+    }
+  }
+
+  // Build the batch from the plan: the room is reserved, so recording a token cannot fail;
+  // if it does, the cache and the batch no longer agree for anyone: every running request fails.
   Batch batch;
   struct Row {
     Active* a;
     Choice* c;  // null: the prompt's last token (all choices sample from it)
   };
   std::vector<Row> rows;
-  // Admission reserved every block, so recording a token cannot fail; if it does, the cache
-  // and the batch no longer agree for anyone: every running request fails.
   auto broken = [&](const Status& st) {
     for (auto& a : running_) Finish(*a, 500, "internal error: " + st.message());
     running_.clear();
     return true;
   };
-  // Decode tokens first: every running choice advances one token per step.
-  for (auto& a : running_) {
-    for (auto& c : a->choices) {
-      if (c->done || c->pending < 0) continue;
-      const int32_t t = c->pending;
-      const int64_t pos = cache_->blocks().Length(c->seq);
-      if (Status st = cache_->AddTokens(c->seq, std::span<const int32_t>(&t, 1)); !st.ok()) return broken(st);
-      c->pending = -1;
-      batch.Add(t, pos, c->seq, true);
-      rows.push_back({a.get(), c.get()});
+  for (const Piece& p : plan) {
+    if (p.a->finished) continue;
+    const int64_t pos = cache_->blocks().Length(p.seq);
+    std::span<const int32_t> chunk(p.tokens, static_cast<size_t>(p.len));
+    if (Status st = cache_->Append(p.seq, chunk); !st.ok()) return broken(st);
+    switch (p.kind) {
+      case Piece::Kind::kDecode:
+        batch.Add(chunk[0], pos, p.seq, true);
+        rows.push_back({p.a, p.c});
+        p.c->fed.push_back(p.c->pending);
+        p.c->pending = -1;
+        break;
+      case Piece::Kind::kPrompt: {
+        const int64_t n_prompt = static_cast<int64_t>(p.a->job.prompt.size());
+        for (int64_t i = 0; i < p.len; ++i) {
+          const bool last = p.a->n_prefilled + i + 1 == n_prompt;
+          batch.Add(chunk[static_cast<size_t>(i)], pos + i, p.seq, last);
+          if (last) rows.push_back({p.a, nullptr});
+        }
+        p.a->n_prefilled += p.len;
+        if (metrics_) metrics_->AddPromptTokens(p.len);
+        break;
+      }
+      case Piece::Kind::kResume:
+        for (int64_t i = 0; i < p.len; ++i) batch.Add(chunk[static_cast<size_t>(i)], pos + i, p.seq, false);
+        p.c->n_resumed += p.len;
+        break;
     }
   }
-  // Prefill chunks in the budget left (at least one token, so that prompts advance even when
-  // the decode tokens fill the step), oldest request first.
-  int64_t budget = std::max<int64_t>(o_.step_tokens - batch.size(), 1);
+  // Choices whose recomputation is in the batch decode from the next step on.
   for (auto& a : running_) {
-    if (a->finished || a->prefilled || budget <= 0) continue;
-    const int64_t n_prompt = static_cast<int64_t>(a->job.prompt.size());
-    const int64_t len = std::min(budget, n_prompt - a->n_prefilled);
-    const kv::SeqId seq = a->choices[0]->seq;
-    std::span<const int32_t> chunk(a->job.prompt.data() + a->n_prefilled, static_cast<size_t>(len));
-    if (Status st = cache_->AddTokens(seq, chunk); !st.ok()) return broken(st);
-    for (int64_t i = 0; i < len; ++i) {
-      const bool last = a->n_prefilled + i + 1 == n_prompt;
-      batch.Add(chunk[static_cast<size_t>(i)], a->n_prefilled + i, seq, last);
-      if (last) rows.push_back({a.get(), nullptr});
+    if (!a->resuming) continue;
+    bool all = true;
+    for (auto& c : a->choices) {
+      if (!c->resume.empty() && c->n_resumed == static_cast<int64_t>(c->resume.size())) {
+        c->resume.clear();
+        c->n_resumed = 0;
+      }
+      all &= c->resume.empty();
     }
-    a->n_prefilled += len;
-    budget -= len;
-    if (metrics_) metrics_->AddPromptTokens(len);
+    if (all) a->resuming = false;
   }
   if (batch.size() == 0) {
     std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });

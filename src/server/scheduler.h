@@ -13,9 +13,25 @@
 // A request with n > 1 choices prefills its prompt once; the other choices then Fork the
 // prompt's KV blocks (copy on write) and sample from the same logits.
 //
-// Admission reserves, up front, the blocks a request could need in the worst case (prompt
-// plus max tokens, at most the context, per choice; forked choices share the prompt's full
-// blocks), so a running request never runs out of KV and nothing is preempted.
+// Admission, by default, reserves up front the blocks a request could need in the worst
+// case (prompt plus max tokens, at most the context, per choice; forked choices share the
+// prompt's full blocks), so a running request never runs out of KV and nothing is
+// preempted: each request has its slot's n_ctx positions, as llama-server's slots do.
+//
+// Unified KV (SchedulerOptions::unified, serve --kv-unified): one pool of blocks for every
+// sequence, each request may grow to the whole cache (n_ctx = all positions), and a request
+// is admitted when its prompt fits in the blocks free now. Each step plans first what every
+// running request adds (oldest first: decode tokens, then prefill chunks in the step's
+// token budget) and reserves its room; when the blocks run out the newest running request
+// is preempted (vLLM's rule): its blocks are freed (published to the prefix cache when
+// there is one, so that they may come back without recomputing) and it goes back to the
+// head of the queue with its sampler, detokenizer and stop state kept. Re-admitted, each of
+// its choices recomputes its tokens so far (prompt and generated, as a prefill without
+// logits) and continues from its pending token: the tokens are those of a run that was
+// never preempted (prefill and decode give the same keys and values, bit for bit). An older
+// request's prefill takes the blocks that are free first, and preempts a newer request only
+// when none is. A request is preempted only if it could be re-admitted (its choices' tokens
+// fit in the cache without sharing).
 //
 // Prefix reuse (prefix/prefix_cache.h, when the caller gives one): at admission a request's
 // primary sequence starts from the longest cached prefix of its prompt (blocks still in
@@ -54,6 +70,9 @@ struct SchedulerOptions {
   int64_t n_ctx = 2048;        // positions per sequence
   int64_t step_tokens = 512;   // tokens per forward pass (decode first, then prefill chunks)
   size_t max_queue = 256;      // requests waiting; Submit refuses more (HTTP 503)
+  // One pool of KV blocks, admission by what is free now, preemption when it runs out (see
+  // the class comment). n_ctx is then the most positions one request may hold.
+  bool unified = false;
 };
 
 // One generation: a tokenized prompt and how to continue it.
@@ -95,6 +114,7 @@ class Scheduler {
  private:
   struct Choice;
   struct Active;
+  struct Piece;
   Scheduler(LlamaModel& model, const tokenizer::Tokenizer& tok, ThreadPool* pool, kv::PagedKvCache& cache,
             const SchedulerOptions& o, Metrics* metrics, prefix::PrefixCache* prefix);
   // Frees a sequence's blocks (after publishing its last ones).
@@ -106,6 +126,16 @@ class Scheduler {
   // One step over the running set; false when there was nothing to do.
   bool Step();
   void Admit();
+  // Room for n more positions of seq (of request a), preempting running requests that
+  // arrived after a while there is none; false when none is left to preempt (or a failed:
+  // a copy on write's I/O error finishes it). Preempted requests leave `plan`.
+  bool Room(Active& a, kv::SeqId seq, int64_t n, std::vector<Piece>& plan);
+  // The newest running request that arrived after `a` and could be re-admitted; null if none.
+  Active* Victim(const Active& a);
+  // Frees v's blocks and marks it for the queue's head (see the class comment).
+  void Preempt(Active& v, std::vector<Piece>& plan);
+  // Blocks to re-admit a preempted request, or to admit a fresh one in unified mode.
+  int64_t BlocksToAdmit(const Active& a) const;
   void Finish(Active& a, int http_status, const std::string& error);
   void FinishChoice(Active& a, Choice& c, FinishReason reason);
   void SampleChoice(Active& a, Choice& c, const float* logits);
@@ -121,6 +151,7 @@ class Scheduler {
   prefix::PrefixCache* prefix_;
   double prefill_tps_ = 0;  // measured prompt tokens per second (a moving average)
   int64_t committed_blocks_ = 0;  // worst-case blocks of the admitted requests
+  int64_t preemptions_ = 0;
   kv::SeqId next_seq_ = 1;
 
   // Shared with Submit (HTTP threads).

@@ -487,6 +487,52 @@ TEST(ServerHttpTest, SixteenConcurrentStreamsEqualEachAloneAndHealthAnswers) {
   }
 }
 
+// --kv-unified: 8 concurrent streams in a cache that holds about three of them at once are
+// preempted and recomputed, and each still streams what it streams alone.
+TEST(ServerHttpTest, UnifiedKvPreemptsUnderPressureAndTheStreamsAreUnchanged) {
+  const char* prompts[8] = {"Once upon a time", "The little dog", "Lily went to the park", "Tom had a red ball",
+                            "One day, a bird", "The sun was", "Sara and Ben", "There was a big tree"};
+  auto stream_one = [&](const ServerProcess& s, const std::string& prompt) {
+    httplib::Client c("127.0.0.1", s.port());
+    c.set_read_timeout(120);
+    std::string raw;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.body = json{{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
+                    {"max_tokens", 60}, {"temperature", 0}, {"stream", true}, {"logit_bias", {{"2", -100}}}}
+                   .dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      raw.append(d, n);
+      return true;
+    };
+    c.send(req);
+    return ParseStream(raw, true).text;
+  };
+  std::vector<std::string> alone;
+  {
+    ServerProcess s(Args({"-np", "1", "-c", "256"}));
+    ASSERT_TRUE(s.ok()) << s.Log();
+    for (const char* p : prompts) alone.push_back(stream_one(s, p));
+  }
+  ServerProcess s(Args({"-np", "8", "-c", "256", "-b", "64", "--kv-unified", "--no-prefix-cache"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  EXPECT_NE(s.Log().find("unified KV"), std::string::npos) << s.Log();
+  std::vector<std::string> together(8);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < 8; ++i) threads.emplace_back([&, i] { together[i] = stream_one(s, prompts[i]); });
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < 8; ++i) {
+    EXPECT_FALSE(alone[i].empty()) << prompts[i];
+    EXPECT_EQ(together[i], alone[i]) << prompts[i];
+  }
+  const std::string metrics = Do(s, "GET", "/metrics").body;
+  EXPECT_GT(MetricValue(metrics, "tierlm_requests_preempted_total"), 0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
+}
+
 TEST(ServerHttpTest, HealthIs503UntilTheModelIsLoaded) {
   // The HTTP layer in this process, before a backend is set: what a loading server answers.
   server::Metrics metrics;

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "kernels/matmul.h"
+#include "prefix/prefix_cache.h"
 #include "runtime/engine.h"
 #include "runtime/generator.h"
 #include "test_paths.h"
@@ -93,6 +94,20 @@ class ServerSchedulerTest : public ::testing::Test {
     o.max_queue = max_queue;
     cache_ = MakeCache(engine_->model(), static_cast<int32_t>(slots * ((n_ctx + 15) / 16)));
     auto s = Scheduler::Create(engine_->model(), engine_->tokenizer(), &engine_->pool(), *cache_, o, &metrics_);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return std::move(*s);
+  }
+
+  // Unified KV over n_blocks blocks of 16: any request may fill them all.
+  std::unique_ptr<Scheduler> MakeUnified(int32_t slots, int64_t step_tokens, int32_t n_blocks,
+                                         prefix::PrefixCache* pc = nullptr) {
+    SchedulerOptions o;
+    o.n_slots = slots;
+    o.n_ctx = int64_t{n_blocks} * 16;
+    o.step_tokens = step_tokens;
+    o.unified = true;
+    cache_ = MakeCache(engine_->model(), n_blocks);
+    auto s = Scheduler::Create(engine_->model(), engine_->tokenizer(), &engine_->pool(), *cache_, o, &metrics_, pc);
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return std::move(*s);
   }
@@ -299,6 +314,86 @@ TEST_F(ServerSchedulerTest, JobsThatCanNeverRunAreRefused) {
   GenerationJob badtok = Greedy("x", 1);
   badtok.prompt.push_back(100000);
   EXPECT_EQ(s->Submit(badtok).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Unified KV far smaller than what 16 requests need at once: requests are preempted and
+// recomputed, and every output (greedy, seeded sampling, n = 2) is the one it has alone, with
+// whole and 5-token prefill steps, with and without a memory prefix cache to come back from.
+TEST_F(ServerSchedulerTest, UnifiedKvPreemptsAndEveryOutputEqualsItsAloneRun) {
+  auto job = [&](size_t i) {
+    GenerationJob j = Greedy(kPrompts[i], 40 + static_cast<int64_t>(i % 4) * 10);
+    j.sampling.logit_bias = {{engine_->tokenizer().vocab().eos_id, -100.0f}};  // all run their length
+    if (i % 3 == 1) {
+      j.sampling.temperature = 1.0f;
+      j.sampling.top_k = 0;
+      j.sampling.top_p = 1.0f;
+      j.sampling.min_p = 0.0f;
+      j.sampling.seed = 7 + i;
+    }
+    if (i == 5) j.n = 2;
+    return j;
+  };
+  std::vector<Output> alone;
+  {
+    auto s = Make(2, 512);
+    for (size_t i = 0; i < 16; ++i) {
+      auto stream = s->Submit(job(i));
+      ASSERT_TRUE(stream.ok());
+      alone.push_back(Collect(**stream, job(i).n));
+      ASSERT_EQ(alone.back().error_status, 0);
+    }
+  }
+  for (int variant = 0; variant < 3; ++variant) {
+    const int64_t step = variant == 1 ? 5 : 512;
+    std::unique_ptr<prefix::PrefixCache> pc;
+    if (variant == 2) pc = std::make_unique<prefix::PrefixCache>(nullptr, nullptr, /*memory=*/true);
+    // 16 blocks of 16 positions; the 16 requests grow to 45..95 positions each.
+    auto s = MakeUnified(16, step, 16, pc.get());
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (size_t i = 0; i < 16; ++i) {
+      auto stream = s->Submit(job(i));
+      ASSERT_TRUE(stream.ok());
+      streams.push_back(*stream);
+    }
+    for (size_t i = 0; i < streams.size(); ++i) {
+      const Output o = Collect(*streams[i], job(i).n);
+      ASSERT_EQ(o.error_status, 0) << kPrompts[i];
+      EXPECT_EQ(o.tokens, alone[i].tokens) << kPrompts[i] << " variant " << variant;
+      EXPECT_EQ(o.text, alone[i].text) << kPrompts[i] << " variant " << variant;
+      EXPECT_EQ(o.completion_tokens, alone[i].completion_tokens);
+    }
+    EXPECT_GT(s->Snapshot().requests_preempted, 0) << "variant " << variant;
+    for (int i = 0; i < 100 && s->Snapshot().requests_running > 0; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(s->Snapshot().requests_running, 0);
+    EXPECT_EQ(s->Snapshot().requests_queued, 0);
+    if (!pc) EXPECT_EQ(s->Snapshot().kv_blocks_used, 0);
+    s.reset();
+  }
+}
+
+// One request may use the whole unified cache, where a slot would have held a quarter.
+TEST_F(ServerSchedulerTest, UnifiedKvLetsOneRequestUseEveryBlock) {
+  GenerationJob j = Greedy("Once upon a time", 100);
+  j.sampling.logit_bias = {{engine_->tokenizer().vocab().eos_id, -100.0f}};
+  {
+    auto slots = Make(4, 512, 64, /*n_ctx=*/32);  // 4 slots of 32 positions (8 blocks)
+    auto st = slots->Submit(j);
+    ASSERT_TRUE(st.ok());
+    const Output o = Collect(**st, 1);
+    EXPECT_EQ(o.finish[0], FinishReason::kLength);
+    EXPECT_EQ(o.prompt_tokens + o.completion_tokens, 32 + 1);
+  }
+  auto s = MakeUnified(4, 512, 8);
+  auto st = s->Submit(j);
+  ASSERT_TRUE(st.ok());
+  const Output o = Collect(**st, 1);
+  ASSERT_EQ(o.error_status, 0);
+  EXPECT_EQ(o.completion_tokens, 100);
+  EXPECT_EQ(s->Snapshot().requests_preempted, 0);
+  // A prompt that can never fit is refused up front.
+  GenerationJob huge = Greedy("x", 1);
+  huge.prompt.assign(129, 5);
+  EXPECT_EQ(s->Submit(huge).status().code(), StatusCode::kOutOfRange);
 }
 
 // Quantized weights take other matmul kernels for a long batch than for one token, all of
