@@ -100,8 +100,19 @@ int ServeCommand(int argc, char** argv) {
   if (Status k = ApplyKvTypes(kv_types, &eo.kv_format); !k.ok()) return ReportError(k);
   if (Status k = ApplyKvSparse(kv_types, &eo.kv_sparse); !k.ok()) return ReportError(k);
   if (Status k = ApplyKvEvict(kv_types, &eo.kv_evict); !k.ok()) return ReportError(k);
-  if (eo.kv_evict.mode != kv::KvEvictMode::kNone)
-    return ReportError(Status::InvalidArgument("--kv-evict: not in serve yet (run, bench and kv-eval take it)"));
+  const bool evict = eo.kv_evict.mode != kv::KvEvictMode::kNone;
+  if (evict) {
+    // What a bounded sequence keeps depends on which positions it observed: a prefix
+    // reused from another request would make a request's tokens depend on the requests
+    // before it. Under --kv-evict every prompt is computed.
+    if (!prefix_flags.dir.empty() || !prefix_flags.redis.empty())
+      return ReportError(Status::InvalidArgument(
+          "--kv-evict and a prefix cache (--prefix-cache-dir / --redis) do not combine: an evicting sequence "
+          "computes its whole prompt"));
+    if (kv_unified) return ReportError(Status::InvalidArgument("--kv-evict and --kv-unified do not combine: choose one"));
+    prefix_flags.off = true;
+    eo.kv_evict_sequences = n_slots;  // the cache holds -np bounded sequences
+  }
   if (eo.model_path.empty()) {
     auto path = EnsureDefaultModel(false);
     if (!path.ok()) return ReportError(path.status());
@@ -187,6 +198,10 @@ int ServeCommand(int argc, char** argv) {
   }
   so.step_tokens = step_tokens;
   so.max_queue = static_cast<size_t>(max_queue);
+  if (evict) {
+    so.evict_positions = kv::KvPositionsFor(eo.kv_evict, static_cast<int32_t>(bs));
+    so.evict_chunk = eo.kv_evict.prefill_chunk;
+  }
   auto sched = server::Scheduler::Create(e.model(), e.tokenizer(), &e.pool(), e.kv().paged(), so, &metrics,
                                          prefix_cache->get());
   if (!sched.ok()) {
@@ -220,7 +235,10 @@ int ServeCommand(int argc, char** argv) {
   http.SetBackend(&backend);
   std::fprintf(stderr, "serve: ready: model '%s', %d slots of %lld tokens%s, chat template %s, %d threads\n",
                backend.model_id.c_str(), n_slots, static_cast<long long>(so.n_ctx),
-               kv_unified ? " (unified KV: shared, preempting)" : "", ChatTemplateName(*tmpl), e.pool().size());
+               kv_unified ? " (unified KV: shared, preempting)"
+               : evict    ? " (KV bounded by --kv-evict; prefix reuse off)"
+                          : "",
+               ChatTemplateName(*tmpl), e.pool().size());
   if (pc)
     std::fprintf(stderr, "serve: prefix cache: memory%s%s%s%s\n", prefix_flags.dir.empty() ? "" : ", disk ",
                  prefix_flags.dir.c_str(), prefix_flags.redis.empty() ? "" : ", redis ", prefix_flags.redis.c_str());

@@ -52,7 +52,8 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   TIERLM_RETURN_IF_ERROR(kv::CheckKvEvict(o.kv_evict, o.kv_format.block_size));
   if (o.kv_evict.mode != kv::KvEvictMode::kNone && o.kv_sparse.mode != kv::KvSparseMode::kExact)
     return Status::InvalidArgument("--kv-evict and --kv-sparse do not combine: choose one");
-  const int64_t kv_positions = kv::KvPositionsFor(o.kv_evict, o.kv_format.block_size);
+  const int64_t kv_positions =
+      kv::KvPositionsFor(o.kv_evict, o.kv_format.block_size) * std::max<int64_t>(1, o.kv_evict_sequences);
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
                                                      o.kv_format, o.kv_mem_bytes, kv_positions));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly

@@ -34,6 +34,9 @@ struct EngineOptions {
   // Bounded KV (--kv-evict, --kv-max-tokens: kv/kv_evictor.h): the cache is sized for the
   // bound, not the context. Default none: every position kept.
   kv::KvEvictOptions kv_evict;
+  // Sequences held at once under that bound (serve's -np): the cache holds this many
+  // bounded sequences. Default 1.
+  int32_t kv_evict_sequences = 1;
   // Tokens per prefill batch; larger batches reuse weights more but need more scratch.
   int64_t n_batch = 512;
   // Bound on all of the engine's memory (weights, KV cache, scratch, overhead), bytes.

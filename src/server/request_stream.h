@@ -41,6 +41,8 @@ struct StreamEvent {
   int64_t prompt_tokens = 0;           // kDone
   int64_t cached_tokens = 0;           // kDone: prompt tokens reused from the prefix cache
   int64_t completion_tokens = 0;       // kDone: over all choices
+  int64_t steps_waiting = 0;           // kDone: scheduler steps from submission to first admission
+  int64_t steps_running = 0;           // kDone: steps from first admission to the end (preempted ones too)
   int http_status = 500;               // kError
   std::string error;                   // kError
 };

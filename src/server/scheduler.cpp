@@ -35,6 +35,7 @@ struct Scheduler::Active {
   std::shared_ptr<RequestStream> stream;
   GenerationJob job;
   Clock::time_point arrived;
+  int64_t submitted_step = 0, admitted_step = -1;  // Scheduler::steps_ then
   int64_t n_prefilled = 0;   // prompt tokens added to the primary sequence
   bool prefilled = false;    // the prompt's logits have been sampled
   bool first_token_seen = false;
@@ -78,7 +79,12 @@ Result<std::unique_ptr<Scheduler>> Scheduler::Create(LlamaModel& model, const to
   if (o.n_ctx <= 0) return Status::InvalidArgument("server: the context per slot must be positive");
   if (o.step_tokens <= 0) return Status::InvalidArgument("server: the tokens per step must be positive");
   std::unique_ptr<Scheduler> s(new Scheduler(model, tok, pool, cache, o, metrics, prefix));
-  const int64_t need = (o.unified ? 1 : static_cast<int64_t>(o.n_slots)) * s->BlocksFor(o.n_ctx);
+  if ((o.evict_positions > 0) != (o.evict_chunk > 0))
+    return Status::InvalidArgument("server: a KV bound needs both its positions and its prompt chunk");
+  if (o.evict_positions > 0 && o.unified)
+    return Status::InvalidArgument("--kv-evict and --kv-unified do not combine: choose one");
+  const int64_t per_seq = s->BlocksFor(o.evict_positions > 0 ? std::min(o.n_ctx, o.evict_positions) : o.n_ctx);
+  const int64_t need = (o.unified ? 1 : static_cast<int64_t>(o.n_slots)) * per_seq;
   if (need > cache.blocks().n_blocks())
     return Status::InvalidArgument("server: " + std::to_string(o.n_slots) + " slots of " + std::to_string(o.n_ctx) +
                                    " positions need " + std::to_string(need) + " KV blocks but the cache has " +
@@ -111,6 +117,7 @@ int64_t Scheduler::BlocksNeeded(const GenerationJob& job) const {
   const int64_t n_prompt = static_cast<int64_t>(job.prompt.size());
   const int64_t max_new = job.max_tokens >= 0 ? job.max_tokens : o_.n_ctx;
   const int64_t positions = std::min(n_prompt + max_new, o_.n_ctx);
+  if (o_.evict_positions > 0) return BlocksFor(std::min(positions, o_.evict_positions));  // n is 1 (Submit)
   if (job.n <= 1) return BlocksFor(positions);
   // The prompt's full blocks are shared; each choice has the rest (its copy of the prompt's
   // partly filled last block included).
@@ -171,6 +178,10 @@ Result<std::shared_ptr<RequestStream>> Scheduler::Submit(GenerationJob job) {
   if (job.n <= 0 || job.n > o_.n_slots)
     return Status::InvalidArgument("n is " + std::to_string(job.n) + " but the server runs at most " +
                                    std::to_string(o_.n_slots) + " sequences at once (-np)");
+  if (job.n > 1 && o_.evict_positions > 0)
+    return Status::InvalidArgument("n is " + std::to_string(job.n) +
+                                   " but with --kv-evict each choice would evict on its own from the shared prompt; "
+                                   "ask for one choice per request");
   const int32_t n_vocab = static_cast<int32_t>(model_.hparams().n_vocab);
   for (int32_t t : job.prompt)
     if (t < 0 || t >= n_vocab)
@@ -182,6 +193,7 @@ Result<std::shared_ptr<RequestStream>> Scheduler::Submit(GenerationJob job) {
   auto a = std::make_unique<Active>();
   a->stream = std::make_shared<RequestStream>();
   a->arrived = Clock::now();
+  a->submitted_step = steps_.load();
   tokenizer::Detokenizer::Options d;
   d.strip_leading_space = false;  // the text continues the prompt (as `tierlm run` prints it)
   for (int32_t i = 0; i < job.n; ++i) {
@@ -234,6 +246,9 @@ void Scheduler::Finish(Active& a, int http_status, const std::string& error) {
     e.kind = StreamEvent::Kind::kDone;
     e.prompt_tokens = static_cast<int64_t>(a.job.prompt.size());
     e.cached_tokens = a.cached_tokens;
+    const int64_t now = steps_.load(), admitted = a.admitted_step >= 0 ? a.admitted_step : now;
+    e.steps_waiting = admitted - a.submitted_step;
+    e.steps_running = now - admitted;
     for (auto& c : a.choices) e.completion_tokens += c->n_generated;
   } else {
     e.kind = StreamEvent::Kind::kError;
@@ -360,6 +375,7 @@ void Scheduler::Admit() {
       continue;
     }
     running_seqs += a->job.n;
+    if (a->admitted_step < 0) a->admitted_step = steps_.load();
     if (o_.unified) {
       promised += need;
     } else {
@@ -525,6 +541,12 @@ bool Scheduler::Step() {
   auto plan_chunk = [&](Active& a, Choice& c, kv::SeqId seq, Piece::Kind kind, const int32_t* tokens,
                         int64_t want) {
     int64_t len = std::min(budget, want);
+    if (o_.evict_chunk > 0) {
+      // Under a KV bound: the next whole chunk from position 0, whatever the budget left
+      // (its room is inside the bound's, reserved at admission).
+      const int64_t at = cache_->blocks().Length(seq);
+      len = std::min(want, o_.evict_chunk - at % o_.evict_chunk);
+    }
     if (len <= 0) return;
     const kv::KvBlockManager& blocks = cache_->blocks();
     if (blocks.BlocksNeeded(seq, len) > blocks.n_free()) {
@@ -637,6 +659,7 @@ bool Scheduler::Step() {
                             static_cast<int64_t>(std::count_if(rows.begin(), rows.end(), [](const Row& r) { return !r.c; }));
   const auto t_forward = Clock::now();
   const Status forward = model_.Forward(batch, *cache_, &logits_, pool_, &failed);
+  steps_.fetch_add(1);
   if (forward.ok() && n_prefill >= 32) {
     // The prefill rate the prefix cache weighs loads against (decode rows ride along).
     const double s = std::chrono::duration<double>(Clock::now() - t_forward).count();

@@ -43,6 +43,7 @@
 // uses sequences 1 and up, so sequence 0 (KvCache::kSeq) stays the engine's.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -73,6 +74,14 @@ struct SchedulerOptions {
   // One pool of KV blocks, admission by what is free now, preemption when it runs out (see
   // the class comment). n_ctx is then the most positions one request may hold.
   bool unified = false;
+  // Bounded KV (serve --kv-evict, kv/kv_evictor.h): the model evicts each sequence's blocks
+  // after every forward pass down to the bound, so a request holds at most this many
+  // positions' blocks (KvPositionsFor: the bound plus one prompt chunk) however long it
+  // runs; its prompt goes in chunks of exactly evict_chunk tokens from position 0, as
+  // `tierlm run` feeds it, so that the same positions are observed and the same blocks
+  // evicted. 0: no bound.
+  int64_t evict_positions = 0;
+  int64_t evict_chunk = 0;
 };
 
 // One generation: a tokenized prompt and how to continue it.
@@ -152,6 +161,7 @@ class Scheduler {
   double prefill_tps_ = 0;  // measured prompt tokens per second (a moving average)
   int64_t committed_blocks_ = 0;  // worst-case blocks of the admitted requests
   int64_t preemptions_ = 0;
+  std::atomic<int64_t> steps_{0};  // forward passes run (Submit reads it)
   kv::SeqId next_seq_ = 1;
 
   // Shared with Submit (HTTP threads).

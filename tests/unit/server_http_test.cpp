@@ -65,13 +65,13 @@ std::string Header(const Reply& r, const std::string& name) {
 }
 
 // The greedy text `tierlm run` prints for a prompt (in a file: chat prompts have newlines).
-std::string RunGreedy(const std::string& prompt, int n, bool token_ids = false) {
+std::string RunGreedy(const std::string& prompt, int n, bool token_ids = false, const std::string& flags = "-c 256") {
   const auto dir = testing::ScratchDir("serve-run");
   const std::string file = (dir / "prompt.txt").string();
   std::ofstream(file, std::ios::binary) << prompt;
   auto r = testing::RunShell("TIERLM_BATCH_INVARIANT=1 " + testing::Quote(testing::TierlmBinary()) + " run -m " +
                                  testing::Quote(Model()) + " -f " + testing::Quote(file) + " -n " + std::to_string(n) +
-                                 " --temp 0 --no-display-prompt -q -t 2 -c 256" + (token_ids ? " --token-ids" : ""),
+                                 " --temp 0 --no-display-prompt -q -t 2 " + flags + (token_ids ? " --token-ids" : ""),
                              /*merge_stderr=*/false);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   if (!r.output.empty() && r.output.back() == '\n') r.output.pop_back();
@@ -527,10 +527,66 @@ TEST(ServerHttpTest, UnifiedKvPreemptsUnderPressureAndTheStreamsAreUnchanged) {
     EXPECT_FALSE(alone[i].empty()) << prompts[i];
     EXPECT_EQ(together[i], alone[i]) << prompts[i];
   }
-  const std::string metrics = Do(s, "GET", "/metrics").body;
+  std::string metrics = Do(s, "GET", "/metrics").body;
+  // The gauges are published after the step that ended the last stream.
+  for (int i = 0; i < 200 && MetricValue(metrics, "tierlm_requests_running") > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    metrics = Do(s, "GET", "/metrics").body;
+  }
   EXPECT_GT(MetricValue(metrics, "tierlm_requests_preempted_total"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
+}
+
+// --kv-evict in serve: each request's KV stays within its bound while it runs past it,
+// and four at once (a prompt longer than a step's token budget among them) give exactly
+// what `tierlm run` gives with the same bound, for a positional and an attention-scored
+// policy. Combinations that cannot be exact are refused.
+TEST(ServerHttpTest, KvEvictBoundsEachRequestAndEqualsRunWithTheSameBound) {
+  const std::string story =
+      "Once upon a time, there was a little girl named Lily. She loved to play in the park with her friends. One day, "
+      "she saw a big red ball under a tree. She ran to the ball and picked it up. Her friend Tom came and said, can I "
+      "play with the ball too? Lily said yes and they played together all day. When the sun went down, they went home "
+      "happy.";
+  const std::vector<std::string> prompts = {story, "The little dog", story, "Tom had a red ball"};
+  for (const char* policy : {"streaming", "h2o"}) {
+    const std::string flags = std::string("-c 1024 --kv-evict ") + policy + " --kv-max-tokens 96";
+    std::vector<std::string> want;
+    for (const auto& p : prompts) want.push_back(RunGreedy(p, 120, false, flags));
+    // 4 slots of 1024 positions (run's -c), in a cache sized for the bound, not for 4 x 1024.
+    ServerProcess s(Args({"-np", "4", "-c", "4096", "-b", "64", "--kv-evict", policy, "--kv-max-tokens", "96"}));
+    ASSERT_TRUE(s.ok()) << s.Log();
+    EXPECT_NE(s.Log().find("KV bounded by --kv-evict"), std::string::npos) << s.Log();
+    std::vector<Reply> got(prompts.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < prompts.size(); ++i)
+      threads.emplace_back([&, i] {
+        got[i] = Do(s, "POST", "/v1/completions",
+                    json{{"prompt", prompts[i]}, {"max_tokens", 120}, {"temperature", 0}}.dump());
+      });
+    for (auto& t : threads) t.join();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      ASSERT_EQ(got[i].status, 200) << got[i].body;
+      EXPECT_EQ(got[i].j["choices"][0]["text"], want[i]) << policy << ": " << prompts[i].substr(0, 20);
+    }
+    // The bound holds: -np 4 sequences of (96 + one prompt chunk + 1 block) positions are the whole cache.
+    std::string metrics = Do(s, "GET", "/metrics").body;
+    for (int i = 0; i < 200 && MetricValue(metrics, "tierlm_kv_blocks_used") > 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      metrics = Do(s, "GET", "/metrics").body;
+    }
+    EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_total"), 4 * (96 / 16 + 256 / 16 + 1)) << metrics;
+    EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
+    EXPECT_EQ(Do(s, "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 2}, {"n", 2}}.dump()).status, 400);
+  }
+  const std::string bin = testing::Quote(testing::TierlmBinary()) + " serve -m " + testing::Quote(Model()) + " -q --port 0 ";
+  for (const char* flags : {"--kv-evict h2o --kv-max-tokens 96 --kv-unified",
+                            "--kv-evict h2o --kv-max-tokens 96 --prefix-cache-dir /tmp/tierlm-nope",
+                            "--kv-evict h2o", "--kv-max-tokens 96"}) {
+    auto r = testing::RunShell("timeout 30 " + bin + flags);
+    EXPECT_EQ(r.exit_code, 2) << flags << ": " << r.output;
+    EXPECT_NE(r.output.find("error: "), std::string::npos) << flags << ": " << r.output;
+  }
 }
 
 TEST(ServerHttpTest, HealthIs503UntilTheModelIsLoaded) {

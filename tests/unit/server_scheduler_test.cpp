@@ -26,6 +26,7 @@ struct Output {
   std::vector<std::string> text;
   std::vector<FinishReason> finish;
   int64_t prompt_tokens = -1, completion_tokens = -1;
+  int64_t steps_waiting = -1, steps_running = -1;
   int error_status = 0;
 };
 
@@ -50,6 +51,8 @@ Output Collect(RequestStream& s, int32_t n) {
         case StreamEvent::Kind::kDone:
           o.prompt_tokens = e.prompt_tokens;
           o.completion_tokens = e.completion_tokens;
+          o.steps_waiting = e.steps_waiting;
+          o.steps_running = e.steps_running;
           return o;
         case StreamEvent::Kind::kError:
           o.error_status = e.http_status;
@@ -314,6 +317,45 @@ TEST_F(ServerSchedulerTest, JobsThatCanNeverRunAreRefused) {
   GenerationJob badtok = Greedy("x", 1);
   badtok.prompt.push_back(100000);
   EXPECT_EQ(s->Submit(badtok).status().code(), StatusCode::kInvalidArgument);
+}
+
+// No request starves: every running request advances every step. Counted in scheduler
+// steps, not seconds: with whole-prompt steps each of 16 requests together takes at most
+// one step more than alone; with 5-token steps the decode tokens fill the budget and the
+// prompts advance at least one token a step, so none waits longer than every prompt's
+// tokens.
+TEST_F(ServerSchedulerTest, NoRequestStarvesEachAdvancesEveryStep) {
+  auto job = [&](size_t i) {
+    GenerationJob j = Greedy(kPrompts[i], 24);
+    j.sampling.logit_bias = {{engine_->tokenizer().vocab().eos_id, -100.0f}};
+    return j;
+  };
+  std::vector<Output> alone;
+  int64_t all_prompt_tokens = 0;
+  {
+    auto s = Make(1, 512);
+    for (size_t i = 0; i < 16; ++i) {
+      auto stream = s->Submit(job(i));
+      ASSERT_TRUE(stream.ok());
+      alone.push_back(Collect(**stream, 1));
+      ASSERT_EQ(alone.back().completion_tokens, 24);
+      EXPECT_EQ(alone.back().steps_running, 24);  // the prefill samples the first token
+      all_prompt_tokens += alone.back().prompt_tokens;
+    }
+  }
+  for (int64_t step : {int64_t{512}, int64_t{5}}) {
+    auto s = Make(16, step);
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (size_t i = 0; i < 16; ++i) streams.push_back(*s->Submit(job(i)));
+    for (size_t i = 0; i < 16; ++i) {
+      const Output o = Collect(*streams[i], 1);
+      ASSERT_EQ(o.completion_tokens, 24);
+      EXPECT_EQ(o.tokens, alone[i].tokens);
+      const int64_t bound = step == 512 ? alone[i].steps_running + 1 : alone[i].steps_running + all_prompt_tokens;
+      EXPECT_LE(o.steps_running, bound) << kPrompts[i] << " step " << step;
+      EXPECT_GE(o.steps_running, alone[i].steps_running) << kPrompts[i];
+    }
+  }
 }
 
 // Unified KV far smaller than what 16 requests need at once: requests are preempted and
