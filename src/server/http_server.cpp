@@ -1,9 +1,14 @@
 #include "server/http_server.h"
 
 #include <httplib.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <ctime>
 #include <random>
 #include <thread>
@@ -13,6 +18,44 @@
 
 namespace tierlm::server {
 namespace {
+
+// The socket of a handler's own connection. cpp-httplib 0.11 does not hand it to handlers,
+// so it is found among the process's sockets by its peer's address and port (one open
+// connection per client address and port; it stays open while its handler runs). -1 if
+// not found.
+int ConnectionSocket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (*end || fd < 0 || fd == dirfd(dir)) continue;
+    struct stat st;
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage peer{};
+    socklen_t pl = sizeof(peer);
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
+    char host[NI_MAXHOST], port[NI_MAXSERV];
+    if (getnameinfo(reinterpret_cast<sockaddr*>(&peer), pl, host, sizeof(host), port, sizeof(port),
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      continue;
+    if (req.remote_addr == host && std::to_string(req.remote_port) == port) {
+      found = static_cast<int>(fd);
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// Whether the peer of a connection we are not reading from has closed it.
+bool PeerClosed(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 
 using nlohmann::json;
 
@@ -425,9 +468,17 @@ void HttpServer::Routes() {
       }
 
       std::vector<ChoiceResult> choices(static_cast<size_t>(r.n));
+      // A client that leaves while its whole answer is computed is seen on its socket (the
+      // answer is only written at the end): its request is cancelled, its blocks freed.
+      const int sock = ConnectionSocket(req);
       while (true) {
         std::vector<StreamEvent> events;
-        (*stream)->Wait(&events, std::chrono::milliseconds(500));
+        (*stream)->Wait(&events, std::chrono::milliseconds(100));
+        if (PeerClosed(sock)) {
+          (*stream)->Cancel();
+          res.status = 499;  // never delivered: nobody is listening
+          return;
+        }
         for (StreamEvent& e : events) {
           switch (e.kind) {
             case StreamEvent::Kind::kDelta: {

@@ -3,6 +3,10 @@
 // raw bytes), every error status OpenAI-shaped, auth, CORS, limits, a client that goes away
 // mid-stream, 16 concurrent streams equal to each alone while /health keeps answering.
 #include <httplib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
@@ -444,6 +448,43 @@ TEST(ServerHttpTest, ClientThatLeavesMidStreamIsCancelledAndItsBlocksFreed) {
   EXPECT_GT(MetricValue(metrics, "tierlm_kv_blocks_total"), 0);
   EXPECT_GE(MetricValue(metrics, "tierlm_time_to_first_token_seconds_count"), 1);
   // The server goes on.
+  EXPECT_EQ(Do(s, "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 4}}.dump()).status, 200);
+}
+
+// A client that leaves while a whole (not streamed) answer is being computed: the server
+// sees its socket close, cancels the request and frees its blocks long before its
+// 16,000 tokens; the server goes on.
+TEST(ServerHttpTest, ANonStreamedClientThatLeavesIsCancelledToo) {
+  ServerProcess s(Args({"-c", "16384", "-np", "1"}));
+  ASSERT_TRUE(s.ok()) << s.Log();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(s.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string body =
+      json{{"prompt", "Once upon a time"}, {"max_tokens", 16000}, {"logit_bias", {{"2", -100}}}}.dump();
+  const std::string http = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, http.data(), http.size(), 0), static_cast<ssize_t>(http.size()));
+  std::string metrics = Do(s, "GET", "/metrics").body;
+  for (int i = 0; i < 300 && MetricValue(metrics, "tierlm_requests_running") != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    metrics = Do(s, "GET", "/metrics").body;
+  }
+  ASSERT_EQ(MetricValue(metrics, "tierlm_requests_running"), 1) << metrics;
+  close(fd);  // gone, without reading a byte
+  for (int i = 0; i < 300; ++i) {
+    metrics = Do(s, "GET", "/metrics").body;
+    if (MetricValue(metrics, "tierlm_requests_running") == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"error\"}"), 1) << metrics;  // cancelled
+  EXPECT_LT(MetricValue(metrics, "tierlm_generation_tokens_total"), 16000) << metrics;
   EXPECT_EQ(Do(s, "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 4}}.dump()).status, 200);
 }
 
