@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+
+#include "core/thread_pool.h"
 #include <string>
 
 #include "core/status.h"
@@ -53,6 +55,7 @@ struct SelectionQuery {
   int64_t n_head = 0;
   std::span<const BlockId> table;  // the sequence's blocks covering its n_keys positions
   int64_t n_keys = 0;
+  ThreadPool* pool = nullptr;      // scoring may spread over it (null: the calling thread)
 };
 
 class BlockSelector {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include "kernels/block_score.h"
@@ -20,40 +21,48 @@ bool QuestSelector::Select(const SelectionQuery& query, uint8_t* skip) {
   // Candidates: the blocks between the sinks and the recent window.
   const int64_t n_cand = recent_from - sinks;
   const int64_t keep = std::clamp<int64_t>(budget - sinks - (n_blocks - recent_from), 0, n_cand);
-  scores_.resize(static_cast<size_t>(n_cand));
-  order_.resize(static_cast<size_t>(n_cand));
+  scores_.resize(static_cast<size_t>(n_kv * n_cand));
+  order_.resize(static_cast<size_t>(n_kv * n_cand));
   const int32_t* ids = query.table.data() + sinks;
   const int64_t stride = n_kv * 2 * hd;
-  auto higher = [&](int32_t a, int32_t b) {
-    const float sa = scores_[static_cast<size_t>(a)], sb = scores_[static_cast<size_t>(b)];
-    return sa != sb ? sa > sb : a < b;
-  };
-  // Marks heads [g0, g1): the sinks, the window and the `keep` best of order_.
-  auto mark = [&](int64_t g0, int64_t g1) {
-    std::iota(order_.begin(), order_.end(), 0);
-    std::nth_element(order_.begin(), order_.begin() + keep, order_.end(), higher);
+  // Marks heads [g0, g1) from the scores of row r: the sinks, the window and the `keep` best.
+  auto mark = [&](int64_t r, int64_t g0, int64_t g1) {
+    const float* sc = scores_.data() + r * n_cand;
+    int32_t* order = order_.data() + r * n_cand;
+    auto higher = [&](int32_t a, int32_t b) { return sc[a] != sc[b] ? sc[a] > sc[b] : a < b; };
+    std::iota(order, order + n_cand, 0);
+    std::nth_element(order, order + keep, order + n_cand, higher);
     for (int64_t g = g0; g < g1; ++g) {
       for (int64_t b = 0; b < n_blocks; ++b) skip[b * n_kv + g] = (b >= sinks && b < recent_from) ? 1 : 0;
-      for (int64_t i = 0; i < keep; ++i) skip[(sinks + order_[static_cast<size_t>(i)]) * n_kv + g] = 0;
+      for (int64_t i = 0; i < keep; ++i) skip[(sinks + order[i]) * n_kv + g] = 0;
     }
   };
+  auto score = [&](int64_t g) {
+    QuestBlockScores(query.q + g * group * hd, group, hd, summaries_->Bounds(query.layer, 0, g), stride, ids, n_cand,
+                     scores_.data() + g * n_cand);
+  };
+  auto for_heads = [&](const std::function<void(int64_t)>& fn) {
+    if (query.pool && query.pool->size() > 1 && n_kv > 1)
+      query.pool->ParallelFor(n_kv, 1, [&](int64_t g0, int64_t g1) {
+        for (int64_t g = g0; g < g1; ++g) fn(g);
+      });
+    else
+      for (int64_t g = 0; g < n_kv; ++g) fn(g);
+  };
   if (options_.shared_heads) {
-    head_scores_.resize(static_cast<size_t>(n_cand));
-    for (int64_t g = 0; g < n_kv; ++g) {
-      QuestBlockScores(query.q + g * group * hd, group, hd, summaries_->Bounds(query.layer, 0, g), stride, ids,
-                       n_cand, g == 0 ? scores_.data() : head_scores_.data());
-      if (g > 0)
-        for (int64_t c = 0; c < n_cand; ++c)
-          scores_[static_cast<size_t>(c)] = std::max(scores_[static_cast<size_t>(c)], head_scores_[static_cast<size_t>(c)]);
+    for_heads(score);
+    float* best = scores_.data();
+    for (int64_t g = 1; g < n_kv; ++g) {
+      const float* h = scores_.data() + g * n_cand;
+      for (int64_t c = 0; c < n_cand; ++c) best[c] = std::max(best[c], h[c]);
     }
-    mark(0, n_kv);
+    mark(0, 0, n_kv);
     return true;
   }
-  for (int64_t g = 0; g < n_kv; ++g) {
-    QuestBlockScores(query.q + g * group * hd, group, hd, summaries_->Bounds(query.layer, 0, g), stride, ids, n_cand,
-                     scores_.data());
-    mark(g, g + 1);
-  }
+  for_heads([&](int64_t g) {
+    score(g);
+    mark(g, g, g + 1);
+  });
   return true;
 }
 

@@ -3,7 +3,8 @@
 // per-channel key bounds (kv_block_summaries.h); a KV head takes its query heads' highest
 // score. Each KV head reads its sinks, its recent window and the top-scoring other blocks
 // up to the budget (ties: the earlier block); with shared_heads, every KV head reads the
-// blocks of the best scores over all heads.
+// blocks of the best scores over all heads. The KV heads are scored in parallel over the
+// query's pool; the selection does not depend on how (max and the order are exact).
 #pragma once
 
 #include <vector>
@@ -22,8 +23,8 @@ class QuestSelector final : public BlockSelector {
   KvSparseOptions options_;
   int32_t block_size_;
   const KvBlockSummaries* summaries_;
-  std::vector<float> scores_, head_scores_;
-  std::vector<int32_t> order_;
+  std::vector<float> scores_;       // [n_head_kv][candidates] (shared heads: row 0 is their max)
+  std::vector<int32_t> order_;      // [n_head_kv][candidates]
 };
 
 }  // namespace tierlm::kv

@@ -306,7 +306,7 @@ Status LlamaModel::Forward(const Batch& batch, kv::PagedKvCache& cache, std::vec
         std::vector<uint8_t>& mask = row_skip_[static_cast<size_t>(t)];
         mask.resize(static_cast<size_t>(nb * hp_.n_head_kv));
         kv::SelectionQuery sq{l, q + t * hp_.q_dim(), hp_.n_head, blocks.BlockTable(seq[t]).first(static_cast<size_t>(nb)),
-                              row.n_keys};
+                              row.n_keys, pool};
         if (!selector_->Select(sq, mask.data())) continue;
         row.skip = mask.data();
         row.skip_heads = static_cast<int32_t>(hp_.n_head_kv);
