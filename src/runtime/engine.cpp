@@ -55,7 +55,9 @@ Result<std::unique_ptr<Engine>> Engine::Load(const EngineOptions& o) {
   const int64_t kv_positions =
       kv::KvPositionsFor(o.kv_evict, o.kv_format.block_size) * std::max<int64_t>(1, o.kv_evict_sequences);
   TIERLM_ASSIGN_OR_RETURN(e->plan_, PlanMemory(e->file_, hp, n_ctx, n_batch, n_threads, o.mem_budget_bytes,
-                                                     o.kv_format, o.kv_mem_bytes, kv_positions));
+                                                     o.kv_format, o.kv_mem_bytes, kv_positions,
+                                                     o.kv_sparse.mode != kv::KvSparseMode::kExact,
+                                                     o.kv_sparse.mean_skipped));
   // A budget that holds every weight needs no streaming: the in-memory store holds exactly
   // the weights (within the weight budget) and skips the residency bookkeeping.
   // lowbit-all computes every expert from its copy, which only the tiered store holds.

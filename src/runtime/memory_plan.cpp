@@ -37,19 +37,22 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 std::string MemoryPlan::ToString() const {
   if (budget_bytes == 0)
     return "memory: unlimited budget: weights " + FormatBytes(placement.total_bytes) + " in memory, KV cache " +
-           FormatBytes(kv_bytes) + ", scratch " + FormatBytes(scratch_bytes);
+           FormatBytes(kv_bytes) + (kv_summary_bytes ? ", KV block summaries " + FormatBytes(kv_summary_bytes) : "") +
+           ", scratch " + FormatBytes(scratch_bytes);
   const std::string kv = kv_tiered ? "KV cache " + FormatBytes(kv_memory_bytes) + " in memory of " +
                                          FormatBytes(kv_spill_bytes) + " (the rest spills to disk)"
                                    : "KV cache " + FormatBytes(kv_bytes);
+  const std::string summaries =
+      kv_summary_bytes ? ", KV block summaries " + FormatBytes(kv_summary_bytes) : std::string();
   return "memory budget " + FormatBytes(budget_bytes) + ": weights " + FormatBytes(weight_budget_bytes) + " (pinned " +
          FormatBytes(placement.pinned_bytes) + ", streaming ring " + FormatBytes(placement.ring_bytes) + "), " + kv +
-         ", scratch " + FormatBytes(scratch_bytes) + ", overhead " + FormatBytes(overhead_bytes) +
+         summaries + ", scratch " + FormatBytes(scratch_bytes) + ", overhead " + FormatBytes(overhead_bytes) +
          "; smallest workable budget " + FormatBytes(min_budget_bytes);
 }
 
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes, const kv::KvFormat& kv_format,
-                              uint64_t kv_memory_bytes, int64_t kv_positions) {
+                              uint64_t kv_memory_bytes, int64_t kv_positions, bool kv_summaries, bool kv_sums) {
   if (n_ctx <= 0) return Status::InvalidArgument("context size (-c) must be positive");
   if (n_batch <= 0) return Status::InvalidArgument("batch size (-b) must be positive");
   // Before any product of n_ctx: a huge -c must not overflow the sizes below.
@@ -72,6 +75,9 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
   mp.kv_spill_bytes = n_blocks * slot * static_cast<uint64_t>(hp.n_layer);
   mp.kv_min_tiered_bytes = std::min(2 * n_blocks * slot, mp.kv_spill_bytes);
   mp.kv_memory_bytes = mp.kv_bytes;
+  if (kv_summaries)
+    mp.kv_summary_bytes = n_blocks * static_cast<uint64_t>(hp.n_layer) * static_cast<uint64_t>(hp.n_head_kv) *
+                          static_cast<uint64_t>(hp.head_dim) * sizeof(float) * (kv_sums ? 4 : 2);
 
   // The whole model's placement, to learn the smallest weight budget.
   uint64_t total = 0;
@@ -79,7 +85,7 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
   PlacementOptions all;
   all.budget_bytes = total;
   TIERLM_ASSIGN_OR_RETURN(WeightPlacement full, PlanWeightPlacement(file, all));
-  const uint64_t others = mp.scratch_bytes + mp.overhead_bytes;
+  const uint64_t others = mp.scratch_bytes + mp.overhead_bytes + mp.kv_summary_bytes;
   if (kv_memory_bytes > 0 && kv_memory_bytes < mp.kv_bytes) {
     if (kv_memory_bytes < mp.kv_min_tiered_bytes)
       return Status::OutOfRange("--kv-mem " + FormatBytes(kv_memory_bytes) + " is too small: a KV cache of -c " +
@@ -101,6 +107,7 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
                               FormatBytes(full.min_budget_bytes) + " of weights: always-resident tensors plus two " +
                               "buffers of the largest streamed one; KV cache " + FormatBytes(kv_least) +
                               " in memory for -c " + std::to_string(n_ctx) + (kv_least < mp.kv_bytes ? " (the rest spills to disk)" : "") +
+                              (mp.kv_summary_bytes ? "; KV block summaries " + FormatBytes(mp.kv_summary_bytes) : std::string()) +
                               "; scratch " + FormatBytes(mp.scratch_bytes) +
                               "; overhead " + FormatBytes(mp.overhead_bytes) + "). A smaller -c shrinks the KV cache.");
   if (!mp.kv_tiered && budget_bytes < full.min_budget_bytes + mp.kv_bytes + others) {

@@ -25,6 +25,7 @@ struct MemoryPlan {
   uint64_t kv_memory_bytes = 0; // memory for KV: kv_bytes, or a tiered cache's share
   uint64_t kv_spill_bytes = 0;  // a tiered cache's file: every block at 4 KiB pages
   uint64_t kv_min_tiered_bytes = 0;  // the smallest share a tiered cache runs with
+  uint64_t kv_summary_bytes = 0;  // --kv-sparse: every block's key bounds (and sums), always in memory
   uint64_t scratch_bytes = 0;   // activations for one batch, logits, kernel buffers
   uint64_t overhead_bytes = 0;  // parsed metadata, tokenizer, code
   uint64_t weight_budget_bytes = 0;  // what is left for weights
@@ -45,10 +46,12 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 // and what it consists of, when the budget cannot run the model. kv_memory_bytes > 0 sets
 // the KV cache's memory share by hand (tiered when below the cache's size). kv_positions
 // > 0: the cache holds that many positions' blocks, not n_ctx (a bound on the KV a
-// sequence keeps: KvPositionsFor).
+// sequence keeps: KvPositionsFor). kv_summaries: sparse retrieval keeps every block's key
+// bounds in memory (2 * head_dim floats per layer, block and KV head; kv_sums: twice that,
+// for --kv-skipped mean), whichever tier the block is on; they come out of the budget.
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes,
                               const kv::KvFormat& kv_format = {}, uint64_t kv_memory_bytes = 0,
-                              int64_t kv_positions = 0);
+                              int64_t kv_positions = 0, bool kv_summaries = false, bool kv_sums = false);
 
 }  // namespace tierlm

@@ -103,6 +103,42 @@ TEST(KvSpillTest, AnyMemoryShareGivesTheTokensOfTheAllInMemoryRun) {
   EXPECT_NE(small.status().message().find("--kv-mem"), std::string::npos) << small.status().ToString();
 }
 
+// Sparse retrieval keeps every block's key bounds in memory whatever tier the block is on:
+// the plan counts them (and the sums --kv-skipped mean adds) inside the budget.
+TEST(KvSpillTest, SparseSummariesComeOutOfTheBudget) {
+  auto plan = [&](kv::KvSparseMode mode, bool mean, uint64_t budget) -> MemoryPlan {
+    EngineOptions o;
+    o.model_path = testing::StoriesModel().string();
+    o.n_ctx = 1024;
+    o.n_threads = 2;
+    o.kv_format = kF32Kv;
+    o.mem_budget_bytes = budget;
+    o.kv_spill_dir = testing::DataDir().string();
+    o.kv_sparse.mode = mode;
+    o.kv_sparse.budget_tokens = 256;
+    o.kv_sparse.mean_skipped = mean;
+    auto e = Engine::Load(o);
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    return e.ok() ? (*e)->memory_plan() : MemoryPlan{};
+  };
+  const MemoryPlan exact = plan(kv::KvSparseMode::kExact, false, 0);
+  const MemoryPlan quest = plan(kv::KvSparseMode::kQuest, false, 0);
+  const MemoryPlan mean = plan(kv::KvSparseMode::kQuest, true, 0);
+  auto ref = LoadStories(0, 0);
+  ASSERT_TRUE(ref);
+  const ModelHParams& hp = ref->model().hparams();
+  const uint64_t bounds = (1024 / 16) * static_cast<uint64_t>(hp.n_layer * hp.n_head_kv * hp.head_dim) * 2 * 4;
+  EXPECT_EQ(exact.kv_summary_bytes, 0u);
+  EXPECT_EQ(quest.kv_summary_bytes, bounds);
+  EXPECT_EQ(mean.kv_summary_bytes, 2 * bounds);
+  EXPECT_EQ(quest.min_budget_bytes, exact.min_budget_bytes + bounds);
+  EXPECT_NE(quest.ToString().find("KV block summaries"), std::string::npos) << quest.ToString();
+  // Under one budget, what the weights and the KV cache get shrinks by exactly the summaries.
+  const uint64_t budget = exact.min_budget_bytes + exact.kv_bytes;
+  const MemoryPlan e2 = plan(kv::KvSparseMode::kExact, false, budget), q2 = plan(kv::KvSparseMode::kQuest, false, budget);
+  EXPECT_EQ(q2.weight_budget_bytes + q2.kv_memory_bytes + bounds, e2.weight_budget_bytes + e2.kv_memory_bytes);
+}
+
 TEST(KvSpillTest, AMemBudgetTooSmallForTheWholeCacheSpillsItAndKeepsTheTokens) {
   auto ref = LoadStories(0, 0);
   ASSERT_TRUE(ref);
