@@ -7,14 +7,14 @@
 
 namespace tierlm {
 
-// q: `group` query heads of hd floats. Block j's bounds (hd minimums, then hd maximums)
-// are at base + ids[j] * stride. scores[j] for j < n. Sums in 16 lanes, folded in a
+// q: `group` query heads of hd floats. Block j's bounds (hd minimums, then hd maximums,
+// binary16) are at base + ids[j] * stride. scores[j] for j < n. Sums in 16 lanes, folded in a
 // fixed order on every path (AVX-512 where the CPU has it and hd % 16 == 0).
-void QuestBlockScores(const float* q, int64_t group, int64_t hd, const float* base, int64_t stride,
+void QuestBlockScores(const float* q, int64_t group, int64_t hd, const uint16_t* base, int64_t stride,
                       const int32_t* ids, int64_t n, float* scores);
 
 // The AVX-512 kernel; false (nothing done) when hd % 16 != 0.
-bool QuestBlockScoresAvx512(const float* q, int64_t group, int64_t hd, const float* base, int64_t stride,
+bool QuestBlockScoresAvx512(const float* q, int64_t group, int64_t hd, const uint16_t* base, int64_t stride,
                             const int32_t* ids, int64_t n, float* scores);
 
 }  // namespace tierlm

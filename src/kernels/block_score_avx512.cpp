@@ -18,15 +18,16 @@ inline float Fold16(__m512 v) {
 
 }  // namespace
 
-bool QuestBlockScoresAvx512(const float* q, int64_t group, int64_t hd, const float* base, int64_t stride,
+bool QuestBlockScoresAvx512(const float* q, int64_t group, int64_t hd, const uint16_t* base, int64_t stride,
                             const int32_t* ids, int64_t n, float* scores) {
   if (hd % 16 != 0) return false;
+  auto load = [](const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
   for (int64_t j = 0; j < n; ++j) {
-    const float* mn = base + static_cast<int64_t>(ids[j]) * stride;
-    const float* mx = mn + hd;
+    const uint16_t* mn = base + static_cast<int64_t>(ids[j]) * stride;
+    const uint16_t* mx = mn + hd;
     if (j + 2 < n) {
-      const float* next = base + static_cast<int64_t>(ids[j + 2]) * stride;
-      for (int64_t i = 0; i < 2 * hd; i += 16) _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
+      const uint16_t* next = base + static_cast<int64_t>(ids[j + 2]) * stride;
+      for (int64_t i = 0; i < 2 * hd; i += 32) _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T0);
     }
     float best = -INFINITY;
     for (int64_t h = 0; h < group; ++h) {
@@ -34,8 +35,7 @@ bool QuestBlockScoresAvx512(const float* q, int64_t group, int64_t hd, const flo
       __m512 acc = _mm512_setzero_ps();
       for (int64_t i = 0; i < hd; i += 16) {
         const __m512 qv = _mm512_loadu_ps(qh + i);
-        acc = _mm512_add_ps(acc, _mm512_max_ps(_mm512_mul_ps(qv, _mm512_loadu_ps(mn + i)),
-                                               _mm512_mul_ps(qv, _mm512_loadu_ps(mx + i))));
+        acc = _mm512_add_ps(acc, _mm512_max_ps(_mm512_mul_ps(qv, load(mn + i)), _mm512_mul_ps(qv, load(mx + i))));
       }
       best = std::fmax(best, Fold16(acc));
     }

@@ -406,6 +406,22 @@ uint16_t F32ToF16(float f) {
   return static_cast<uint16_t>(sign | (ax >> 13));
 }
 
+uint16_t F32ToF16Down(float f) {
+  const uint16_t h = F32ToF16(f);
+  if (f != f || F16ToF32(h) <= f) return h;
+  // One half toward -inf: from +0 to the negative smallest subnormal, else one step of the
+  // magnitude (up for negatives, down for positives).
+  if (h == 0x0000) return 0x8001;
+  return (h & 0x8000) ? static_cast<uint16_t>(h + 1) : static_cast<uint16_t>(h - 1);
+}
+
+uint16_t F32ToF16Up(float f) {
+  const uint16_t h = F32ToF16(f);
+  if (f != f || F16ToF32(h) >= f) return h;
+  if (h == 0x8000) return 0x0001;
+  return (h & 0x8000) ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>(h + 1);
+}
+
 float Bf16ToF32(uint16_t h) { return BitsFloat(static_cast<uint32_t>(h) << 16); }
 
 uint16_t F32ToBf16(float f) {

@@ -21,6 +21,10 @@ void QuantizeRow(GgmlType type, const float* src, void* dst, int64_t n);
 // IEEE half and bfloat16 conversions (round to nearest even).
 float F16ToF32(uint16_t h);
 uint16_t F32ToF16(float f);
+// The largest half at or below f, the smallest at or above it (directed rounding: a bound
+// stays a bound). NaN stays NaN.
+uint16_t F32ToF16Down(float f);
+uint16_t F32ToF16Up(float f);
 float Bf16ToF32(uint16_t h);
 uint16_t F32ToBf16(float f);
 

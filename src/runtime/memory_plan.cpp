@@ -77,7 +77,8 @@ Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp
   mp.kv_memory_bytes = mp.kv_bytes;
   if (kv_summaries)
     mp.kv_summary_bytes = n_blocks * static_cast<uint64_t>(hp.n_layer) * static_cast<uint64_t>(hp.n_head_kv) *
-                          static_cast<uint64_t>(hp.head_dim) * sizeof(float) * (kv_sums ? 4 : 2);
+                          static_cast<uint64_t>(hp.head_dim) *
+                          (2 * sizeof(uint16_t) + (kv_sums ? 2 * sizeof(float) : 0));
 
   // The whole model's placement, to learn the smallest weight budget.
   uint64_t total = 0;

@@ -47,8 +47,8 @@ uint64_t ScratchBytes(const ModelHParams& hp, int64_t n_ctx, int64_t n_batch, in
 // the KV cache's memory share by hand (tiered when below the cache's size). kv_positions
 // > 0: the cache holds that many positions' blocks, not n_ctx (a bound on the KV a
 // sequence keeps: KvPositionsFor). kv_summaries: sparse retrieval keeps every block's key
-// bounds in memory (2 * head_dim floats per layer, block and KV head; kv_sums: twice that,
-// for --kv-skipped mean), whichever tier the block is on; they come out of the budget.
+// bounds in memory (2 * head_dim halves per layer, block and KV head; kv_sums: 2 * head_dim
+// floats more, for --kv-skipped mean), whichever tier the block is on; they come out of the budget.
 Result<MemoryPlan> PlanMemory(const gguf::GgufFile& file, const ModelHParams& hp, int64_t n_ctx, int64_t n_batch,
                               int n_threads, uint64_t budget_bytes,
                               const kv::KvFormat& kv_format = {}, uint64_t kv_memory_bytes = 0,

@@ -68,16 +68,23 @@ TEST(KvBlockSummariesTest, AreTheBoundsOfTheStoredKeysPerBlockAndHead) {
     ASSERT_TRUE(s.enabled());
     for (int32_t b = 0; b * kBlock < n_pos; ++b)
       for (int64_t g = 0; g < kHeadsKv; ++g) {
-        const float* mn = s.Bounds(0, b, g);
-        const float* mx = mn + kHd;
+        const uint16_t* mn = s.Bounds(0, b, g);
+        const uint16_t* mx = mn + kHd;
         for (int64_t i = 0; i < kHd; ++i) {
           float lo = INFINITY, hi = -INFINITY;
           for (int64_t p = b * kBlock; p < std::min<int64_t>(n_pos, (b + 1) * kBlock); ++p) {
             lo = std::min(lo, f.k_dec[p * kHeadsKv * kHd + g * kHd + i]);
             hi = std::max(hi, f.k_dec[p * kHeadsKv * kHd + g * kHd + i]);
           }
-          ASSERT_EQ(mn[i], lo) << "block " << b << " head " << g << " channel " << i;
-          ASSERT_EQ(mx[i], hi) << "block " << b << " head " << g << " channel " << i;
+          // Halves rounded outward: still bounds, the nearest ones; exact for f16 keys.
+          ASSERT_EQ(mn[i], F32ToF16Down(lo)) << "block " << b << " head " << g << " channel " << i;
+          ASSERT_EQ(mx[i], F32ToF16Up(hi)) << "block " << b << " head " << g << " channel " << i;
+          ASSERT_LE(F16ToF32(mn[i]), lo);
+          ASSERT_GE(F16ToF32(mx[i]), hi);
+          if (kt == GgmlType::kF16) {
+            ASSERT_EQ(F16ToF32(mn[i]), lo);
+            ASSERT_EQ(F16ToF32(mx[i]), hi);
+          }
         }
       }
     // A copy-on-write copy carries the bounds; reuse from offset 0 starts them afresh.
@@ -89,8 +96,32 @@ TEST(KvBlockSummariesTest, AreTheBoundsOfTheStoredKeysPerBlockAndHead) {
     std::vector<float> dec(kHd);
     QuantizeRow(kt, k.data(), enc.data(), kHd);
     DequantizeRow(kt, enc.data(), dec.data(), kHd);
-    for (int64_t i = 0; i < 2 * kHd; ++i) EXPECT_EQ(s.Bounds(0, 40, 1)[i], dec[i % kHd]) << i;
+    for (int64_t i = 0; i < 2 * kHd; ++i)
+      EXPECT_EQ(s.Bounds(0, 40, 1)[i], i < kHd ? F32ToF16Down(dec[i]) : F32ToF16Up(dec[i - kHd])) << i;
   }
+}
+
+TEST(KvBlockSummariesTest, HalvesRoundedOutwardStayBounds) {
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> u(-70000.0f, 70000.0f);
+  std::vector<float> xs = {0.0f, -0.0f, 1.0f / 3, -1.0f / 3, 1e-9f, -1e-9f, 65504.0f, 1e6f, -1e6f, 1.0f, -2.5f};
+  for (int i = 0; i < 2000; ++i) xs.push_back(u(rng) * (i % 3 == 0 ? 1e-6f : 1.0f));
+  for (float x : xs) {
+    const float lo = F16ToF32(F32ToF16Down(x)), hi = F16ToF32(F32ToF16Up(x));
+    EXPECT_LE(lo, x) << x;
+    EXPECT_GE(hi, x) << x;
+    // The nearest such halves: exact when x is a half, else one half apart.
+    if (F16ToF32(F32ToF16(x)) == x) {
+      EXPECT_EQ(lo, x);
+      EXPECT_EQ(hi, x);
+    } else if (std::isfinite(lo) && std::isfinite(hi)) {
+      // No half between them: the first half above lo is hi.
+      EXPECT_EQ(F16ToF32(F32ToF16Up(std::nextafter(lo, INFINITY))), hi) << x;
+    }
+  }
+  EXPECT_TRUE(std::isinf(F16ToF32(F32ToF16Up(1e6f))));
+  EXPECT_EQ(F16ToF32(F32ToF16Down(1e6f)), 65504.0f);
+  EXPECT_EQ(F16ToF32(F32ToF16Up(-1e6f)), -65504.0f);
 }
 
 TEST(QuestSelectorTest, TheBlockScoreBoundsEveryKeysDotProduct) {
@@ -104,9 +135,10 @@ TEST(QuestSelectorTest, TheBlockScoreBoundsEveryKeysDotProduct) {
     for (auto& x : q) x = nd(rng);
     for (int32_t b = 0; b < 20; ++b)
       for (int64_t g = 0; g < kHeadsKv; ++g) {
-        const float* mn = s.Bounds(0, b, g);
+        const uint16_t* mn = s.Bounds(0, b, g);
         double bound = 0;
-        for (int64_t i = 0; i < kHd; ++i) bound += std::max(double(q[i]) * mn[i], double(q[i]) * mn[kHd + i]);
+        for (int64_t i = 0; i < kHd; ++i)
+          bound += std::max(double(q[i]) * F16ToF32(mn[i]), double(q[i]) * F16ToF32(mn[kHd + i]));
         for (int64_t p = b * kBlock; p < (b + 1) * kBlock; ++p) {
           double dot = 0;
           for (int64_t i = 0; i < kHd; ++i) dot += double(q[i]) * f.k_dec[p * kHeadsKv * kHd + g * kHd + i];
@@ -181,9 +213,10 @@ TEST(QuestSelectorTest, BlockScoresAreTheSameOnEveryKernelPath) {
   std::mt19937 rng(14);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   const int64_t group = 4, hd = 64, n = 50, stride = 3 * 2 * hd;
-  std::vector<float> q(group * hd), bounds(80 * stride);
+  std::vector<float> q(group * hd);
+  std::vector<uint16_t> bounds(80 * stride);
   for (auto& x : q) x = nd(rng);
-  for (auto& x : bounds) x = nd(rng);
+  for (auto& x : bounds) x = F32ToF16(nd(rng));
   std::vector<int32_t> ids(n);
   for (int64_t j = 0; j < n; ++j) ids[j] = static_cast<int32_t>((j * 37) % 80);
   std::vector<std::vector<float>> out;
@@ -196,11 +229,12 @@ TEST(QuestSelectorTest, BlockScoresAreTheSameOnEveryKernelPath) {
   }
   ForceKernelPath(std::nullopt);
   for (int64_t j = 0; j < n; ++j) {
-    const float* mn = bounds.data() + 2 * hd + ids[j] * stride;
+    const uint16_t* mn = bounds.data() + 2 * hd + ids[j] * stride;
     double best = -1e300;
     for (int64_t h = 0; h < group; ++h) {
       double s = 0;
-      for (int64_t i = 0; i < hd; ++i) s += std::max(double(q[h * hd + i]) * mn[i], double(q[h * hd + i]) * mn[hd + i]);
+      for (int64_t i = 0; i < hd; ++i)
+        s += std::max(double(q[h * hd + i]) * F16ToF32(mn[i]), double(q[h * hd + i]) * F16ToF32(mn[hd + i]));
       best = std::max(best, s);
     }
     EXPECT_NEAR(out[0][j], best, 1e-3) << j;
