@@ -185,9 +185,11 @@ TEST_F(CliErrorsTest, KvEvictionFlags) {
   ExpectRunError(good, "do not combine", "--kv-evict h2o --kv-max-tokens 512 --kv-sparse quest");
   ExpectRunError(good, "at least 80", "--kv-evict snapkv --kv-max-tokens 64");
   ExpectRunError(good, "--kv-evict-decay", "--kv-evict retention --kv-max-tokens 512 --kv-evict-decay 1.5");
-  auto r = RunShell(Quote(testing::TierlmBinary()) + " serve -m " + Quote(good) + " --kv-evict h2o --kv-max-tokens 512");
+  // serve takes --kv-evict (ServerHttpTest.KvEvict*), but not with a shared KV pool.
+  auto r = RunShell("timeout 30 " + Quote(testing::TierlmBinary()) + " serve -m " + Quote(good) +
+                    " --port 0 --kv-evict h2o --kv-max-tokens 512 --kv-unified");
   EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_NE(r.output.find("not in serve yet"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("do not combine"), std::string::npos) << r.output;
   // A prompt longer than the bound runs: the cache is sized for the bound.
   std::string prompt;
   for (int i = 0; i < 40; ++i) prompt += "hello world ";
