@@ -430,17 +430,20 @@ int64_t Scheduler::BlocksToAdmit(const Active& a) const {
   return need;
 }
 
+bool Scheduler::Preemptible(const Active& a) const {
+  // Re-admitting it needs each unfinished choice's tokens so far, unshared.
+  int64_t need = 0;
+  for (const auto& c : a.choices)
+    if (!c->done) need += BlocksFor(std::min((c->seq >= 0 ? cache_->blocks().Length(c->seq) : 0) + 1, o_.n_ctx));
+  return need <= cache_->blocks().n_blocks();
+}
+
 Scheduler::Active* Scheduler::Victim(const Active& a) {
   Active* v = nullptr;
-  const int64_t total = cache_->blocks().n_blocks();
   for (auto& r : running_) {
     if (r.get() == &a || r->finished || r->preempted_now || r->arrived < a.arrived) continue;
     if (r->arrived == a.arrived && r.get() < &a) continue;
-    // Re-admitting it needs each unfinished choice's tokens so far, unshared.
-    int64_t need = 0;
-    for (const auto& c : r->choices)
-      if (!c->done) need += BlocksFor(std::min((c->seq >= 0 ? cache_->blocks().Length(c->seq) : 0) + 1, o_.n_ctx));
-    if (need > total) continue;
+    if (!Preemptible(*r)) continue;
     if (!v || r->arrived > v->arrived) v = r.get();
   }
   return v;
@@ -505,6 +508,7 @@ bool Scheduler::Step() {
   // Plan: what each sequence adds this step, its room reserved. Decode tokens first: every
   // running choice advances one token per step.
   std::vector<Piece> plan;
+  std::vector<Active*> waiting;  // could neither grow nor be preempted this step
   int64_t n_decode = 0;
   for (auto& a : running_) {
     if (a->finished || a->preempted_now) continue;
@@ -519,12 +523,24 @@ bool Scheduler::Step() {
     if (a->finished) continue;
     if (!room) {
       // Nothing newer is left to preempt: this request yields (unless it is alone, which
-      // the cache always holds; then the cache is broken).
+      // the cache always holds; then the cache is broken). One whose choices would not fit
+      // again unshared waits a step instead (room it reserved stays its own).
       const bool alone = std::count_if(running_.begin(), running_.end(), [](const auto& r) {
                            return !r->finished && !r->preempted_now;
                          }) == 1;
-      if (alone) Finish(*a, 500, "internal error: the KV cache has no room for a request running alone");
-      else Preempt(*a, plan);
+      if (alone) {
+        // Only a request of several choices can fill the cache alone: the choices that
+        // cannot grow have reached the context the pool gives them ("length").
+        for (auto& c : a->choices) {
+          if (c->done || c->pending < 0 || !c->resume.empty()) continue;
+          if (Room(*a, c->seq, 1, plan)) plan.push_back({a.get(), c.get(), c->seq, Piece::Kind::kDecode, &c->pending, 1});
+          else if (!a->finished) FinishChoice(*a, *c, FinishReason::kLength);
+        }
+      } else if (Preemptible(*a)) {
+        Preempt(*a, plan);
+      } else {
+        waiting.push_back(a.get());
+      }
       continue;
     }
     for (auto& c : a->choices) {
@@ -575,6 +591,15 @@ bool Scheduler::Step() {
       plan_chunk(*a, c0, c0.seq, Piece::Kind::kPrompt, a->job.prompt.data() + a->n_prefilled,
                  static_cast<int64_t>(a->job.prompt.size()) - a->n_prefilled);
     }
+  }
+  // Nothing can move: requests that cannot be preempted hold every block and each wants one
+  // more. The newest of them stops where it is: its choices end with "length" (the context
+  // the pool could give them), and its blocks free for the others.
+  if (plan.empty() && !waiting.empty()) {
+    Active* newest = *std::max_element(waiting.begin(), waiting.end(),
+                                       [](const Active* x, const Active* y) { return x->arrived < y->arrived; });
+    for (auto& c : newest->choices)
+      if (!c->done) FinishChoice(*newest, *c, FinishReason::kLength);
   }
   // Preempted requests go back to the queue, in arrival order (ahead of every request that
   // came after them).
@@ -649,6 +674,10 @@ bool Scheduler::Step() {
     }
     if (all) a->resuming = false;
   }
+  // Requests whose every choice ended while planning (at the pool's end) are done.
+  for (auto& a : running_)
+    if (!a->finished && std::all_of(a->choices.begin(), a->choices.end(), [](const auto& c) { return c->done; }))
+      Finish(*a, 0, "");
   if (batch.size() == 0) {
     std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->finished; });
     return false;

@@ -141,6 +141,8 @@ class Scheduler {
   bool Room(Active& a, kv::SeqId seq, int64_t n, std::vector<Piece>& plan);
   // The newest running request that arrived after `a` and could be re-admitted; null if none.
   Active* Victim(const Active& a);
+  // Whether a could be re-admitted after a preemption: its choices' tokens fit unshared.
+  bool Preemptible(const Active& a) const;
   // Frees v's blocks and marks it for the queue's head (see the class comment).
   void Preempt(Active& v, std::vector<Piece>& plan);
   // Blocks to re-admit a preempted request, or to admit a fresh one in unified mode.

@@ -438,6 +438,46 @@ TEST_F(ServerSchedulerTest, UnifiedKvLetsOneRequestUseEveryBlock) {
   EXPECT_EQ(s->Submit(huge).status().code(), StatusCode::kOutOfRange);
 }
 
+// Requests of several choices can fill a unified pool that no preemption could refill
+// (their choices unshared would not fit): they end with "length" where the pool ran out,
+// their tokens a prefix of the one-choice run, never an error or a hang.
+TEST_F(ServerSchedulerTest, UnifiedKvChoicesThatFillThePoolEndWithLength) {
+  GenerationJob one = Greedy("Once upon a time", 200);
+  one.sampling.logit_bias = {{engine_->tokenizer().vocab().eos_id, -100.0f}};
+  std::vector<int32_t> want;
+  {
+    auto big = MakeUnified(4, 512, 32);
+    auto st = big->Submit(one);
+    ASSERT_TRUE(st.ok());
+    want = Collect(**st, 1).tokens[0];
+    ASSERT_EQ(want.size(), 200u);
+  }
+  GenerationJob two = one;
+  two.n = 2;
+  for (int n_requests : {1, 2}) {
+    auto s = MakeUnified(4, 512, 8);  // 128 positions in all
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (int i = 0; i < n_requests; ++i) streams.push_back(*s->Submit(two));
+    int64_t tokens = 0;
+    for (auto& st : streams) {
+      const Output o = Collect(*st, 2);
+      ASSERT_EQ(o.error_status, 0) << n_requests;
+      for (int c = 0; c < 2; ++c) {
+        EXPECT_EQ(o.finish[static_cast<size_t>(c)], FinishReason::kLength);
+        const auto& got = o.tokens[static_cast<size_t>(c)];
+        ASSERT_LT(got.size(), want.size());  // the pool, not max_tokens, ended it
+        EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin())) << "choice " << c;
+        tokens += static_cast<int64_t>(got.size());
+      }
+    }
+    EXPECT_GT(tokens, 0);
+    EXPECT_LE(tokens, n_requests * 2 * 128);  // no choice outgrows the pool's 128 positions
+    for (int i = 0; i < 100 && s->Snapshot().requests_running > 0; ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_EQ(s->Snapshot().requests_running, 0);
+    EXPECT_EQ(s->Snapshot().kv_blocks_used, 0);
+  }
+}
+
 // Quantized weights take other matmul kernels for a long batch than for one token, all of
 // them batch-invariant (kernels/matmul.h): 8 random prompts at once, prefilled 3 tokens a
 // step, give each one's tokens alone.
