@@ -169,6 +169,28 @@ double MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+// The text of one streamed greedy chat answer of up to max_tokens (the end token banned
+// when ban_eos, so it runs its length).
+std::string StreamChat(const ServerProcess& s, const std::string& prompt, int max_tokens, bool ban_eos = false) {
+  httplib::Client c("127.0.0.1", s.port());
+  c.set_read_timeout(120);
+  std::string raw;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/chat/completions";
+  json body = {{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
+               {"max_tokens", max_tokens}, {"temperature", 0}, {"stream", true}};
+  if (ban_eos) body["logit_bias"] = {{"2", -100}};
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+    raw.append(d, n);
+    return true;
+  };
+  c.send(req);
+  return ParseStream(raw, true).text;
+}
+
 TEST(ServerHttpTest, GreedyAnswersEqualRunWithExactUsage) {
   ServerProcess s(Args({"-np", "4"}));
   ASSERT_TRUE(s.ok()) << s.Log();
@@ -495,24 +517,7 @@ TEST(ServerHttpTest, SixteenConcurrentStreamsEqualEachAloneAndHealthAnswers) {
                              "One day, a bird", "The sun was", "Sara and Ben", "There was a big tree", "Mom said",
                              "The cat sat", "A boy named Tim", "In the forest", "The girl smiled",
                              "It was a cold night", "The king", "Max found a box"};
-  auto stream_one = [&](const std::string& prompt) {
-    httplib::Client c("127.0.0.1", s.port());
-    c.set_read_timeout(120);
-    std::string raw;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/chat/completions";
-    req.body = json{{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
-                    {"max_tokens", 40}, {"temperature", 0}, {"stream", true}}
-                   .dump();
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
-      raw.append(d, n);
-      return true;
-    };
-    c.send(req);
-    return ParseStream(raw, true).text;
-  };
+  auto stream_one = [&](const std::string& prompt) { return StreamChat(s, prompt, 40); };
   std::vector<std::string> alone;
   for (const char* p : prompts) alone.push_back(stream_one(p));
   std::vector<std::string> together(16);
@@ -533,24 +538,7 @@ TEST(ServerHttpTest, SixteenConcurrentStreamsEqualEachAloneAndHealthAnswers) {
 TEST(ServerHttpTest, UnifiedKvPreemptsUnderPressureAndTheStreamsAreUnchanged) {
   const char* prompts[8] = {"Once upon a time", "The little dog", "Lily went to the park", "Tom had a red ball",
                             "One day, a bird", "The sun was", "Sara and Ben", "There was a big tree"};
-  auto stream_one = [&](const ServerProcess& s, const std::string& prompt) {
-    httplib::Client c("127.0.0.1", s.port());
-    c.set_read_timeout(120);
-    std::string raw;
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/chat/completions";
-    req.body = json{{"messages", json::array({{{"role", "user"}, {"content", prompt}}})},
-                    {"max_tokens", 60}, {"temperature", 0}, {"stream", true}, {"logit_bias", {{"2", -100}}}}
-                   .dump();
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
-      raw.append(d, n);
-      return true;
-    };
-    c.send(req);
-    return ParseStream(raw, true).text;
-  };
+  auto stream_one = [&](const ServerProcess& s, const std::string& prompt) { return StreamChat(s, prompt, 60, true); };
   std::vector<std::string> alone;
   {
     ServerProcess s(Args({"-np", "1", "-c", "256"}));
