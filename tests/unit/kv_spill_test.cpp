@@ -56,7 +56,8 @@ std::vector<int32_t> LongPrompt(const Engine& e) {
   return e.tokenizer().Encode(text, true, false);
 }
 
-std::unique_ptr<Engine> LoadStories(uint64_t kv_mem, uint64_t budget) {
+// stories260K with -c 1024, f32 KV, the given --kv-mem and --mem-budget (0: none).
+EngineOptions StoriesOptions(uint64_t kv_mem, uint64_t budget) {
   EngineOptions o;
   o.model_path = testing::StoriesModel().string();
   o.n_ctx = 1024;
@@ -65,7 +66,11 @@ std::unique_ptr<Engine> LoadStories(uint64_t kv_mem, uint64_t budget) {
   o.kv_mem_bytes = kv_mem;
   o.mem_budget_bytes = budget;
   o.kv_spill_dir = testing::DataDir().string();
-  auto e = Engine::Load(o);
+  return o;
+}
+
+std::unique_ptr<Engine> LoadStories(uint64_t kv_mem, uint64_t budget) {
+  auto e = Engine::Load(StoriesOptions(kv_mem, budget));
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(*e) : nullptr;
 }
@@ -107,13 +112,7 @@ TEST(KvSpillTest, AnyMemoryShareGivesTheTokensOfTheAllInMemoryRun) {
 // the plan counts them (and the sums --kv-skipped mean adds) inside the budget.
 TEST(KvSpillTest, SparseSummariesComeOutOfTheBudget) {
   auto plan = [&](kv::KvSparseMode mode, bool mean, uint64_t budget) -> MemoryPlan {
-    EngineOptions o;
-    o.model_path = testing::StoriesModel().string();
-    o.n_ctx = 1024;
-    o.n_threads = 2;
-    o.kv_format = kF32Kv;
-    o.mem_budget_bytes = budget;
-    o.kv_spill_dir = testing::DataDir().string();
+    EngineOptions o = StoriesOptions(0, budget);
     o.kv_sparse.mode = mode;
     o.kv_sparse.budget_tokens = 256;
     o.kv_sparse.mean_skipped = mean;

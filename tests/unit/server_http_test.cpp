@@ -169,6 +169,17 @@ double MetricValue(const std::string& text, const std::string& series) {
   return -1;
 }
 
+// /metrics once `series` reads `want` (gauges are published after the step that changed
+// them), or after about 6 s, whatever it reads then.
+std::string MetricsOnce(const ServerProcess& s, const std::string& series, double want) {
+  std::string metrics = Do(s, "GET", "/metrics").body;
+  for (int i = 0; i < 300 && MetricValue(metrics, series) != want; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    metrics = Do(s, "GET", "/metrics").body;
+  }
+  return metrics;
+}
+
 // The text of one streamed greedy chat answer of up to max_tokens (the end token banned
 // when ban_eos, so it runs its length).
 std::string StreamChat(const ServerProcess& s, const std::string& prompt, int max_tokens, bool ban_eos = false) {
@@ -456,12 +467,7 @@ TEST(ServerHttpTest, ClientThatLeavesMidStreamIsCancelledAndItsBlocksFreed) {
   req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
   c.send(req);  // the receiver's false closes the connection
   EXPECT_EQ(chunks, 3);
-  std::string metrics;
-  for (int i = 0; i < 300; ++i) {
-    metrics = Do(s, "GET", "/metrics").body;
-    if (MetricValue(metrics, "tierlm_requests_running") == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  const std::string metrics = MetricsOnce(s, "tierlm_requests_running", 0);
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"error\"}"), 1) << metrics;  // cancelled
@@ -491,18 +497,10 @@ TEST(ServerHttpTest, ANonStreamedClientThatLeavesIsCancelledToo) {
   const std::string http = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   ASSERT_EQ(send(fd, http.data(), http.size(), 0), static_cast<ssize_t>(http.size()));
-  std::string metrics = Do(s, "GET", "/metrics").body;
-  for (int i = 0; i < 300 && MetricValue(metrics, "tierlm_requests_running") != 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    metrics = Do(s, "GET", "/metrics").body;
-  }
+  std::string metrics = MetricsOnce(s, "tierlm_requests_running", 1);
   ASSERT_EQ(MetricValue(metrics, "tierlm_requests_running"), 1) << metrics;
   close(fd);  // gone, without reading a byte
-  for (int i = 0; i < 300; ++i) {
-    metrics = Do(s, "GET", "/metrics").body;
-    if (MetricValue(metrics, "tierlm_requests_running") == 0) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  metrics = MetricsOnce(s, "tierlm_requests_running", 0);
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_finished_total{outcome=\"error\"}"), 1) << metrics;  // cancelled
@@ -556,12 +554,7 @@ TEST(ServerHttpTest, UnifiedKvPreemptsUnderPressureAndTheStreamsAreUnchanged) {
     EXPECT_FALSE(alone[i].empty()) << prompts[i];
     EXPECT_EQ(together[i], alone[i]) << prompts[i];
   }
-  std::string metrics = Do(s, "GET", "/metrics").body;
-  // The gauges are published after the step that ended the last stream.
-  for (int i = 0; i < 200 && MetricValue(metrics, "tierlm_requests_running") > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    metrics = Do(s, "GET", "/metrics").body;
-  }
+  const std::string metrics = MetricsOnce(s, "tierlm_requests_running", 0);
   EXPECT_GT(MetricValue(metrics, "tierlm_requests_preempted_total"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_requests_running"), 0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
@@ -599,11 +592,7 @@ TEST(ServerHttpTest, KvEvictBoundsEachRequestAndEqualsRunWithTheSameBound) {
       EXPECT_EQ(got[i].j["choices"][0]["text"], want[i]) << policy << ": " << prompts[i].substr(0, 20);
     }
     // The bound holds: -np 4 sequences of (96 + one prompt chunk + 1 block) positions are the whole cache.
-    std::string metrics = Do(s, "GET", "/metrics").body;
-    for (int i = 0; i < 200 && MetricValue(metrics, "tierlm_kv_blocks_used") > 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      metrics = Do(s, "GET", "/metrics").body;
-    }
+    const std::string metrics = MetricsOnce(s, "tierlm_kv_blocks_used", 0);
     EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_total"), 4 * (96 / 16 + 256 / 16 + 1)) << metrics;
     EXPECT_EQ(MetricValue(metrics, "tierlm_kv_blocks_used"), 0) << metrics;
     EXPECT_EQ(Do(s, "POST", "/v1/completions", json{{"prompt", "Hi"}, {"max_tokens", 2}, {"n", 2}}.dump()).status, 400);
