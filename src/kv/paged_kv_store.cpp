@@ -111,18 +111,16 @@ Result<PagedKvStore> PagedKvStore::Create(int64_t n_layer, int64_t n_head_kv, in
   if (total > static_cast<double>(64ull << 30))
     return Status::ResourceExhausted("kv: a paged cache of " + std::to_string(static_cast<uint64_t>(total / 1048576)) +
                                      " MiB is over the 64 GiB limit");
-  try {
-    s.data_.assign(static_cast<size_t>(total), 0);
-  } catch (const std::bad_alloc&) {
-    return Status::ResourceExhausted("kv: cannot allocate " + std::to_string(static_cast<uint64_t>(total / 1048576)) +
-                                     " MiB for the KV cache");
-  }
+  // Mapped, not allocated: pages are committed as blocks are first written, and huge pages
+  // spare the TLB a miss per block when attention walks a sequence's scattered blocks.
+  TIERLM_ASSIGN_OR_RETURN(s.data_, MappedMemory::Create(static_cast<uint64_t>(total), "the KV cache"));
+  s.bytes_ = static_cast<uint64_t>(total);
   s.table_.resize(static_cast<size_t>(n_layer) * static_cast<size_t>(n_blocks));
   for (size_t i = 0; i < s.table_.size(); ++i) s.table_[i] = s.data_.data() + i * static_cast<size_t>(s.layer_block_bytes_);
   return s;
 }
 
-uint64_t PagedKvStore::bytes() const { return manager_ ? manager_->capacity() : data_.size(); }
+uint64_t PagedKvStore::bytes() const { return manager_ ? manager_->capacity() : bytes_; }
 
 void PagedKvStore::PinLayer(int64_t layer, std::span<const BlockId> read, std::span<const BlockId> write,
                             std::vector<BlockFailure>* failed) {
@@ -170,8 +168,8 @@ void PagedKvStore::Discard(BlockId b) {
 KvTierStats PagedKvStore::TierStats() const {
   KvTierStats t;
   if (!manager_) {
-    t.resident_bytes = data_.size();
-    t.budget_bytes = data_.size();
+    t.resident_bytes = bytes_;
+    t.budget_bytes = bytes_;
     return t;
   }
   t.tiered = true;

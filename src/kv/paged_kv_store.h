@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mapped_memory.h"
 #include "core/status.h"
 #include "format/ggml_type.h"
 #include "io/storage_env.h"
@@ -155,7 +156,8 @@ class PagedKvStore {
   int32_t n_blocks_ = 0;
   KvFormat format_;
   int64_t k_row_bytes_ = 0, v_row_bytes_ = 0, layer_block_bytes_ = 0;
-  std::vector<uint8_t> data_;          // in memory: every block
+  MappedMemory data_;                  // in memory: every block
+  uint64_t bytes_ = 0;                 // in memory: the blocks' bytes
   std::vector<uint8_t*> table_;        // in memory: [layer][block] addresses; tiered: [block] of the pinned layer
   // Tiered.
   std::unique_ptr<io::SpillFile> spill_;

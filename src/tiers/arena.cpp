@@ -1,10 +1,7 @@
 #include "tiers/arena.h"
 
-#include <sys/mman.h>
-
-#include <cerrno>
-#include <cstring>
 #include <string>
+#include <utility>
 
 namespace tierlm {
 
@@ -13,13 +10,8 @@ Result<std::unique_ptr<Arena>> Arena::Create(uint64_t capacity_bytes) {
   if (cap == 0)
     return Status::InvalidArgument("memory budget of " + std::to_string(capacity_bytes) +
                                    " bytes is below one 4096-byte page");
-  void* p = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (p == MAP_FAILED)
-    return Status::ResourceExhausted("cannot map a " + std::to_string(cap) + "-byte arena: " + std::strerror(errno));
-  ::madvise(p, cap, MADV_HUGEPAGE);
-  return std::unique_ptr<Arena>(new Arena(static_cast<uint8_t*>(p), cap, cap));
+  TIERLM_ASSIGN_OR_RETURN(MappedMemory mem, MappedMemory::Create(cap, "a memory arena", /*no_reserve=*/true));
+  return std::unique_ptr<Arena>(new Arena(std::move(mem), cap));
 }
-
-Arena::~Arena() { ::munmap(base_, mapped_); }
 
 }  // namespace tierlm

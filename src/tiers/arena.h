@@ -11,7 +11,9 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 
+#include "core/mapped_memory.h"
 #include "core/status.h"
 #include "tiers/first_fit_allocator.h"
 
@@ -24,7 +26,6 @@ class Arena {
   // Maps capacity_bytes rounded down to kGranule. kResourceExhausted if mmap fails;
   // kInvalidArgument if that leaves nothing.
   static Result<std::unique_ptr<Arena>> Create(uint64_t capacity_bytes);
-  ~Arena();
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
@@ -36,9 +37,9 @@ class Arena {
   uint64_t capacity() const { return alloc_.capacity(); }
 
  private:
-  Arena(uint8_t* base, uint64_t mapped, uint64_t capacity) : base_(base), mapped_(mapped), alloc_(capacity, kGranule) {}
+  Arena(MappedMemory mem, uint64_t capacity) : mem_(std::move(mem)), base_(mem_.data()), alloc_(capacity, kGranule) {}
+  MappedMemory mem_;
   uint8_t* base_;
-  uint64_t mapped_;
   FirstFitAllocator alloc_;
 };
 

@@ -1,7 +1,6 @@
 #include "tiers/weight_store.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,14 +39,8 @@ Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const ggu
   store->data_bytes_ = std::min(store->data_bytes_, end);
   if (store->data_bytes_ == 0) return store;
 
-  const uint64_t len = (store->data_bytes_ + 4095) & ~uint64_t{4095};
-  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED)
-    return Status::ResourceExhausted(file.name() + ": cannot allocate " + std::to_string(len) +
-                                     " bytes for the weights: " + std::strerror(errno));
-  ::madvise(p, len, MADV_HUGEPAGE);
-  store->base_ = static_cast<uint8_t*>(p);
-  store->mapped_bytes_ = len;
+  TIERLM_ASSIGN_OR_RETURN(store->mem_, MappedMemory::Create(store->data_bytes_, file.name() + ": the weights"));
+  store->base_ = store->mem_.data();
 
   int fd = ::open(file.name().c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::IoError(file.name() + ": cannot open: " + std::strerror(errno));
@@ -73,10 +66,6 @@ Result<std::unique_ptr<InMemoryWeightStore>> InMemoryWeightStore::Open(const ggu
   }
   ::close(fd);
   return store;
-}
-
-InMemoryWeightStore::~InMemoryWeightStore() {
-  if (base_) ::munmap(base_, mapped_bytes_);
 }
 
 Result<TensorPin> InMemoryWeightStore::Acquire(const gguf::TensorInfo& t) {

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 
+#include "core/mapped_memory.h"
 #include "core/progress.h"
 #include "core/status.h"
 #include "format/ggml_type.h"
@@ -96,15 +97,13 @@ class InMemoryWeightStore : public WeightStore {
   // progress, when set, gets the bytes read so far and the bytes to read.
   static Result<std::unique_ptr<InMemoryWeightStore>> Open(const gguf::GgufFile& file,
                                                            const ProgressFn& progress = {});
-  ~InMemoryWeightStore() override;
-
   Result<TensorPin> Acquire(const gguf::TensorInfo& t) override;
   WeightStoreStats Stats() const override;
 
  private:
   InMemoryWeightStore() = default;
+  MappedMemory mem_;              // holds the data section
   uint8_t* base_ = nullptr;       // data section, starting at file offset data_offset_
-  uint64_t mapped_bytes_ = 0;
   uint64_t data_offset_ = 0;
   uint64_t data_bytes_ = 0;
 };
