@@ -59,27 +59,29 @@ void BM_Matmul(benchmark::State& state, GgmlType type) {
 
 void Args(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2})
-    for (int n_tok : {1, 8, 64, 512}) b->Args({n_tok, threads});
+    for (int n_tok : {1, 8, 16, 64, 512}) b->Args({n_tok, threads});
   b->UseRealTime();
 }
 
-// Decode as a model sees it: one token against weights that are not in any cache. Cycles
+// Decode as a model sees it: one token (or 16, one step of 16 sequences decoding together)
+// against weights that are not in any cache. Cycles
 // through copies of the matrix totalling >= 256 MiB, so every call streams from DRAM
 // (the 2048 x 5632 matrix alone fits in L3 and overstates GEMV bandwidth).
 void BM_GemvDram(benchmark::State& state, GgmlType type) {
   const int64_t n_in = 2048, n_out = 5632;
   const int n_threads = static_cast<int>(state.range(0));
+  const int64_t n_tok = state.range(1);
   static Fixture* fixtures[64] = {};
   Fixture*& f = fixtures[static_cast<int>(type)];
   if (!f) f = new Fixture(type, n_in, n_out);
   const size_t copies = std::max<size_t>(2, (256ull << 20) / f->w.size());
   std::vector<std::vector<uint8_t>> ws(copies, f->w);
   ThreadPool pool(n_threads);
-  std::vector<float> x(n_in, 0.5f), y(n_out);
+  std::vector<float> x(n_tok * n_in, 0.5f), y(n_tok * n_out);
   size_t i = 0;
   for (auto _ : state) {
     const WeightMatrix w{type, ws[i].data(), n_in, n_out};
-    Matmul(w, x.data(), n_in, 1, y.data(), n_out, &pool);
+    Matmul(w, x.data(), n_in, n_tok, y.data(), n_out, &pool);
     benchmark::ClobberMemory();
     i = (i + 1) % copies;
   }
@@ -87,7 +89,11 @@ void BM_GemvDram(benchmark::State& state, GgmlType type) {
       benchmark::Counter(static_cast<double>(state.iterations()) * f->w.size() / 1e9, benchmark::Counter::kIsRate);
 }
 
-void DramArgs(benchmark::internal::Benchmark* b) { b->Arg(1)->Arg(2)->UseRealTime(); }
+// Second argument: tokens per call (16: a step of 16 sequences decoding together).
+void DramArgs(benchmark::internal::Benchmark* b) {
+  for (int n_tok : {1, 16}) b->Args({1, n_tok})->Args({2, n_tok});
+  b->UseRealTime();
+}
 
 BENCHMARK_CAPTURE(BM_GemvDram, Q4_0, GgmlType::kQ4_0)->Apply(DramArgs);
 BENCHMARK_CAPTURE(BM_GemvDram, Q8_0, GgmlType::kQ8_0)->Apply(DramArgs);
