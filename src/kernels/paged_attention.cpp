@@ -55,26 +55,6 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
 }
 
-// Asks L2 for KV head g's key and value rows of `block` ahead of their use. A sequence's
-// blocks lie anywhere in the pool, so the hardware prefetchers cannot follow a sequence from
-// one block to the next, and every block would otherwise begin with misses.
-void PrefetchBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t g) {
-  if (!block) return;
-  const uint8_t* k = block + g * kv.k_head_bytes;
-  const uint8_t* v = block + kv.v_offset + g * kv.v_head_bytes;
-  for (int64_t p = 0; p < kv.block_size; ++p) {
-    for (int64_t o = 0; o < kv.k_head_bytes; o += 64) __builtin_prefetch(k + p * kv.k_row_bytes + o, 0, 2);
-    __builtin_prefetch(k + p * kv.k_row_bytes + kv.k_head_bytes - 1, 0, 2);
-    for (int64_t o = 0; o < kv.v_head_bytes; o += 64) __builtin_prefetch(v + p * kv.v_row_bytes + o, 0, 2);
-    __builtin_prefetch(v + p * kv.v_row_bytes + kv.v_head_bytes - 1, 0, 2);
-  }
-}
-
-// How many blocks ahead of the one being folded PrefetchBlockHead asks for: measured with
-// 16 sequences decoding at depth 512 (TinyLlama shape, f16 KV, Zen 5), 4 into L2 beat
-// 1, 2 and 8, and beat asking for L1.
-constexpr int64_t kPrefetchBlocks = 4;
-
 // Folds a skipped block of n keys into the running states of KV head g's G query heads as
 // one key: its mean key (sums / n) with score + ln n, and its mean value.
 void FoldMean(const float* qg, int64_t G, int64_t hd, float scale, const float* sums, int64_t n, float* P,
@@ -155,8 +135,6 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       }
       const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
       const uint8_t* block = kv.blocks[row.blocks[bi]];
-      if (const int64_t ahead = bi + kPrefetchBlocks; ahead * B < k1 && !row.Skips(ahead, g))
-        PrefetchBlockHead(kv, kv.blocks[row.blocks[ahead]], g);
       if (avx512) {
         const int64_t n = hi - lo;
         DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
@@ -269,8 +247,6 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
             const uint8_t* block = kv.blocks[first.blocks[bi]];
-            if (const int64_t ahead = bi + kPrefetchBlocks; ahead * B < k1 && !first.Skips(ahead, g))
-              PrefetchBlockHead(kv, kv.blocks[first.blocks[ahead]], g);
             DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
             for (int64_t r = r0; r < r1; ++r) {
               const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);

@@ -1,0 +1,77 @@
+// Paged decode attention microbenchmark: S sequences decoding together (one query row each)
+// over f16 keys and values at a given depth, TinyLlama-1.1B shape (32 query heads, 4 KV
+// heads of 64), the sequences' blocks shuffled over a pool of 22 layers so that every call
+// reads its keys and values from DRAM, as a decode step does (fourth argument 22), or
+// one layer over and over (1: the keys and values stay in cache; what is left is compute).
+//   attention_bench --benchmark_filter=BM_PagedDecode
+// Arguments: sequences, depth (keys per sequence), threads, layers cycled.
+// Counter kv_GB/s: key and value bytes read per second.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/paged_attention.h"
+#include "kv/paged_kv_store.h"
+
+namespace tierlm {
+namespace {
+
+void BM_PagedDecode(benchmark::State& state) {
+  const int64_t n_seq = state.range(0), depth = state.range(1);
+  const int n_threads = static_cast<int>(state.range(2));
+  const int64_t cycled = state.range(3);
+  const int64_t n_layer = 22, n_head = 32, n_head_kv = 4, hd = 64;
+  const int32_t B = 16;
+  const int64_t per_seq = (depth + B - 1) / B;
+  const int32_t n_blocks = static_cast<int32_t>(n_seq * per_seq);
+  auto st = kv::PagedKvStore::Create(n_layer, n_head_kv, hd, kv::KvFormat{GgmlType::kF16, GgmlType::kF16, B}, n_blocks);
+  if (!st.ok()) {
+    state.SkipWithError(st.status().ToString().c_str());
+    return;
+  }
+  std::mt19937 rng(3);
+  std::vector<int32_t> ids(static_cast<size_t>(n_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> k(static_cast<size_t>(n_head_kv * hd)), v(k.size());
+  for (int64_t l = 0; l < n_layer; ++l)
+    for (int64_t s = 0; s < n_seq; ++s)
+      for (int64_t p = 0; p < depth; ++p) {
+        for (auto& x : k) x = nd(rng);
+        for (auto& x : v) x = nd(rng);
+        st->Write(l, {ids[static_cast<size_t>(s * per_seq + p / B)], static_cast<int32_t>(p % B)}, k.data(), v.data());
+      }
+  std::vector<PagedQuery> rows(static_cast<size_t>(n_seq));
+  for (int64_t s = 0; s < n_seq; ++s) rows[static_cast<size_t>(s)] = {ids.data() + s * per_seq, depth};
+  std::vector<float> q(static_cast<size_t>(n_seq * n_head * hd)), out(q.size());
+  for (auto& x : q) x = nd(rng);
+  const AttentionShape shape{n_head, n_head_kv, hd, 0.125f};
+  ThreadPool pool(n_threads);
+  int64_t layer = 0;
+  for (auto _ : state) {
+    PagedAttention(shape, st->Layer(layer), rows, q.data(), out.data(), &pool);
+    benchmark::ClobberMemory();
+    layer = (layer + 1) % cycled;
+  }
+  state.counters["kv_GB/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(n_seq * depth * n_head_kv * hd * 2 * 2) / 1e9,
+      benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_PagedDecode)
+    ->Args({16, 512, 2, 22})
+    ->Args({16, 512, 1, 22})
+    ->Args({16, 512, 2, 1})
+    ->Args({16, 512, 1, 1})
+    ->Args({1, 4096, 2, 22})
+    ->UseRealTime();
+
+}  // namespace
+}  // namespace tierlm
+
+BENCHMARK_MAIN();
