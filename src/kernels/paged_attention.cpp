@@ -41,16 +41,23 @@ void ResetStates(float* P, int64_t G, int64_t hd) {
   }
 }
 
-// KV head g's keys and values at positions [lo, lo + n) of one block, as f32 rows of hd
-// into kbuf and vbuf (AVX-512 conversion where it has one, else the reference decoder).
+// KV head g's keys and values at positions [lo, lo + n) of one block as f32 (AVX-512
+// conversion where it has one, else the reference decoder): values as rows of hd into vbuf,
+// keys transposed 16 at a time into kbuf (TransposeKeysAvx512: keys c..c+15 at c * hd, one
+// lane per key, zeros past n), as PagedChunkTAvx512 takes them.
 void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t lo, int64_t n, int64_t g, int64_t hd,
                      std::vector<float>& kbuf, std::vector<float>& vbuf) {
-  if (static_cast<int64_t>(kbuf.size()) < n * hd) kbuf.resize(static_cast<size_t>(n * hd));
+  static thread_local std::vector<float> krows_f32;
+  const int64_t n16 = (n + 15) / 16 * 16;
+  if (static_cast<int64_t>(kbuf.size()) < n16 * hd) kbuf.resize(static_cast<size_t>(n16 * hd));
+  if (static_cast<int64_t>(krows_f32.size()) < n * hd) krows_f32.resize(static_cast<size_t>(n * hd));
   if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
   const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
   const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
-  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, kbuf.data()))
-    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, kbuf.data() + p * hd, hd);
+  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, krows_f32.data()))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, krows_f32.data() + p * hd, hd);
+  for (int64_t c = 0; c < n; c += 16)
+    TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kbuf.data() + c * hd);
   if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
 }
@@ -140,7 +147,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
         const float* qg = q + r * q_stride + g * G * hd;
         for (int64_t c = 0; c < n; c += 16)
-          PagedChunkAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd, std::min<int64_t>(16, n - c),
+          PagedChunkTAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd, std::min<int64_t>(16, n - c),
                            P, part);
         continue;
       }
@@ -255,7 +262,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
               float* P = states.data() + (r - r0) * row_stride + j * G * part;
               const float* qg = q + r * q_stride + g * G * hd;
               for (int64_t c = 0; c < nr; c += 16)
-                PagedChunkAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd,
+                PagedChunkTAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd,
                                  std::min<int64_t>(16, nr - c), P, part);
             }
           }

@@ -1,8 +1,14 @@
 // AVX-512 pieces of PagedAttention: decoding one head's key or value rows to f32 (f16 and
-// bf16 by conversion instructions), and folding up to 16 keys into the running softmax
-// states of the heads that share them (scores 16 at a time through one reduction tree,
-// a vectorized exp, values weighted by broadcast).
+// bf16 by conversion instructions), transposing 16 keys so that each lane holds one key,
+// and folding up to 16 keys into the running softmax states of the heads that share them
+// (scores 16 keys at a time by broadcast FMAs, no horizontal sums; a vectorized exp; values
+// weighted by broadcast).
 #include <immintrin.h>
+
+// GCC 12 warns inside its own intrinsics (the undefined vectors its masked forms start
+// from); the warnings are spurious.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include <cmath>
 #include <cstdint>
@@ -14,70 +20,143 @@
 namespace tierlm {
 namespace {
 
-template <int D>
-void Chunk(const float* q, int64_t G, const float* K, const float* V, int64_t n, float scale, float* states,
-           int64_t state_stride, float offset) {
-  constexpr int64_t hd = 16 * D;
-  const __mmask16 live = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-  for (int64_t h = 0; h < G; ++h) {
-    const float* qh = q + h * hd;
-    float* st = states + h * state_stride;
-    __m512 qv[D];
-    #pragma GCC unroll 16
-    for (int i = 0; i < D; ++i) qv[i] = _mm512_loadu_ps(qh + 16 * i);
-    __m512 s;
-    if (n == 16) {
-      __m512 a[16];
-      #pragma GCC unroll 16
-      for (int j = 0; j < 16; ++j) {
-        const float* kp = K + ((j % 4) * 4 + j / 4) * hd;
-        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
-        #pragma GCC unroll 16
-        for (int i = 1; i < D; ++i) acc = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kp + 16 * i), acc);
-        a[j] = acc;
-      }
-      s = ReduceTree16(a);
-    } else {
-      alignas(64) float sc[16] = {0};
-      for (int64_t j = 0; j < n; ++j) {
-        const float* kp = K + j * hd;
-        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kp));
-        #pragma GCC unroll 16
-        for (int i = 1; i < D; ++i) acc = _mm512_fmadd_ps(qv[i], _mm512_loadu_ps(kp + 16 * i), acc);
-        sc[j] = _mm512_reduce_add_ps(acc);
-      }
-      s = _mm512_load_ps(sc);
+// Head h's scores against 16 keys in lanes: Kt holds hd vectors, vector d = dimension d of
+// keys 0..15. Two partial sums (even and odd dimensions, each an FMA chain in order), then
+// their sum: the same operations whatever the batch, the chunk's length or how many heads
+// are computed together. H heads at once give 2 H independent chains.
+template <int D, int H>
+inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&s)[H]) {
+  constexpr int hd = 16 * D;
+  __m512 a[H], b[H];
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h) a[h] = b[h] = _mm512_setzero_ps();
+  for (int d = 0; d < hd; d += 2) {
+    const __m512 k0 = _mm512_loadu_ps(Kt + d * 16), k1 = _mm512_loadu_ps(Kt + (d + 1) * 16);
+    #pragma GCC unroll 8
+    for (int h = 0; h < H; ++h) {
+      a[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * q_stride + d]), k0, a[h]);
+      b[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * q_stride + d + 1]), k1, b[h]);
     }
-    s = _mm512_mul_ps(s, _mm512_set1_ps(scale));
-    if (offset != 0.0f) s = _mm512_add_ps(s, _mm512_set1_ps(offset));
-    const float bmax = _mm512_mask_reduce_max_ps(live, s);
-    const float m_old = st[0];
-    const float m_new = m_old > bmax ? m_old : bmax;
-    float* acc = st + 2;
-    if (m_new > m_old) {
-      const float c = std::exp(m_old - m_new);
+  }
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h) s[h] = _mm512_add_ps(a[h], b[h]);
+}
+
+// Folds H heads' scores s[h] (keys in lanes, live of them) into their running states
+// (head h at states + h * state_stride) and accumulates their values: the online softmax
+// step. Each head's operations are those of one head alone, in the same order; the heads
+// are interleaved phase by phase so that their dependency chains overlap, and a value row
+// loaded once serves every head (H * D accumulators in registers).
+template <int D, int H>
+inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live, float scale, float offset,
+                       float* states, int64_t state_stride) {
+  constexpr int64_t hd = 16 * D;
+  float m_new[H];
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h) {
+    s[h] = _mm512_mul_ps(s[h], _mm512_set1_ps(scale));
+    if (offset != 0.0f) s[h] = _mm512_add_ps(s[h], _mm512_set1_ps(offset));
+    const float bmax = _mm512_mask_reduce_max_ps(live, s[h]);
+    const float m_old = states[h * state_stride];
+    m_new[h] = m_old > bmax ? m_old : bmax;
+  }
+  for (int h = 0; h < H; ++h) {
+    float* st = states + h * state_stride;
+    if (m_new[h] > st[0]) {
+      const float c = std::exp(st[0] - m_new[h]);
       st[1] *= c;
       const __m512 cv = _mm512_set1_ps(c);
       #pragma GCC unroll 16
-      for (int i = 0; i < D; ++i) _mm512_storeu_ps(acc + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(acc + 16 * i), cv));
-      st[0] = m_new;
+      for (int i = 0; i < D; ++i) _mm512_storeu_ps(st + 2 + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(st + 2 + 16 * i), cv));
+      st[0] = m_new[h];
     }
-    const __m512 p = _mm512_maskz_mov_ps(live, Exp512(_mm512_sub_ps(s, _mm512_set1_ps(m_new))));
-    st[1] += _mm512_reduce_add_ps(p);
-    alignas(64) float w[16];
-    _mm512_store_ps(w, p);
-    __m512 av[D];
-    #pragma GCC unroll 16
-    for (int i = 0; i < D; ++i) av[i] = _mm512_loadu_ps(acc + 16 * i);
-    for (int64_t j = 0; j < n; ++j) {
-      const __m512 wv = _mm512_set1_ps(w[j]);
-      const float* vp = V + j * hd;
-      #pragma GCC unroll 16
-      for (int i = 0; i < D; ++i) av[i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(vp + 16 * i), av[i]);
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < D; ++i) _mm512_storeu_ps(acc + 16 * i, av[i]);
   }
+  alignas(64) float w[H][16];
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h) {
+    const __m512 p = _mm512_maskz_mov_ps(live, Exp512(_mm512_sub_ps(s[h], _mm512_set1_ps(m_new[h]))));
+    states[h * state_stride + 1] += _mm512_reduce_add_ps(p);
+    _mm512_store_ps(w[h], p);
+  }
+  __m512 av[H][D];
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h)
+    #pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) av[h][i] = _mm512_loadu_ps(states + h * state_stride + 2 + 16 * i);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* vp = V + j * hd;
+    __m512 vv[D];
+    #pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) vv[i] = _mm512_loadu_ps(vp + 16 * i);
+    #pragma GCC unroll 8
+    for (int h = 0; h < H; ++h) {
+      const __m512 wv = _mm512_set1_ps(w[h][j]);
+      #pragma GCC unroll 16
+      for (int i = 0; i < D; ++i) av[h][i] = _mm512_fmadd_ps(wv, vv[i], av[h][i]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int h = 0; h < H; ++h)
+    #pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) _mm512_storeu_ps(states + h * state_stride + 2 + 16 * i, av[h][i]);
+}
+
+// Heads taken kGroup at a time (as many as keep the value accumulators in registers), the
+// rest one by one.
+template <int D>
+void ChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
+            int64_t state_stride, float offset) {
+  constexpr int64_t hd = 16 * D;
+  constexpr int kGroup = D <= 4 ? 4 : D <= 8 ? 2 : 1;
+  const __mmask16 live = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  int64_t h = 0;
+  for (; h + kGroup <= G; h += kGroup) {
+    __m512 s[kGroup];
+    ScoresT<D, kGroup>(q + h * hd, hd, Kt, s);
+    FoldScores<D, kGroup>(s, V, n, live, scale, offset, states + h * state_stride, state_stride);
+  }
+  for (; h < G; ++h) {
+    __m512 s[1];
+    ScoresT<D, 1>(q + h * hd, hd, Kt, s);
+    FoldScores<D, 1>(s, V, n, live, scale, offset, states + h * state_stride, state_stride);
+  }
+}
+
+// 16 x 16 floats: rows r[i] in, columns out (out[c] lane i = r[i] lane c).
+inline void Transpose16x16(__m512 (&r)[16]) {
+  __m512 lo[8], hi[8];
+  #pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+    lo[k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);  // lane L: columns 4L, 4L+1 of rows 2k, 2k+1
+    hi[k] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);  // columns 4L+2, 4L+3
+  }
+  // c[k][m], lane L: column 4L + m of rows 4k..4k+3.
+  __m512 c[4][4];
+  #pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512d l0 = _mm512_castps_pd(lo[2 * k]), l1 = _mm512_castps_pd(lo[2 * k + 1]);
+    const __m512d h0 = _mm512_castps_pd(hi[2 * k]), h1 = _mm512_castps_pd(hi[2 * k + 1]);
+    c[k][0] = _mm512_castpd_ps(_mm512_unpacklo_pd(l0, l1));
+    c[k][1] = _mm512_castpd_ps(_mm512_unpackhi_pd(l0, l1));
+    c[k][2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h0, h1));
+    c[k][3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h0, h1));
+  }
+  #pragma GCC unroll 4
+  for (int m = 0; m < 4; ++m) {
+    const __m512 x0 = _mm512_shuffle_f32x4(c[0][m], c[1][m], 0x44), x1 = _mm512_shuffle_f32x4(c[0][m], c[1][m], 0xEE);
+    const __m512 y0 = _mm512_shuffle_f32x4(c[2][m], c[3][m], 0x44), y1 = _mm512_shuffle_f32x4(c[2][m], c[3][m], 0xEE);
+    r[m] = _mm512_shuffle_f32x4(x0, y0, 0x88);
+    r[4 + m] = _mm512_shuffle_f32x4(x0, y0, 0xDD);
+    r[8 + m] = _mm512_shuffle_f32x4(x1, y1, 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(x1, y1, 0xDD);
+  }
+}
+
+template <int D>
+bool DispatchChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale,
+                    float* states, int64_t state_stride, float offset) {
+  ChunkT<D>(q, G, Kt, V, n, scale, states, state_stride, offset);
+  return true;
 }
 
 }  // namespace
@@ -108,17 +187,36 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
   }
 }
 
-bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
-                      float* states, int64_t state_stride, float offset) {
+void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt) {
+  for (int64_t t = 0; t < hd / 16; ++t) {
+    __m512 r[16];
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = i < n ? _mm512_loadu_ps(K + i * hd + 16 * t) : _mm512_setzero_ps();
+    Transpose16x16(r);
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(Kt + (16 * t + i) * 16, r[i]);
+  }
+}
+
+bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
+                       float* states, int64_t state_stride, float offset) {
   if (n <= 0 || n > 16) return false;
   switch (hd) {
-    case 32: Chunk<2>(q, G, K, V, n, scale, states, state_stride, offset); return true;
-    case 64: Chunk<4>(q, G, K, V, n, scale, states, state_stride, offset); return true;
-    case 96: Chunk<6>(q, G, K, V, n, scale, states, state_stride, offset); return true;
-    case 128: Chunk<8>(q, G, K, V, n, scale, states, state_stride, offset); return true;
-    case 256: Chunk<16>(q, G, K, V, n, scale, states, state_stride, offset); return true;
+    case 32: return DispatchChunkT<2>(q, G, Kt, V, n, scale, states, state_stride, offset);
+    case 64: return DispatchChunkT<4>(q, G, Kt, V, n, scale, states, state_stride, offset);
+    case 96: return DispatchChunkT<6>(q, G, Kt, V, n, scale, states, state_stride, offset);
+    case 128: return DispatchChunkT<8>(q, G, Kt, V, n, scale, states, state_stride, offset);
+    case 256: return DispatchChunkT<16>(q, G, Kt, V, n, scale, states, state_stride, offset);
     default: return false;
   }
+}
+
+bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
+                      float* states, int64_t state_stride, float offset) {
+  if (n <= 0 || n > 16 || !PagedChunkAvx512Supports(hd)) return false;
+  alignas(64) float kt[16 * 256];
+  TransposeKeysAvx512(K, n, hd, kt);
+  return PagedChunkTAvx512(q, G, hd, scale, kt, V, n, states, state_stride, offset);
 }
 
 }  // namespace tierlm

@@ -18,6 +18,15 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
                       float* states, int64_t state_stride, float offset = 0.0f);
 
+// The same with the keys transposed (TransposeKeysAvx512): Kt holds hd vectors of 16
+// floats, vector d = dimension d of keys 0..15, zero past n.
+bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
+                       float* states, int64_t state_stride, float offset = 0.0f);
+
+// Keys K[0..n) ([n][hd] f32, n <= 16, hd a multiple of 16) into Kt (hd x 16 floats), keys
+// past n as zeros.
+void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt);
+
 inline bool PagedChunkAvx512Supports(int64_t hd) {
   return hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 256;
 }
