@@ -152,13 +152,6 @@ inline void Transpose16x16(__m512 (&r)[16]) {
   }
 }
 
-template <int D>
-bool DispatchChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale,
-                    float* states, int64_t state_stride, float offset) {
-  ChunkT<D>(q, G, Kt, V, n, scale, states, state_stride, offset);
-  return true;
-}
-
 }  // namespace
 
 bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t n, int64_t hd, float* dst) {
@@ -202,11 +195,11 @@ bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const
                        float* states, int64_t state_stride, float offset) {
   if (n <= 0 || n > 16) return false;
   switch (hd) {
-    case 32: return DispatchChunkT<2>(q, G, Kt, V, n, scale, states, state_stride, offset);
-    case 64: return DispatchChunkT<4>(q, G, Kt, V, n, scale, states, state_stride, offset);
-    case 96: return DispatchChunkT<6>(q, G, Kt, V, n, scale, states, state_stride, offset);
-    case 128: return DispatchChunkT<8>(q, G, Kt, V, n, scale, states, state_stride, offset);
-    case 256: return DispatchChunkT<16>(q, G, Kt, V, n, scale, states, state_stride, offset);
+    case 32: ChunkT<2>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
+    case 64: ChunkT<4>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
+    case 96: ChunkT<6>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
+    case 128: ChunkT<8>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
+    case 256: ChunkT<16>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
     default: return false;
   }
 }
