@@ -67,18 +67,7 @@ void WeightedValues(const float* scores, int64_t scores_stride, const float* inv
   for (int h = 0; h < kHeads; ++h)
     #pragma GCC unroll 16
     for (int i = 0; i < kDimVecs; ++i) acc[h][i] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < n_keys; ++p) {
-    const float* vp = v + p * kv_stride;
-    __m512 vv[kDimVecs];
-    #pragma GCC unroll 16
-    for (int i = 0; i < kDimVecs; ++i) vv[i] = _mm512_loadu_ps(vp + 16 * i);
-    #pragma GCC unroll 16
-    for (int h = 0; h < kHeads; ++h) {
-      const __m512 w = _mm512_set1_ps(scores[h * scores_stride + p]);
-      #pragma GCC unroll 16
-      for (int i = 0; i < kDimVecs; ++i) acc[h][i] = _mm512_fmadd_ps(w, vv[i], acc[h][i]);
-    }
-  }
+  AccumulateWeightedRows<kHeads, kDimVecs>(acc, scores, scores_stride, v, kv_stride, n_keys);
   #pragma GCC unroll 16
   for (int h = 0; h < kHeads; ++h)
     #pragma GCC unroll 16

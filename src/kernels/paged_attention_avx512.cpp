@@ -83,18 +83,7 @@ inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16
     for (int i = 0; i < D; ++i) av[h][i] = _mm512_loadu_ps(states + h * state_stride + 2 + 16 * i);
-  for (int64_t j = 0; j < n; ++j) {
-    const float* vp = V + j * hd;
-    __m512 vv[D];
-    #pragma GCC unroll 16
-    for (int i = 0; i < D; ++i) vv[i] = _mm512_loadu_ps(vp + 16 * i);
-    #pragma GCC unroll 8
-    for (int h = 0; h < H; ++h) {
-      const __m512 wv = _mm512_set1_ps(w[h][j]);
-      #pragma GCC unroll 16
-      for (int i = 0; i < D; ++i) av[h][i] = _mm512_fmadd_ps(wv, vv[i], av[h][i]);
-    }
-  }
+  AccumulateWeightedRows<H, D>(av, &w[0][0], 16, V, hd, n);
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16

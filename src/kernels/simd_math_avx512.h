@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace tierlm {
 
 // exp(x) for x <= 0 (and moderately positive x): 2^n * p(r), x = n ln2 + r, |r| <= ln2/2,
@@ -43,6 +45,26 @@ inline __m512 ReduceTree16(const __m512 (&a)[16]) {
                          _mm512_shuffle_ps(c[2 * m], c[2 * m + 1], _MM_SHUFFLE(3, 2, 3, 2)));
   return _mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_ps(e[0], e[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// acc[h] += sum_j w[h * w_stride + j] * v_j for H heads sharing the value rows v_j (row j at
+// v + j * v_stride, D vectors each), j = 0..n-1 in order: one load of each row serves every
+// head, and each head's FMAs run in key order whatever H is.
+template <int H, int D>
+inline void AccumulateWeightedRows(__m512 (&acc)[H][D], const float* w, int64_t w_stride, const float* v,
+                                   int64_t v_stride, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float* vp = v + j * v_stride;
+    __m512 vv[D];
+    #pragma GCC unroll 16
+    for (int i = 0; i < D; ++i) vv[i] = _mm512_loadu_ps(vp + 16 * i);
+    #pragma GCC unroll 16
+    for (int h = 0; h < H; ++h) {
+      const __m512 wv = _mm512_set1_ps(w[h * w_stride + j]);
+      #pragma GCC unroll 16
+      for (int i = 0; i < D; ++i) acc[h][i] = _mm512_fmadd_ps(wv, vv[i], acc[h][i]);
+    }
+  }
 }
 
 }  // namespace tierlm
