@@ -4,6 +4,7 @@
 // reads its keys and values from DRAM, as a decode step does (fourth argument 22), or
 // one layer over and over (1: the keys and values stay in cache; what is left is compute).
 //   attention_bench --benchmark_filter=BM_PagedDecode
+// BM_PagedPrefill (below) times prompt rows at a depth instead.
 // Arguments: sequences, depth (keys per sequence), threads, layers cycled.
 // Counter kv_GB/s: key and value bytes read per second.
 #include <benchmark/benchmark.h>
@@ -70,6 +71,54 @@ BENCHMARK(BM_PagedDecode)
     ->Args({16, 512, 1, 1})
     ->Args({1, 4096, 2, 22})
     ->UseRealTime();
+
+// Prefill at depth: one sequence, `rows` query rows at positions depth .. depth + rows - 1
+// (causal: row i sees depth + i + 1 keys), one layer's keys and values (they stay in cache:
+// this is the attention compute of a prompt chunk). Counter GFLOP/s: 4 FLOP per key, head
+// dimension and query head (scores and values), the softmax not counted.
+// Arguments: rows, depth, threads.
+void BM_PagedPrefill(benchmark::State& state) {
+  const int64_t n_rows = state.range(0), depth = state.range(1);
+  const int n_threads = static_cast<int>(state.range(2));
+  const int64_t n_head = 32, n_head_kv = 4, hd = 64;
+  const int32_t B = 16;
+  const int64_t n_pos = depth + n_rows;
+  const int32_t n_blocks = static_cast<int32_t>((n_pos + B - 1) / B);
+  auto st = kv::PagedKvStore::Create(1, n_head_kv, hd, kv::KvFormat{GgmlType::kF16, GgmlType::kF16, B}, n_blocks);
+  if (!st.ok()) {
+    state.SkipWithError(st.status().ToString().c_str());
+    return;
+  }
+  std::vector<int32_t> ids(static_cast<size_t>(n_blocks));
+  std::iota(ids.begin(), ids.end(), 0);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> k(static_cast<size_t>(n_head_kv * hd)), v(k.size());
+  for (int64_t p = 0; p < n_pos; ++p) {
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    st->Write(0, {ids[static_cast<size_t>(p / B)], static_cast<int32_t>(p % B)}, k.data(), v.data());
+  }
+  std::vector<PagedQuery> rows(static_cast<size_t>(n_rows));
+  double keys = 0;
+  for (int64_t i = 0; i < n_rows; ++i) {
+    rows[static_cast<size_t>(i)] = {ids.data(), depth + i + 1};
+    keys += static_cast<double>(depth + i + 1);
+  }
+  std::vector<float> q(static_cast<size_t>(n_rows * n_head * hd)), out(q.size());
+  for (auto& x : q) x = nd(rng);
+  const AttentionShape shape{n_head, n_head_kv, hd, 0.125f};
+  ThreadPool pool(n_threads);
+  for (auto _ : state) {
+    PagedAttention(shape, st->Layer(0), rows, q.data(), out.data(), &pool);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * keys * static_cast<double>(n_head * hd * 4) / 1e9,
+      benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_PagedPrefill)->Args({64, 4096, 2})->Args({64, 4096, 1})->UseRealTime();
 
 }  // namespace
 }  // namespace tierlm

@@ -44,22 +44,37 @@ void ResetStates(float* P, int64_t G, int64_t hd) {
 // KV head g's keys and values at positions [lo, lo + n) of one block as f32 (AVX-512
 // conversion where it has one, else the reference decoder): values as rows of hd into vbuf,
 // keys transposed 16 at a time into kbuf (TransposeKeysAvx512: keys c..c+15 at c * hd, one
-// lane per key, zeros past n), as PagedChunkTAvx512 takes them.
+// lane per key, zeros past n), as PagedChunkTAvx512 takes them; both from key `at` of the
+// buffers on (a multiple of 16: a second block decoded beside the first).
 void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t lo, int64_t n, int64_t g, int64_t hd,
-                     std::vector<float>& kbuf, std::vector<float>& vbuf) {
+                     std::vector<float>& kbuf, std::vector<float>& vbuf, int64_t at = 0) {
   static thread_local std::vector<float> krows_f32;
   const int64_t n16 = (n + 15) / 16 * 16;
-  if (static_cast<int64_t>(kbuf.size()) < n16 * hd) kbuf.resize(static_cast<size_t>(n16 * hd));
+  if (static_cast<int64_t>(kbuf.size()) < (at + n16) * hd) kbuf.resize(static_cast<size_t>((at + n16) * hd));
   if (static_cast<int64_t>(krows_f32.size()) < n * hd) krows_f32.resize(static_cast<size_t>(n * hd));
-  if (static_cast<int64_t>(vbuf.size()) < n * hd) vbuf.resize(static_cast<size_t>(n * hd));
+  if (static_cast<int64_t>(vbuf.size()) < (at + n) * hd) vbuf.resize(static_cast<size_t>((at + n) * hd));
+  float* kt = kbuf.data() + at * hd;
+  float* vr = vbuf.data() + at * hd;
   const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
   const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
   if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, krows_f32.data()))
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, krows_f32.data() + p * hd, hd);
   for (int64_t c = 0; c < n; c += 16)
-    TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kbuf.data() + c * hd);
-  if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vbuf.data()))
-    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vbuf.data() + p * hd, hd);
+    TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kt + c * hd);
+  if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vr))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vr + p * hd, hd);
+}
+
+// Folds keys [0, n) of decoded buffers (DecodeBlockHead) into the G heads' states P, in
+// chunks of 16 from the buffers' start, two chunks per call where there are two.
+void FoldDecoded(const float* qg, int64_t G, int64_t hd, float scale, const float* kbuf, const float* vbuf, int64_t n,
+                 float* P, int64_t part) {
+  for (int64_t c = 0; c < n; c += 32) {
+    if (n - c > 16)
+      PagedChunkT2Avx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, std::min<int64_t>(32, n - c), P, part);
+    else
+      PagedChunkTAvx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, n - c, P, part);
+  }
 }
 
 // Folds a skipped block of n keys into the running states of KV head g's G query heads as
@@ -145,10 +160,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       if (avx512) {
         const int64_t n = hi - lo;
         DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
-        const float* qg = q + r * q_stride + g * G * hd;
-        for (int64_t c = 0; c < n; c += 16)
-          PagedChunkTAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd, std::min<int64_t>(16, n - c),
-                           P, part);
+        FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), n, P, part);
         continue;
       }
       int64_t ks = 0, vs = 0;
@@ -209,7 +221,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     // Many rows on AVX-512: consecutive rows of one sequence (prefill) form tiles of up to
     // kTile rows that decode each block's keys and values once for all of them. Each row
     // still folds in the same chunks of the same keys in the same order as alone.
-    constexpr int64_t kTile = 8;
+    constexpr int64_t kTile = 16;
     std::vector<int64_t> tile_start;
     for (int64_t r = 0; r < n_rows; ++r) {
       const PagedQuery& a = rows[static_cast<size_t>(r)];
@@ -240,7 +252,8 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             ResetStates(states.data() + (r - r0) * row_stride + j * G * part, G, hd);
           }
           const int64_t k0 = j * S, k1 = std::min(max_keys, k0 + S);
-          for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
+          for (int64_t bi = k0 / B, nb = 1; bi * B < k1; bi += nb) {
+            nb = 1;
             if (first.Skips(bi, g)) {
               for (int64_t r = r0; r < r1; ++r) {
                 const PagedQuery& row = rows[static_cast<size_t>(r)];
@@ -253,17 +266,20 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             }
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
-            const uint8_t* block = kv.blocks[first.blocks[bi]];
-            DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
+            DecodeBlockHead(kv, kv.blocks[first.blocks[bi]], lo, n, g, hd, kbuf, vbuf);
+            // 16-position blocks go two at a time where the first is whole and the second
+            // read: its keys decoded after the first's are the second chunk of one fold call.
+            if (B == 16 && n == 16 && (bi + 1) * B < k1 && !first.Skips(bi + 1, g)) {
+              DecodeBlockHead(kv, kv.blocks[first.blocks[bi + 1]], 0, std::min(k1, (bi + 2) * B) - (bi + 1) * B, g, hd,
+                              kbuf, vbuf, 16);
+              nb = 2;
+            }
             for (int64_t r = r0; r < r1; ++r) {
               const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);
-              const int64_t nr = std::min(kr, (bi + 1) * B) - bi * B - lo;  // this row's keys in the block
+              const int64_t nr = std::min(kr, (bi + nb) * B) - bi * B - lo;  // this row's keys in the blocks
               if (j >= n_spans(r) || nr <= 0) continue;
-              float* P = states.data() + (r - r0) * row_stride + j * G * part;
-              const float* qg = q + r * q_stride + g * G * hd;
-              for (int64_t c = 0; c < nr; c += 16)
-                PagedChunkTAvx512(qg, G, hd, s.scale, kbuf.data() + c * hd, vbuf.data() + c * hd,
-                                 std::min<int64_t>(16, nr - c), P, part);
+              FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nr,
+                          states.data() + (r - r0) * row_stride + j * G * part, part);
             }
           }
         }

@@ -151,6 +151,41 @@ TEST(PagedAttentionTest, EveryHeadSizeAndGroupMatchesTheReference) {
   }
 }
 
+// The AVX-512 kernel computes query heads four (or two) at a time, sharing their
+// reductions; a head's result must be the bits it gets computed on its own (one query head
+// per KV head), in decode and in the multi-row prefill path.
+TEST(PagedAttentionTest, HeadsComputedTogetherGiveTheBitsOfEachHeadAlone) {
+  for (int64_t hd : {64, 128}) {
+    SCOPED_TRACE("hd " + std::to_string(hd));
+    const Shape s{8, 1, hd};
+    std::mt19937 rng(11);
+    std::vector<int32_t> blocks(40);
+    std::iota(blocks.begin(), blocks.end(), 0);
+    std::shuffle(blocks.begin(), blocks.end(), rng);
+    Fixture f = Build(s, GgmlType::kF16, GgmlType::kF16, blocks, 600, rng);
+    const auto layer = f.store.Layer(0);
+    const float scale = 1.0f / std::sqrt(float(hd));
+    const std::vector<int64_t> lens = {1, 17, 31, 32, 33, 300, 590, 591, 592, 593, 600};
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> q(lens.size() * s.n_head * hd);
+    for (auto& x : q) x = nd(rng);
+    std::vector<PagedQuery> rows;
+    for (int64_t n : lens) rows.push_back({blocks.data(), n, nullptr});
+    ThreadPool pool(2);
+    std::vector<float> all(q.size());
+    PagedAttention(AttentionShape{s.n_head, 1, hd, scale}, layer, rows, q.data(), all.data(), &pool);
+    for (size_t r = 0; r < lens.size(); ++r)
+      for (int64_t h = 0; h < s.n_head; ++h) {
+        const float* qh = q.data() + (r * s.n_head + h) * hd;
+        std::vector<float> one(static_cast<size_t>(hd));
+        PagedAttention(AttentionShape{1, 1, hd, scale}, layer, std::span<const PagedQuery>(&rows[r], 1), qh, one.data(),
+                       nullptr);
+        for (int64_t i = 0; i < hd; ++i)
+          ASSERT_EQ(one[static_cast<size_t>(i)], all[(r * s.n_head + h) * hd + i]) << "row " << r << " head " << h << " [" << i << "]";
+      }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, PagedAttentionTypeTest,
                          ::testing::Values(TypeCase{"f32", "f32"}, TypeCase{"f16", "f16"}, TypeCase{"bf16", "bf16"},
                                            TypeCase{"q8_0", "q8_0"}, TypeCase{"q4_0", "q4_0"},
