@@ -65,8 +65,8 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vr + p * hd, hd);
 }
 
-// Folds keys [0, n) of decoded buffers (DecodeBlockHead) into the G heads' states P, in
-// chunks of 16 from the buffers' start, two chunks per call where there are two.
+// Folds keys [0, n) of decoded buffers (DecodeBlockHead) into the G heads' states P: one
+// softmax step per 32 keys from the buffers' start (the last step over what is left).
 void FoldDecoded(const float* qg, int64_t G, int64_t hd, float scale, const float* kbuf, const float* vbuf, int64_t n,
                  float* P, int64_t part) {
   for (int64_t c = 0; c < n; c += 32) {
@@ -117,6 +117,13 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   // The AVX-512 path takes keys 16 at a time (any block size); head sizes it has no kernel
   // for stay on the portable loops.
   const bool avx512 = UsesAvx512(ActiveKernelPath()) && PagedChunkAvx512Supports(hd);
+  // 16-position blocks are folded two at a time (one softmax step of up to 32 keys) where
+  // the first is whole within [.., k1) and the next is read: the second's keys decoded after
+  // the first's. A row folds the same steps whether alone or in a tile (a tile's k1 only
+  // reaches further than a row's where the row has no keys left).
+  auto pairs_next = [&](const PagedQuery& row, int64_t bi, int64_t n, int64_t k1, int64_t g) {
+    return B == 16 && n == 16 && (bi + 1) * B < k1 && !row.Skips(bi + 1, g);
+  };
   auto n_spans = [&](int64_t r) { return std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S); };
 
   // The running states of KV head g's G query heads of row r over one span of keys, from zero.
@@ -137,7 +144,8 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
                          std::log(static_cast<float>(B)));
       n_means = 0;
     };
-    for (int64_t bi = k0 / B; bi * B < k1; ++bi) {
+    for (int64_t bi = k0 / B, nb = 1; bi * B < k1; bi += nb) {
+      nb = 1;
       if (row.Skips(bi, g)) {
         if (!row.mean_skipped || !kv.block_sums || (bi + 1) * B > row.n_keys) continue;
         const float* sums = kv.block_sums + (row.blocks[bi] * s.n_head_kv + g) * 2 * hd;
@@ -160,7 +168,14 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
       if (avx512) {
         const int64_t n = hi - lo;
         DecodeBlockHead(kv, block, lo, n, g, hd, kbuf, vbuf);
-        FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), n, P, part);
+        int64_t nk = n;
+        if (pairs_next(row, bi, n, k1, g)) {
+          const int64_t n2 = std::min(k1, (bi + 2) * B) - (bi + 1) * B;
+          DecodeBlockHead(kv, kv.blocks[row.blocks[bi + 1]], 0, n2, g, hd, kbuf, vbuf, 16);
+          nk += n2;
+          nb = 2;
+        }
+        FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nk, P, part);
         continue;
       }
       int64_t ks = 0, vs = 0;
@@ -267,9 +282,7 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
             const int64_t lo = std::max(k0, bi * B) - bi * B, hi = std::min(k1, (bi + 1) * B) - bi * B;
             const int64_t n = hi - lo;
             DecodeBlockHead(kv, kv.blocks[first.blocks[bi]], lo, n, g, hd, kbuf, vbuf);
-            // 16-position blocks go two at a time where the first is whole and the second
-            // read: its keys decoded after the first's are the second chunk of one fold call.
-            if (B == 16 && n == 16 && (bi + 1) * B < k1 && !first.Skips(bi + 1, g)) {
+            if (pairs_next(first, bi, n, k1, g)) {
               DecodeBlockHead(kv, kv.blocks[first.blocks[bi + 1]], 0, std::min(k1, (bi + 2) * B) - (bi + 1) * B, g, hd,
                               kbuf, vbuf, 16);
               nb = 2;

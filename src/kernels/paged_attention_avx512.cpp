@@ -87,31 +87,36 @@ inline __m512 Reduce4(const __m512 (&v)[4], Op op) {
   return op(z, _mm512_permute_ps(z, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
-// Folds H heads' scores s[h] (keys in lanes, live of them) into their running states
-// (head h at states + h * state_stride) and accumulates their values: the online softmax
-// step. Each head's operations are those of one head alone, in the same order; the heads
-// are interleaved phase by phase so that their dependency chains overlap, and a value row
+// Folds H heads' scores of C chunks of 16 keys, s[h][c] (keys in lanes; the last chunk's
+// live lanes in `live`, the others whole: n keys in all), into their running states (head
+// h at states + h * state_stride) and accumulates their values (V: n rows): one online
+// softmax step over up to 16 C keys (one maximum, one rescale, one sum for all of them).
+// Each head's operations are those of one head alone, in the same order; the heads are
+// interleaved phase by phase so that their dependency chains overlap, and a value row
 // loaded once serves every head (H * D accumulators in registers).
-template <int D, int H>
-inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live, float scale, float offset,
+template <int D, int H, int C>
+inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 live, float scale, float offset,
                        float* states, int64_t state_stride) {
+  static_assert(C == 1 || C == 2);
   constexpr int64_t hd = 16 * D;
+  const __m512 ninf = _mm512_set1_ps(-INFINITY);
   float m_new[H];
   alignas(64) float red[16];
+  __m512 mx[H];  // lane-wise maximum over the chunks, dead lanes -inf
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h) {
-    s[h] = _mm512_mul_ps(s[h], _mm512_set1_ps(scale));
-    if (offset != 0.0f) s[h] = _mm512_add_ps(s[h], _mm512_set1_ps(offset));
+    #pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      s[h][c] = _mm512_mul_ps(s[h][c], _mm512_set1_ps(scale));
+      if (offset != 0.0f) s[h][c] = _mm512_add_ps(s[h][c], _mm512_set1_ps(offset));
+    }
+    mx[h] = _mm512_mask_mov_ps(ninf, live, s[h][C - 1]);
+    if constexpr (C == 2) mx[h] = _mm512_max_ps(s[h][0], mx[h]);
   }
-  if constexpr (H == 4) {
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    const __m512 masked[4] = {_mm512_mask_mov_ps(ninf, live, s[0]), _mm512_mask_mov_ps(ninf, live, s[1]),
-                              _mm512_mask_mov_ps(ninf, live, s[2]), _mm512_mask_mov_ps(ninf, live, s[3])};
-    _mm512_store_ps(red, Reduce4(masked, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); }));
-  }
+  if constexpr (H == 4) _mm512_store_ps(red, Reduce4(mx, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); }));
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h) {
-    const float bmax = H == 4 ? red[4 * h] : _mm512_mask_reduce_max_ps(live, s[h]);
+    const float bmax = H == 4 ? red[4 * h] : _mm512_reduce_max_ps(mx[h]);
     const float m_old = states[h * state_stride];
     m_new[h] = m_old > bmax ? m_old : bmax;
   }
@@ -126,12 +131,18 @@ inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live
       st[0] = m_new[h];
     }
   }
-  alignas(64) float w[H][16];
-  __m512 p[H];
+  alignas(64) float w[H][16 * C];
+  __m512 p[H];  // per head the chunks' weights added lane by lane, for the sum
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h) {
-    p[h] = _mm512_maskz_mov_ps(live, Exp512(_mm512_sub_ps(s[h], _mm512_set1_ps(m_new[h]))));
-    _mm512_store_ps(w[h], p[h]);
+    const __m512 m = _mm512_set1_ps(m_new[h]);
+    #pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      __m512 e = Exp512(_mm512_sub_ps(s[h][c], m));
+      if (c == C - 1) e = _mm512_maskz_mov_ps(live, e);
+      _mm512_store_ps(w[h] + 16 * c, e);
+      p[h] = c == 0 ? e : _mm512_add_ps(p[h], e);
+    }
   }
   if constexpr (H == 4) {
     _mm512_store_ps(red, Reduce4(p, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }));
@@ -146,7 +157,7 @@ inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16
     for (int i = 0; i < D; ++i) av[h][i] = _mm512_loadu_ps(states + h * state_stride + 2 + 16 * i);
-  AccumulateWeightedRows<H, D>(av, &w[0][0], 16, V, hd, n);
+  AccumulateWeightedRows<H, D>(av, &w[0][0], 16 * C, V, hd, n);
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16
@@ -154,7 +165,7 @@ inline void FoldScores(__m512 (&s)[H], const float* V, int64_t n, __mmask16 live
 }
 
 // Heads taken kGroup at a time (as many as keep the value accumulators in registers), the
-// rest one by one.
+// rest one by one: one fold step over n <= 16 keys.
 template <int D>
 void ChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
             int64_t state_stride, float offset) {
@@ -163,39 +174,39 @@ void ChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t 
   const __mmask16 live = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
   int64_t h = 0;
   for (; h + kGroup <= G; h += kGroup) {
-    __m512 s[kGroup];
+    __m512 s[kGroup], f[kGroup][1];
     ScoresT<D, kGroup>(q + h * hd, hd, Kt, s);
-    FoldScores<D, kGroup>(s, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    for (int i = 0; i < kGroup; ++i) f[i][0] = s[i];
+    FoldScores<D, kGroup, 1>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
   for (; h < G; ++h) {
-    __m512 s[1];
+    __m512 s[1], f[1][1];
     ScoresT<D, 1>(q + h * hd, hd, Kt, s);
-    FoldScores<D, 1>(s, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    f[0][0] = s[0];
+    FoldScores<D, 1, 1>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
 }
 
-// ChunkT over 16 + (n - 16) keys, 16 < n <= 32 (two transposed chunks, the second at
-// Kt + 16 hd): per head the same folds in the same order as ChunkT on each chunk in turn,
-// so the same bits; the scores of both chunks come from one pass (ScoresT2).
+// One fold step over 16 < n <= 32 keys: two transposed chunks (the second at Kt + 16 hd),
+// their scores from one pass (ScoresT2), then one maximum, rescale and sum for all n.
 template <int D>
 void ChunkT2(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
              int64_t state_stride, float offset) {
   constexpr int64_t hd = 16 * D;
   constexpr int kGroup = D <= 4 ? 4 : D <= 8 ? 2 : 1;
-  const __mmask16 full = static_cast<__mmask16>(0xFFFF);
-  const __mmask16 live = n >= 32 ? full : static_cast<__mmask16>((1u << (n - 16)) - 1);
+  const __mmask16 live = n >= 32 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - 16)) - 1);
   int64_t h = 0;
   for (; h + kGroup <= G; h += kGroup) {
-    __m512 sa[kGroup], sb[kGroup];
+    __m512 sa[kGroup], sb[kGroup], f[kGroup][2];
     ScoresT2<D, kGroup>(q + h * hd, hd, Kt, Kt + 16 * hd, sa, sb);
-    FoldScores<D, kGroup>(sa, V, 16, full, scale, offset, states + h * state_stride, state_stride);
-    FoldScores<D, kGroup>(sb, V + 16 * hd, n - 16, live, scale, offset, states + h * state_stride, state_stride);
+    for (int i = 0; i < kGroup; ++i) f[i][0] = sa[i], f[i][1] = sb[i];
+    FoldScores<D, kGroup, 2>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
   for (; h < G; ++h) {
-    __m512 sa[1], sb[1];
+    __m512 sa[1], sb[1], f[1][2];
     ScoresT2<D, 1>(q + h * hd, hd, Kt, Kt + 16 * hd, sa, sb);
-    FoldScores<D, 1>(sa, V, 16, full, scale, offset, states + h * state_stride, state_stride);
-    FoldScores<D, 1>(sb, V + 16 * hd, n - 16, live, scale, offset, states + h * state_stride, state_stride);
+    f[0][0] = sa[0], f[0][1] = sb[0];
+    FoldScores<D, 1, 2>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
 }
 

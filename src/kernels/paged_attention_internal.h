@@ -23,9 +23,9 @@ bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const 
 bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                        float* states, int64_t state_stride, float offset = 0.0f);
 
-// PagedChunkTAvx512 on keys [0, 16) and then [16, n), 16 < n <= 32, in one call (the
-// second chunk's transposed keys at Kt + 16 hd, its values at V + 16 hd): the same bits as
-// the two calls, fewer loads. False (nothing done) outside that range or head size.
+// PagedChunkTAvx512 over 16 < n <= 32 keys as one softmax step (one maximum, rescale and
+// sum for all of them): the second chunk's transposed keys at Kt + 16 hd, its values at
+// V + 16 hd. False (nothing done) outside that range or head size.
 bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                         float* states, int64_t state_stride, float offset = 0.0f);
 
