@@ -1,8 +1,8 @@
 // Causal attention over a paged KV cache: each query row reads its own sequence's blocks.
 //
-// Online softmax (flash-decoding): keys are taken one cache block at a time, keeping a
-// running maximum, sum and weighted value accumulator, so no score row is ever longer than
-// a block and a block may be in any KV type (f32, f16, bf16, q8_0, q4_0: decoded one head
+// Online softmax (flash-decoding): keys are taken one cache block at a time (on AVX-512,
+// steps of up to 32 keys: two 16-position blocks), keeping a running maximum, sum and
+// weighted value accumulator, so no score row is ever longer than a step and a block may be in any KV type (f32, f16, bf16, q8_0, q4_0: decoded one head
 // at a time). A row's keys are cut into fixed spans of kPagedSplitKeys positions, each
 // computed on its own and merged in order; work units are (row, KV head, span), so one long
 // sequence still uses every thread.
