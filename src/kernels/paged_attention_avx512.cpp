@@ -279,30 +279,34 @@ void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt) {
   }
 }
 
+namespace {
+
+// Runs f.template operator()<D>() for the head sizes hd = 16 D the kernels are built for
+// (PagedChunkAvx512Supports); false for the others.
+template <typename F>
+bool ForHeadSize(int64_t hd, F&& f) {
+  switch (hd) {
+    case 32: f.template operator()<2>(); return true;
+    case 64: f.template operator()<4>(); return true;
+    case 96: f.template operator()<6>(); return true;
+    case 128: f.template operator()<8>(); return true;
+    case 256: f.template operator()<16>(); return true;
+    default: return false;
+  }
+}
+
+}  // namespace
+
 bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                        float* states, int64_t state_stride, float offset) {
   if (n <= 0 || n > 16) return false;
-  switch (hd) {
-    case 32: ChunkT<2>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 64: ChunkT<4>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 96: ChunkT<6>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 128: ChunkT<8>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 256: ChunkT<16>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    default: return false;
-  }
+  return ForHeadSize(hd, [&]<int D>() { ChunkT<D>(q, G, Kt, V, n, scale, states, state_stride, offset); });
 }
 
 bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                         float* states, int64_t state_stride, float offset) {
   if (n <= 16 || n > 32) return false;
-  switch (hd) {
-    case 32: ChunkT2<2>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 64: ChunkT2<4>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 96: ChunkT2<6>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 128: ChunkT2<8>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    case 256: ChunkT2<16>(q, G, Kt, V, n, scale, states, state_stride, offset); return true;
-    default: return false;
-  }
+  return ForHeadSize(hd, [&]<int D>() { ChunkT2<D>(q, G, Kt, V, n, scale, states, state_stride, offset); });
 }
 
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
