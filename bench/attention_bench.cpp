@@ -4,7 +4,8 @@
 // reads its keys and values from DRAM, as a decode step does (fourth argument 22), or
 // one layer over and over (1: the keys and values stay in cache; what is left is compute).
 //   attention_bench --benchmark_filter=BM_PagedDecode
-// BM_PagedPrefill (below) times prompt rows at a depth instead.
+// BM_PagedPrefill (below) times prompt rows at a depth instead; BM_FmaPeak gives one
+// core's f32 FMA peak to read its GFLOP/s against.
 // Arguments: sequences, depth (keys per sequence), threads, layers cycled.
 // Counter kv_GB/s: key and value bytes read per second.
 #include <benchmark/benchmark.h>
@@ -14,7 +15,10 @@
 #include <random>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "core/thread_pool.h"
+#include "kernels/cpu_features.h"
 #include "kernels/paged_attention.h"
 #include "kv/paged_kv_store.h"
 
@@ -119,6 +123,38 @@ void BM_PagedPrefill(benchmark::State& state) {
 }
 
 BENCHMARK(BM_PagedPrefill)->Args({64, 4096, 2})->Args({64, 4096, 1})->UseRealTime();
+
+// The f32 FMA peak of one core, to read BM_PagedPrefill's GFLOP/s against: 16 independent
+// chains of 512-bit FMAs (enough to cover the latency of two FMA units).
+__attribute__((target("avx512f"), noinline)) float FmaChains(int64_t steps) {
+  __m512 a[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(1.0f + static_cast<float>(i) * 1e-6f);
+  const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (int64_t k = 0; k < steps; ++k) {
+    #pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  }
+  float r = 0;
+  for (int i = 0; i < 16; ++i) r += _mm512_reduce_add_ps(a[i]);
+  return r;
+}
+
+void BM_FmaPeak(benchmark::State& state) {
+  if (!KernelPathSupported(KernelPath::kAvx512)) {
+    state.SkipWithError("no AVX-512 on this CPU");
+    return;
+  }
+  constexpr int64_t kSteps = 1 << 20;
+  for (auto _ : state) {
+    int64_t steps = kSteps;
+    benchmark::DoNotOptimize(steps);  // an opaque count: the call is not hoisted or folded
+    benchmark::DoNotOptimize(FmaChains(steps));
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * kSteps * 16 * 32 / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_FmaPeak)->UseRealTime();
 
 }  // namespace
 }  // namespace tierlm
