@@ -20,55 +20,41 @@
 namespace tierlm {
 namespace {
 
-// Head h's scores against 16 keys in lanes: Kt holds hd vectors, vector d = dimension d of
-// keys 0..15. Two partial sums (even and odd dimensions, each an FMA chain in order), then
-// their sum: the same operations whatever the batch, the chunk's length or how many heads
-// are computed together. H heads at once give 2 H independent chains.
-template <int D, int H>
-inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&s)[H]) {
+// Head h's scores against C chunks of 16 keys in lanes: chunk c's transposed keys at
+// Kt + 16 c hd, vector d = dimension d of its keys 0..15. Two partial sums per score (even
+// and odd dimensions, each an FMA chain in order), then their sum: the same operations
+// whatever the batch, the chunk's length, how many heads or chunks are computed together.
+// Each query element is broadcast once for all C chunks (C = 2: 12 loads per 16 FMAs; one
+// chunk alone waits on the load ports at 10 per 8).
+template <int D, int H, int C>
+inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&s)[H][C]) {
   constexpr int hd = 16 * D;
-  __m512 a[H], b[H];
+  __m512 a[H][C], b[H][C];
   #pragma GCC unroll 8
-  for (int h = 0; h < H; ++h) a[h] = b[h] = _mm512_setzero_ps();
+  for (int h = 0; h < H; ++h)
+    #pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) a[h][c] = b[h][c] = _mm512_setzero_ps();
   for (int d = 0; d < hd; d += 2) {
-    const __m512 k0 = _mm512_loadu_ps(Kt + d * 16), k1 = _mm512_loadu_ps(Kt + (d + 1) * 16);
-    #pragma GCC unroll 8
-    for (int h = 0; h < H; ++h) {
-      a[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * q_stride + d]), k0, a[h]);
-      b[h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * q_stride + d + 1]), k1, b[h]);
+    __m512 k0[C], k1[C];
+    #pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) {
+      k0[c] = _mm512_loadu_ps(Kt + c * 16 * hd + d * 16);
+      k1[c] = _mm512_loadu_ps(Kt + c * 16 * hd + (d + 1) * 16);
     }
-  }
-  #pragma GCC unroll 8
-  for (int h = 0; h < H; ++h) s[h] = _mm512_add_ps(a[h], b[h]);
-}
-
-// ScoresT for two chunks of 16 keys at once (KtA, KtB): each query element broadcast once
-// serves both chunks' FMAs, so the loop issues 12 loads per 16 FMAs instead of 10 per 8
-// (the one-chunk form waits on the load ports). Each score's operations are ScoresT's.
-template <int D, int H>
-inline void ScoresT2(const float* q, int64_t q_stride, const float* KtA, const float* KtB, __m512 (&sa)[H],
-                     __m512 (&sb)[H]) {
-  constexpr int hd = 16 * D;
-  __m512 a[H], b[H], c[H], e[H];
-  #pragma GCC unroll 8
-  for (int h = 0; h < H; ++h) a[h] = b[h] = c[h] = e[h] = _mm512_setzero_ps();
-  for (int d = 0; d < hd; d += 2) {
-    const __m512 k0 = _mm512_loadu_ps(KtA + d * 16), k1 = _mm512_loadu_ps(KtA + (d + 1) * 16);
-    const __m512 j0 = _mm512_loadu_ps(KtB + d * 16), j1 = _mm512_loadu_ps(KtB + (d + 1) * 16);
     #pragma GCC unroll 8
     for (int h = 0; h < H; ++h) {
       const __m512 q0 = _mm512_set1_ps(q[h * q_stride + d]), q1 = _mm512_set1_ps(q[h * q_stride + d + 1]);
-      a[h] = _mm512_fmadd_ps(q0, k0, a[h]);
-      b[h] = _mm512_fmadd_ps(q1, k1, b[h]);
-      c[h] = _mm512_fmadd_ps(q0, j0, c[h]);
-      e[h] = _mm512_fmadd_ps(q1, j1, e[h]);
+      #pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) {
+        a[h][c] = _mm512_fmadd_ps(q0, k0[c], a[h][c]);
+        b[h][c] = _mm512_fmadd_ps(q1, k1[c], b[h][c]);
+      }
     }
   }
   #pragma GCC unroll 8
-  for (int h = 0; h < H; ++h) {
-    sa[h] = _mm512_add_ps(a[h], b[h]);
-    sb[h] = _mm512_add_ps(c[h], e[h]);
-  }
+  for (int h = 0; h < H; ++h)
+    #pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) s[h][c] = _mm512_add_ps(a[h][c], b[h][c]);
 }
 
 // Four horizontal reductions in one tree: lane 4h of the result is v[h] reduced by Op, the
@@ -164,49 +150,26 @@ inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 l
     for (int i = 0; i < D; ++i) _mm512_storeu_ps(states + h * state_stride + 2 + 16 * i, av[h][i]);
 }
 
-// Heads taken kGroup at a time (as many as keep the value accumulators in registers), the
-// rest one by one: one fold step over n <= 16 keys.
-template <int D>
+// One fold step over n keys in C chunks of 16 (n <= 16 C; C = 2: n > 16, the second
+// chunk's keys at Kt + 16 hd, its values at V + 16 hd). Heads taken kGroup at a time (as
+// many as keep the value accumulators in registers), the rest one by one.
+template <int D, int C>
 void ChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
             int64_t state_stride, float offset) {
   constexpr int64_t hd = 16 * D;
   constexpr int kGroup = D <= 4 ? 4 : D <= 8 ? 2 : 1;
-  const __mmask16 live = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+  const int64_t last = n - 16 * (C - 1);  // keys in the last chunk
+  const __mmask16 live = last >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << last) - 1);
   int64_t h = 0;
   for (; h + kGroup <= G; h += kGroup) {
-    __m512 s[kGroup], f[kGroup][1];
-    ScoresT<D, kGroup>(q + h * hd, hd, Kt, s);
-    for (int i = 0; i < kGroup; ++i) f[i][0] = s[i];
-    FoldScores<D, kGroup, 1>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    __m512 sc[kGroup][C];
+    ScoresT<D, kGroup, C>(q + h * hd, hd, Kt, sc);
+    FoldScores<D, kGroup, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
   for (; h < G; ++h) {
-    __m512 s[1], f[1][1];
-    ScoresT<D, 1>(q + h * hd, hd, Kt, s);
-    f[0][0] = s[0];
-    FoldScores<D, 1, 1>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
-  }
-}
-
-// One fold step over 16 < n <= 32 keys: two transposed chunks (the second at Kt + 16 hd),
-// their scores from one pass (ScoresT2), then one maximum, rescale and sum for all n.
-template <int D>
-void ChunkT2(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
-             int64_t state_stride, float offset) {
-  constexpr int64_t hd = 16 * D;
-  constexpr int kGroup = D <= 4 ? 4 : D <= 8 ? 2 : 1;
-  const __mmask16 live = n >= 32 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - 16)) - 1);
-  int64_t h = 0;
-  for (; h + kGroup <= G; h += kGroup) {
-    __m512 sa[kGroup], sb[kGroup], f[kGroup][2];
-    ScoresT2<D, kGroup>(q + h * hd, hd, Kt, Kt + 16 * hd, sa, sb);
-    for (int i = 0; i < kGroup; ++i) f[i][0] = sa[i], f[i][1] = sb[i];
-    FoldScores<D, kGroup, 2>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
-  }
-  for (; h < G; ++h) {
-    __m512 sa[1], sb[1], f[1][2];
-    ScoresT2<D, 1>(q + h * hd, hd, Kt, Kt + 16 * hd, sa, sb);
-    f[0][0] = sa[0], f[0][1] = sb[0];
-    FoldScores<D, 1, 2>(f, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    __m512 sc[1][C];
+    ScoresT<D, 1, C>(q + h * hd, hd, Kt, sc);
+    FoldScores<D, 1, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride);
   }
 }
 
@@ -300,13 +263,13 @@ bool ForHeadSize(int64_t hd, F&& f) {
 bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                        float* states, int64_t state_stride, float offset) {
   if (n <= 0 || n > 16) return false;
-  return ForHeadSize(hd, [&]<int D>() { ChunkT<D>(q, G, Kt, V, n, scale, states, state_stride, offset); });
+  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 1>(q, G, Kt, V, n, scale, states, state_stride, offset); });
 }
 
 bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
                         float* states, int64_t state_stride, float offset) {
   if (n <= 16 || n > 32) return false;
-  return ForHeadSize(hd, [&]<int D>() { ChunkT2<D>(q, G, Kt, V, n, scale, states, state_stride, offset); });
+  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 2>(q, G, Kt, V, n, scale, states, state_stride, offset); });
 }
 
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,
