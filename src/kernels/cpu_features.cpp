@@ -82,14 +82,22 @@ bool KernelPathSupported(KernelPath path) {
     case KernelPath::kAvx512:
       return KernelPathSupported(KernelPath::kAvx2) && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
-             __builtin_cpu_supports("avx512bf16");
+             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
     case KernelPath::kAmx:
       return KernelPathSupported(KernelPath::kAvx512) && AmxUsable();
   }
   return false;
 #else
   return path == KernelPath::kScalar;
+#endif
+}
+
+bool Avx512HasBf16() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  return KernelPathSupported(KernelPath::kAvx512) && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
 #endif
 }
 

@@ -13,7 +13,7 @@ namespace tierlm {
 enum class KernelPath {
   kScalar,  // portable C++
   kAvx2,    // AVX2 + FMA + F16C
-  kAvx512,  // AVX-512 F/BW/VL/DQ + VNNI + BF16
+  kAvx512,  // AVX-512 F/BW/VL/DQ + VNNI (BF16 weights use AVX512-BF16 where present: Avx512HasBf16)
   // kAvx512's kernels, with AMX int8 tiles for batched (prefill) Q4_0, Q8_0, Q4_K and Q6_K
   // products (BF16 weights keep the AVX-512 panels; AMX-BF16 is required, not yet used). Each
   // product is computed in kAvx512's f32 order, so the two paths give bit-identical results.
@@ -30,6 +30,11 @@ std::optional<KernelPath> ParseKernelPath(std::string_view name);
 
 // Whether this CPU (and OS) can run `path`.
 bool KernelPathSupported(KernelPath path);
+
+// Whether the CPU has AVX512-BF16 (vdpbf16ps), which the AVX-512 path's BF16-weight kernels
+// use; without it (Ice Lake, Cascade Lake) that path takes BF16 weights through the AVX2
+// kernel and runs everything else on AVX-512.
+bool Avx512HasBf16();
 
 // The fastest supported path.
 KernelPath BestKernelPath();

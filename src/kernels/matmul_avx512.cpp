@@ -565,7 +565,7 @@ inline __m512 Bf16Tree(const __m512* c) {
 }
 
 template <int R, int T>
-void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
+__attribute__((target("avx512bf16"))) void TileBf16(const GemmArgs& a, int64_t r0, int64_t t0) {
   __m512 acc[R][T];
   #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
@@ -798,7 +798,7 @@ constexpr int kBf16PanelToks = 8;
 constexpr int kBf16PanelMinTok = 32;
 
 template <int RV, int T>
-void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs, const uint8_t* const* act, float* y,
+__attribute__((target("avx512bf16"))) void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs, const uint8_t* const* act, float* y,
                    int64_t y_stride, int64_t rows_left) {
   __m512 chains[16][RV][T];  // the canonical order's 16 chains (see TileBf16)
   for (int c = 0; c < 16; ++c) {
@@ -1033,7 +1033,8 @@ void Q8Gemm(const GemmArgs& a) {
 }  // namespace
 
 const KernelSet& Avx512Kernels() {
-  static const KernelSet kSet = {{
+  static const KernelSet kSet = [] {
+    KernelSet s = {{
       {ActFormat::kF32, GemmTiled<F32Tile>, kRows},
       {ActFormat::kF32, GemmTiled<F16Tile>, kRows},
       {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16Chains, Bf16PanelGemm, 32, kBf16PanelMinTok},
@@ -1042,7 +1043,12 @@ const KernelSet& Avx512Kernels() {
       {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K>, 32, kPanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K>, 32, kPanelMinTok},
       {ActFormat::kQ8LQ2, GemmTiled<LQ2Tile>, kRows},
-  }};
+    }};
+    // BF16 weights without AVX512-BF16 (Ice Lake, Cascade Lake): the AVX2 set's kernel, one
+    // f32 order for every batch size as everywhere.
+    if (!Avx512HasBf16()) s.entries[kKtBf16] = Avx2Kernels().entries[kKtBf16];
+    return s;
+  }();
   return kSet;
 }
 
