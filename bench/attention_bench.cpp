@@ -66,6 +66,9 @@ void BM_PagedDecode(benchmark::State& state) {
   state.counters["kv_GB/s"] = benchmark::Counter(
       static_cast<double>(state.iterations()) * static_cast<double>(n_seq * depth * n_head_kv * hd * 2 * 2) / 1e9,
       benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      static_cast<double>(state.iterations()) * static_cast<double>(4 * n_seq * depth * n_head * hd) / 1e9,
+      benchmark::Counter::kIsRate);
 }
 
 BENCHMARK(BM_PagedDecode)
@@ -74,6 +77,8 @@ BENCHMARK(BM_PagedDecode)
     ->Args({16, 512, 2, 1})
     ->Args({16, 512, 1, 1})
     ->Args({1, 4096, 2, 22})
+    ->Args({1, 4096, 1, 22})
+    ->Args({1, 4096, 1, 1})
     ->UseRealTime();
 
 // Prefill at depth: one sequence, `rows` query rows at positions depth .. depth + rows - 1
