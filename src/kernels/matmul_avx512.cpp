@@ -798,8 +798,9 @@ constexpr int kBf16PanelToks = 8;
 constexpr int kBf16PanelMinTok = 32;
 
 template <int RV, int T>
-__attribute__((target("avx512bf16"))) void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs, const uint8_t* const* act, float* y,
-                   int64_t y_stride, int64_t rows_left) {
+__attribute__((target("avx512bf16"))) void Bf16PanelTile(const uint8_t* const* panels, int64_t n_pairs,
+                                                         const uint8_t* const* act, float* y, int64_t y_stride,
+                                                         int64_t rows_left) {
   __m512 chains[16][RV][T];  // the canonical order's 16 chains (see TileBf16)
   for (int c = 0; c < 16; ++c) {
     __m512 acc[RV][T];
