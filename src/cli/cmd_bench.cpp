@@ -602,7 +602,7 @@ int BenchCommand(int argc, char** argv) {
       const kv::PagedKvLayer lv = e.kv().paged().store().Layer(0);
       if (kr.total > 0) r.kv_blocks_read_share = static_cast<double>(kr.read) / static_cast<double>(kr.total);
       r.kv_attended_bytes_per_token = static_cast<double>(kr.read) * static_cast<double>(lv.block_size) *
-                                      static_cast<double>(lv.k_head_bytes + lv.v_head_bytes) /
+                                      static_cast<double>(lv.k_pos_bytes + lv.v_pos_bytes) /
                                       (static_cast<double>(reps) * static_cast<double>(n_gen));
     }
     if (kv_after.tiered) {

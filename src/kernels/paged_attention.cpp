@@ -19,14 +19,14 @@ struct Partial {
 
 // Rows of head `g` for positions [lo, hi) of one block, as f32: a pointer into the block
 // when the type is f32, else decoded into `buf`. Returns the row stride in floats.
-const float* HeadRows(const uint8_t* rows, int64_t row_bytes, int64_t head_bytes, GgmlType type, int64_t g,
+const float* HeadRows(const uint8_t* rows, int64_t pos_bytes, int64_t head_stride, GgmlType type, int64_t g,
                       int64_t lo, int64_t hi, int64_t hd, std::vector<float>& buf, int64_t* stride) {
   if (type == GgmlType::kF32) {
-    *stride = row_bytes / static_cast<int64_t>(sizeof(float));
-    return reinterpret_cast<const float*>(rows + lo * row_bytes + g * head_bytes);
+    *stride = pos_bytes / static_cast<int64_t>(sizeof(float));
+    return reinterpret_cast<const float*>(rows + g * head_stride + lo * pos_bytes);
   }
   if (static_cast<int64_t>(buf.size()) < (hi - lo) * hd) buf.resize(static_cast<size_t>((hi - lo) * hd));
-  for (int64_t p = lo; p < hi; ++p) DequantizeRow(type, rows + p * row_bytes + g * head_bytes, buf.data() + (p - lo) * hd, hd);
+  for (int64_t p = lo; p < hi; ++p) DequantizeRow(type, rows + g * head_stride + p * pos_bytes, buf.data() + (p - lo) * hd, hd);
   *stride = hd;
   return buf.data();
 }
@@ -55,14 +55,14 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
   if (static_cast<int64_t>(vbuf.size()) < (at + n) * hd) vbuf.resize(static_cast<size_t>((at + n) * hd));
   float* kt = kbuf.data() + at * hd;
   float* vr = vbuf.data() + at * hd;
-  const uint8_t* krows = block + lo * kv.k_row_bytes + g * kv.k_head_bytes;
-  const uint8_t* vrows = block + kv.v_offset + lo * kv.v_row_bytes + g * kv.v_head_bytes;
-  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_row_bytes, n, hd, krows_f32.data()))
-    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_row_bytes, krows_f32.data() + p * hd, hd);
+  const uint8_t* krows = block + g * kv.k_head_stride + lo * kv.k_pos_bytes;
+  const uint8_t* vrows = block + kv.v_offset + g * kv.v_head_stride + lo * kv.v_pos_bytes;
+  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_pos_bytes, n, hd, krows_f32.data()))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_pos_bytes, krows_f32.data() + p * hd, hd);
   for (int64_t c = 0; c < n; c += 16)
     TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kt + c * hd);
-  if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_row_bytes, n, hd, vr))
-    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_row_bytes, vr + p * hd, hd);
+  if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_pos_bytes, n, hd, vr))
+    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_pos_bytes, vr + p * hd, hd);
 }
 
 // Folds keys [0, n) of decoded buffers (DecodeBlockHead) into the G heads' states P: one
@@ -179,8 +179,8 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         continue;
       }
       int64_t ks = 0, vs = 0;
-      const float* K = HeadRows(block, kv.k_row_bytes, kv.k_head_bytes, kv.k_type, g, lo, hi, hd, kbuf, &ks);
-      const float* V = HeadRows(block + kv.v_offset, kv.v_row_bytes, kv.v_head_bytes, kv.v_type, g, lo, hi, hd, vbuf, &vs);
+      const float* K = HeadRows(block, kv.k_pos_bytes, kv.k_head_stride, kv.k_type, g, lo, hi, hd, kbuf, &ks);
+      const float* V = HeadRows(block + kv.v_offset, kv.v_pos_bytes, kv.v_head_stride, kv.v_type, g, lo, hi, hd, vbuf, &vs);
       for (int64_t h = 0; h < G; ++h) {
         const float* qh = q + r * q_stride + (g * G + h) * hd;
         float* st = P + h * part;

@@ -64,9 +64,9 @@ PagedKvStore PagedKvStore::Shaped(int64_t n_layer, int64_t n_head_kv, int64_t he
   s.head_dim_ = head_dim;
   s.n_blocks_ = n_blocks;
   s.format_ = format;
-  s.k_row_bytes_ = n_head_kv * RowBytes(format.k_type, head_dim);
-  s.v_row_bytes_ = n_head_kv * RowBytes(format.v_type, head_dim);
-  s.layer_block_bytes_ = format.block_size * (s.k_row_bytes_ + s.v_row_bytes_);
+  s.k_row_bytes_ = RowBytes(format.k_type, head_dim);
+  s.v_row_bytes_ = RowBytes(format.v_type, head_dim);
+  s.layer_block_bytes_ = format.block_size * n_head_kv * (s.k_row_bytes_ + s.v_row_bytes_);
   return s;
 }
 
@@ -186,14 +186,14 @@ KvTierStats PagedKvStore::TierStats() const {
 void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float* v) {
   uint8_t* base = manager_ ? table_[static_cast<size_t>(slot.block)]
                            : table_[static_cast<size_t>(layer) * n_blocks_ + static_cast<size_t>(slot.block)];
-  uint8_t* kd = base + slot.offset * k_row_bytes_;
-  uint8_t* vd = base + format_.block_size * k_row_bytes_ + slot.offset * v_row_bytes_;
-  const int64_t kh = RowBytes(format_.k_type, head_dim_), vh = RowBytes(format_.v_type, head_dim_);
+  const PagedKvLayer L = View();
   for (int64_t h = 0; h < n_head_kv_; ++h) {
-    QuantizeRow(format_.k_type, k + h * head_dim_, kd + h * kh, head_dim_);
-    QuantizeRow(format_.v_type, v + h * head_dim_, vd + h * vh, head_dim_);
+    QuantizeRow(format_.k_type, k + h * head_dim_, base + h * L.k_head_stride + slot.offset * L.k_pos_bytes,
+                head_dim_);
+    QuantizeRow(format_.v_type, v + h * head_dim_,
+                base + L.v_offset + h * L.v_head_stride + slot.offset * L.v_pos_bytes, head_dim_);
   }
-  if (summaries_.enabled()) SummarizeKeys(layer, slot.block, slot.offset, kd, vd);
+  if (summaries_.enabled()) SummarizeKeys(layer, slot.block, slot.offset, base);
 }
 
 void PagedKvStore::EnableSummaries(bool with_sums) {
@@ -201,26 +201,29 @@ void PagedKvStore::EnableSummaries(bool with_sums) {
   if (with_sums) summaries_.EnableSums();
 }
 
-void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row,
-                                 const uint8_t* value_row) {
+void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* block) {
+  const PagedKvLayer L = View();
   key_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
-  const int64_t kh = RowBytes(format_.k_type, head_dim_);
   for (int64_t h = 0; h < n_head_kv_; ++h)
-    DequantizeRow(format_.k_type, key_row + h * kh, key_row_.data() + h * head_dim_, head_dim_);
+    DequantizeRow(format_.k_type, block + h * L.k_head_stride + offset * L.k_pos_bytes,
+                  key_row_.data() + h * head_dim_, head_dim_);
   summaries_.Add(layer, b, offset, key_row_.data());
-  if (!summaries_.has_sums() || !value_row) return;
+  if (!summaries_.has_sums()) return;
   value_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
-  const int64_t vh = RowBytes(format_.v_type, head_dim_);
   for (int64_t h = 0; h < n_head_kv_; ++h)
-    DequantizeRow(format_.v_type, value_row + h * vh, value_row_.data() + h * head_dim_, head_dim_);
+    DequantizeRow(format_.v_type, block + L.v_offset + h * L.v_head_stride + offset * L.v_pos_bytes,
+                  value_row_.data() + h * head_dim_, head_dim_);
   summaries_.AddSums(layer, b, offset, key_row_.data(), value_row_.data());
 }
 
 Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
-  const int64_t vo = format_.block_size * k_row_bytes_;
-  auto copy = [&](const uint8_t* src, uint8_t* dst) {
-    std::memcpy(dst, src, static_cast<size_t>(n_used * k_row_bytes_));
-    std::memcpy(dst + vo, src + vo, static_cast<size_t>(n_used * v_row_bytes_));
+  const PagedKvLayer L = View();
+  auto copy = [&](const uint8_t* src, uint8_t* dst) {  // each head's first n_used rows
+    for (int64_t h = 0; h < n_head_kv_; ++h) {
+      std::memcpy(dst + h * L.k_head_stride, src + h * L.k_head_stride, static_cast<size_t>(n_used * L.k_pos_bytes));
+      const int64_t v = L.v_offset + h * L.v_head_stride;
+      std::memcpy(dst + v, src + v, static_cast<size_t>(n_used * L.v_pos_bytes));
+    }
   };
   for (int64_t l = 0; l < n_layer_; ++l) {
     if (!manager_) {
@@ -263,22 +266,27 @@ Status PagedKvStore::ImportBlock(BlockId b, const uint8_t* in) {
     }
     if (summaries_.enabled())
       for (int32_t o = 0; o < format_.block_size; ++o)
-        SummarizeKeys(l, b, o, in + o * k_row_bytes_, in + format_.block_size * k_row_bytes_ + o * v_row_bytes_);
+        SummarizeKeys(l, b, o, in);
   }
   return Status::Ok();
 }
 
-PagedKvLayer PagedKvStore::Layer(int64_t layer) const {
+PagedKvLayer PagedKvStore::View() const {
   PagedKvLayer v;
-  v.blocks = manager_ ? table_.data() : table_.data() + static_cast<size_t>(layer) * n_blocks_;
-  v.v_offset = format_.block_size * k_row_bytes_;
-  v.k_row_bytes = k_row_bytes_;
-  v.v_row_bytes = v_row_bytes_;
-  v.k_head_bytes = RowBytes(format_.k_type, head_dim_);
-  v.v_head_bytes = RowBytes(format_.v_type, head_dim_);
+  v.k_pos_bytes = k_row_bytes_;
+  v.v_pos_bytes = v_row_bytes_;
+  v.k_head_stride = format_.block_size * k_row_bytes_;
+  v.v_head_stride = format_.block_size * v_row_bytes_;
+  v.v_offset = n_head_kv_ * v.k_head_stride;
   v.k_type = format_.k_type;
   v.v_type = format_.v_type;
   v.block_size = format_.block_size;
+  return v;
+}
+
+PagedKvLayer PagedKvStore::Layer(int64_t layer) const {
+  PagedKvLayer v = View();
+  v.blocks = manager_ ? table_.data() : table_.data() + static_cast<size_t>(layer) * n_blocks_;
   if (summaries_.has_sums()) v.block_sums = summaries_.LayerSums(layer);
   return v;
 }

@@ -50,9 +50,13 @@ Status CheckKvType(GgmlType type, int64_t head_dim, const char* which);
 // One layer's view, what attention reads.
 struct PagedKvLayer {
   uint8_t* const* blocks = nullptr;  // per block id: its bytes in this layer (null: not pinned)
-  int64_t v_offset = 0;              // values after the keys within a block
-  int64_t k_row_bytes = 0, v_row_bytes = 0;  // one position, all heads
-  int64_t k_head_bytes = 0, v_head_bytes = 0;
+  // A block holds its keys, then its values (from v_offset), each head-major: KV head g's
+  // row at position p at g * head_stride + p * pos_bytes, so that one head's rows of a block
+  // are contiguous (decode reads one head at a time: 19-25% faster than position-major on
+  // an Ice Lake Xeon, docs/BENCHMARKS.md).
+  int64_t v_offset = 0;
+  int64_t k_pos_bytes = 0, v_pos_bytes = 0;      // one head at one position (its row)
+  int64_t k_head_stride = 0, v_head_stride = 0;  // between KV heads: block_size rows
   GgmlType k_type = GgmlType::kF32, v_type = GgmlType::kF32;
   int32_t block_size = 0;
   // Per block id: n_head_kv * [key sums hd, value sums hd] of its positions (null: none
@@ -145,17 +149,19 @@ class PagedKvStore {
   // The sizes of a store of this shape, no bytes yet.
   static PagedKvStore Shaped(int64_t n_layer, int64_t n_head_kv, int64_t head_dim, const KvFormat& format,
                              int32_t n_blocks);
-  // Widens block b's key bounds in `layer` by one stored key row (decoded from its type).
-  // With sums: the value row too (null: keys only).
-  void SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* key_row,
-                     const uint8_t* value_row = nullptr);
+  // Widens block b's key bounds in `layer` by position `offset`'s stored keys (decoded from
+  // their type) of the block's bytes `block`; with sums, its values too.
+  void SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* block);
+  // The block layout (PagedKvLayer's strides and types), no blocks.
+  PagedKvLayer View() const;
   EntryId EntryOf(int64_t layer, BlockId b) const {
     return first_entry_ + static_cast<EntryId>(layer * n_blocks_ + b);
   }
   int64_t n_layer_ = 0, n_head_kv_ = 0, head_dim_ = 0;
   int32_t n_blocks_ = 0;
   KvFormat format_;
-  int64_t k_row_bytes_ = 0, v_row_bytes_ = 0, layer_block_bytes_ = 0;
+  int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;  // one head's row
+  int64_t layer_block_bytes_ = 0;
   MappedMemory data_;                  // in memory: every block
   uint64_t bytes_ = 0;                 // in memory: the blocks' bytes
   std::vector<uint8_t*> table_;        // in memory: [layer][block] addresses; tiered: [block] of the pinned layer

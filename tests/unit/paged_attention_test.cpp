@@ -230,26 +230,34 @@ TEST(PagedKvStoreTest, TypesAndShapesAreChecked) {
             2u * 16 * 4 * (64 * 2 + 2 * 34));
 }
 
-TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayer) {
-  auto st = kv::PagedKvStore::Create(2, 1, 32, kv::KvFormat{GgmlType::kF32, GgmlType::kF32, 4}, 3);
+TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayerAndHead) {
+  // Two KV heads: the block is head-major, so the used rows are one run per head.
+  auto st = kv::PagedKvStore::Create(2, 2, 32, kv::KvFormat{GgmlType::kF32, GgmlType::kF32, 4}, 3);
   ASSERT_TRUE(st.ok());
-  std::vector<float> k(32), v(32);
+  std::vector<float> k(64), v(64);
   for (int l = 0; l < 2; ++l)
     for (int p = 0; p < 4; ++p) {
-      std::fill(k.begin(), k.end(), float(100 * l + p));
-      std::fill(v.begin(), v.end(), float(-100 * l - p));
+      for (int h = 0; h < 2; ++h) {
+        std::fill_n(k.begin() + 32 * h, 32, float(100 * l + 10 * h + p));
+        std::fill_n(v.begin() + 32 * h, 32, float(-100 * l - 10 * h - p));
+      }
       st->Write(l, {1, p}, k.data(), v.data());
     }
   ASSERT_TRUE(st->CopyBlock(1, 2, 3).ok());
   for (int l = 0; l < 2; ++l) {
     const auto L = st->Layer(l);
-    const float* kb = reinterpret_cast<const float*>(L.blocks[2]);
-    const float* vb = reinterpret_cast<const float*>(L.blocks[2] + L.v_offset);
-    for (int p = 0; p < 3; ++p) {
-      EXPECT_EQ(kb[p * 32 + 5], float(100 * l + p));
-      EXPECT_EQ(vb[p * 32 + 5], float(-100 * l - p));
+    EXPECT_EQ(L.k_pos_bytes, 32 * 4);
+    EXPECT_EQ(L.k_head_stride, 4 * 32 * 4);
+    for (int h = 0; h < 2; ++h) {
+      const float* kb = reinterpret_cast<const float*>(L.blocks[2] + h * L.k_head_stride);
+      const float* vb = reinterpret_cast<const float*>(L.blocks[2] + L.v_offset + h * L.v_head_stride);
+      for (int p = 0; p < 3; ++p) {
+        EXPECT_EQ(kb[p * 32 + 5], float(100 * l + 10 * h + p));
+        EXPECT_EQ(vb[p * 32 + 5], float(-100 * l - 10 * h - p));
+      }
+      EXPECT_EQ(kb[3 * 32], 0.0f);  // the unused position is not copied
+      EXPECT_EQ(vb[3 * 32], 0.0f);
     }
-    EXPECT_EQ(kb[3 * 32], 0.0f);  // the unused position is not copied
   }
 }
 
