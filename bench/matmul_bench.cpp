@@ -59,7 +59,7 @@ void BM_Matmul(benchmark::State& state, GgmlType type) {
 
 void Args(benchmark::internal::Benchmark* b) {
   for (int threads : {1, 2})
-    for (int n_tok : {1, 8, 16, 64, 512}) b->Args({n_tok, threads});
+    for (int n_tok : {1, 2, 4, 8, 16, 64, 512}) b->Args({n_tok, threads});
   b->UseRealTime();
 }
 

@@ -26,10 +26,14 @@ constexpr int kRows = 4;  // weight rows per register tile
 constexpr int kToks = 4;  // tokens per register tile
 constexpr int kPrefetchRows = 4;  // one tile ahead (measured: 4 > 8 > 16 rows)
 // Batches at least this large use the repacking panel kernel (PanelGemm). Below, Q4_0 and
-// Q8_0 use RowsQ8Gemm, which reads each weight block once for up to 64 tokens and measured
-// as fast as the panel at 128 tokens (faster below); the K-quants use their 4 x 4 tiles.
+// Q8_0 use RowsQ8Gemm, which reads each weight block once for all the call's tokens; the
+// K-quants use their 4 x 4 tiles. Measured on an Ice Lake Xeon, one thread, 2048 x 5632
+// Q4_0 (matmul_bench BM_Matmul/Q4_0/N/1, medians of 5, 3 rounds): RowsQ8Gemm / panel
+// 0.59 / 0.84-0.99 ms at 2 tokens, 0.74-0.81 / 0.82-0.98 at 4, even at 8, 2.2-2.3 /
+// 1.43-1.65 at 16, 8.0-8.4 / 4.1-4.5 at 64. (The threshold was 128 before the panels were
+// packed in registers.) Both compute the canonical order: the choice never changes a bit.
 constexpr int kPanelMinTok = 8;
-constexpr int kQ8PanelMinTok = 128;
+constexpr int kQ8PanelMinTok = 8;
 
 // Decode streams weights from DRAM once per token: the hardware prefetchers alone leave
 // most of the bandwidth unused (4 interleaved row streams), so single-token tiles prefetch
@@ -151,9 +155,8 @@ void RowsQ8Gemm(const GemmArgs& a) {
     // Rows past the end repeat the last row (computed, never stored).
     int64_t roff[16];
     for (int r = 0; r < 16; ++r) roff[r] = (r < nr ? r : nr - 1) * a.w_row_bytes;
-    const __m512i d_idx = _mm512_mullo_epi32(
-        _mm512_min_epi32(row_of_lane, _mm512_set1_epi32(static_cast<int>(nr - 1))),
-        _mm512_set1_epi32(static_cast<int>(a.w_row_bytes)));
+    int64_t loff[16];  // lane l's row offset (RowOfLane)
+    for (int l = 0; l < 16; ++l) loff[l] = roff[4 * (l % 4) + l / 4];
     for (int64_t t = 0; t < n_tok; ++t) _mm512_store_ps(acc[t], _mm512_setzero_ps());
     const uint8_t* base = a.w + r0 * a.w_row_bytes;
     // Each row's bytes are also asked into L2 for the next 16 rows: the 512 bytes ahead
@@ -173,7 +176,7 @@ void RowsQ8Gemm(const GemmArgs& a) {
       }
       __m512i u[8];
       W::Codes(blk, roff, u);
-      const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_i32gather_epi32(d_idx, blk, 1)));
+      const __m512 dw = LoadScales16(blk, loff);
       // kQ8Pair: block b's inputs 0..15 at 64 (b / 2) + 16 (b % 2), inputs 16..31 32 bytes on.
       const uint8_t* at = act + 64 * (b / 2) + 16 * (b % 2);
       const uint8_t* as = act + s_off + 4 * b;
