@@ -105,23 +105,32 @@ inline void PutAux(uint8_t* rec, const PanelLayout& L, int lane, const void* v4)
 }
 
 // Transposes every record's codes from [16 rows][G] to [G / 4][16 rows][4] and writes
-// corr = -128 * (sum of each row's codes).
+// corr = -128 * (sum of each row's codes). 16 bytes of every row at a time by Load16x16
+// and one permutation to row order, not by gathers (about 25 cycles each under the Gather
+// Data Sampling mitigation).
 template <int G>
 void FinishPanel(uint8_t* panel, int64_t n_groups, int64_t rec_bytes) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                         _mm512_set1_epi32(G));
+  static_assert(G % 16 == 0);
+  int64_t roff[16];
+  for (int r = 0; r < 16; ++r) roff[r] = r * G;
+  const __m512i lane_to_row = RowOfLane();
   const __m512i ones = _mm512_set1_epi8(1);
   for (int64_t g = 0; g < n_groups; ++g) {
     uint8_t* rec = panel + g * rec_bytes;
     __m512i v[G / 4];
+    #pragma GCC unroll 2
+    for (int h = 0; h < G / 16; ++h) {
+      __m512i t[4];
+      Load16x16(rec + 16 * h, roff, t);
+      #pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) v[4 * h + j] = _mm512_permutexvar_epi32(lane_to_row, t[j]);
+    }
     __m512i sum = _mm512_setzero_si512();
     #pragma GCC unroll 8
     for (int k = 0; k < G / 4; ++k) {
-      v[k] = _mm512_i32gather_epi32(idx, rec + 4 * k, 1);
       sum = _mm512_dpbusd_epi32(sum, ones, v[k]);
+      _mm512_store_si512(rec + 64 * k, v[k]);
     }
-    #pragma GCC unroll 8
-    for (int k = 0; k < G / 4; ++k) _mm512_store_si512(rec + 64 * k, v[k]);
     _mm512_store_si512(rec + G * 16 + 64, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
   }
 }
