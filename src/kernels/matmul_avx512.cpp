@@ -33,9 +33,12 @@ constexpr int kPrefetchRows = 4;  // one tile ahead (measured: 4 > 8 > 16 rows)
 // 1.43-1.65 at 16, 8.0-8.4 / 4.1-4.5 at 64. (The threshold was 128 before the panels were
 // packed in registers.) The K-quants' tiles against their panel, same bench: Q4_K 0.69 /
 // 1.6-2.0 ms at 2 tokens, 1.0 / 1.6-1.7 at 4, even at 8 (1.8-1.9 / 1.8-2.6); Q6_K alike.
+// Q8_0 (twice the bytes to transpose per block) crosses later: RowsQ8Gemm / panel 1.68-1.83
+// / 1.77-2.13 ms at 8 tokens, 2.58-2.71 / 2.39-2.82 at 16, 9.5-9.6 / 5.4-7.4 at 64.
 // Both compute the canonical order: the choice never changes a bit.
 constexpr int kPanelMinTok = 8;
-constexpr int kQ8PanelMinTok = 8;
+constexpr int kQ4_0PanelMinTok = 8;
+constexpr int kQ8_0PanelMinTok = 16;
 
 // Decode streams weights from DRAM once per token: the hardware prefetchers alone leave
 // most of the bandwidth unused (4 interleaved row streams), so single-token tiles prefetch
@@ -1044,8 +1047,8 @@ const KernelSet& Avx512Kernels() {
       {ActFormat::kF32, GemmTiled<F32Tile>, kRows},
       {ActFormat::kF32, GemmTiled<F16Tile>, kRows},
       {ActFormat::kBf16, GemmTiled<Bf16Tile>, kRows, ActFormat::kBf16Chains, Bf16PanelGemm, 32, kBf16PanelMinTok},
-      {ActFormat::kQ8Pair, Q8Gemm<Q8_0Rows, Q8_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ8_0>, 32, kQ8PanelMinTok},
-      {ActFormat::kQ8Pair, Q8Gemm<Q4_0Rows, Q4_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ4_0>, 32, kQ8PanelMinTok},
+      {ActFormat::kQ8Pair, Q8Gemm<Q8_0Rows, Q8_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ8_0>, 32, kQ8_0PanelMinTok},
+      {ActFormat::kQ8Pair, Q8Gemm<Q4_0Rows, Q4_0Pair>, 16, ActFormat::kQ8U, PanelGemm<PackQ4_0>, 32, kQ4_0PanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q4KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ4_K>, 32, kPanelMinTok},
       {ActFormat::kQ8K, GemmTiled<Q6KTile>, kRows, ActFormat::kQ8KU, PanelGemm<PackQ6_K>, 32, kPanelMinTok},
       {ActFormat::kQ8LQ2, GemmTiled<LQ2Tile>, kRows},
