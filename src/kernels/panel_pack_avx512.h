@@ -30,8 +30,8 @@ inline void Transpose4x4Groups(__m512i (&v)[4]) {
 
 // The 16 f16 block scales at p + off[l] (lane l), as f32: what a 16-lane gather gives,
 // without the gather instruction. Where the CPU carries the Gather Data Sampling
-// mitigation (Ice Lake server among them) a vpgatherdd costs about 25 cycles of
-// throughput; 16 scalar loads packed 4 to a quadword cost a handful of vector uops.
+// mitigation (Ice Lake server among them) a vpgatherdd costs 25-40 cycles; this costs
+// 1.6-2.8x less there (matmul_bench BM_ScaleLoads).
 inline __m512 LoadScales16(const uint8_t* p, const int64_t* off) {
   uint64_t q[4];
   #pragma GCC unroll 4
@@ -106,7 +106,7 @@ inline void PutAux(uint8_t* rec, const PanelLayout& L, int lane, const void* v4)
 
 // Transposes every record's codes from [16 rows][G] to [G / 4][16 rows][4] and writes
 // corr = -128 * (sum of each row's codes). 16 bytes of every row at a time by Load16x16
-// and one permutation to row order, not by gathers (about 25 cycles each under the Gather
+// and one permutation to row order, not by gathers (25-40 cycles each under the Gather
 // Data Sampling mitigation).
 template <int G>
 void FinishPanel(uint8_t* panel, int64_t n_groups, int64_t rec_bytes) {
