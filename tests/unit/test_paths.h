@@ -11,6 +11,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <system_error>
+#include <vector>
+
+#include <gtest/gtest.h>
 
 #include <unistd.h>
 
@@ -34,12 +38,32 @@ std::filesystem::path Fixture(const std::string& rel);
 // failure if it cannot be written.
 std::filesystem::path SynthModel(const std::string& preset, const std::string& type, uint64_t seed = 42);
 
-// A fresh scratch folder for one test, removed by the caller or left for inspection.
+// The scratch folders this process made, removed when it exits if every test passed (a
+// failure leaves them for inspection, as does TIERLM_KEEP_SCRATCH=1).
+class ScratchRegistry {
+ public:
+  static void Add(const std::filesystem::path& dir) {
+    static ScratchRegistry registry;
+    registry.dirs_.push_back(dir);
+  }
+  ~ScratchRegistry() {
+    const ::testing::UnitTest* u = ::testing::UnitTest::GetInstance();
+    if (std::getenv("TIERLM_KEEP_SCRATCH") || (u && u->Failed())) return;
+    std::error_code ec;
+    for (const auto& d : dirs_) std::filesystem::remove_all(d, ec);
+  }
+
+ private:
+  std::vector<std::filesystem::path> dirs_;
+};
+
+// A fresh scratch folder for one test, removed at exit (ScratchRegistry) unless a test failed.
 inline std::filesystem::path ScratchDir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() / ("tierlm-test-" + name + "-" +
                                                       std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  ScratchRegistry::Add(dir);
   return dir;
 }
 
