@@ -37,7 +37,7 @@ void AddAttentionBlockMass(const AttentionShape& s, const kv::PagedKvLayer& kv, 
       if (row.Skips(b, g)) continue;
       const uint8_t* block = kv.blocks[row.blocks[b]];
       for (int64_t p = b * B; p < std::min(nk, (b + 1) * B); ++p) {
-        DequantizeRow(kv.k_type, block + g * kv.k_head_stride + (p - b * B) * kv.k_pos_bytes, key.data(), hd);
+        kv::DequantizeKey(kv, block, g, p - b * B, hd, key.data());
         for (int64_t h = 0; h < G; ++h) {
           const float* qh = q + r * s.n_head * hd + (g * G + h) * hd;
           // Eight running sums (vectorizes without reassociating one).

@@ -55,12 +55,17 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
   if (static_cast<int64_t>(vbuf.size()) < (at + n) * hd) vbuf.resize(static_cast<size_t>((at + n) * hd));
   float* kt = kbuf.data() + at * hd;
   float* vr = vbuf.data() + at * hd;
-  const uint8_t* krows = block + g * kv.k_head_stride + lo * kv.k_pos_bytes;
   const uint8_t* vrows = block + kv.v_offset + g * kv.v_head_stride + lo * kv.v_pos_bytes;
-  if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_pos_bytes, n, hd, krows_f32.data()))
-    for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_pos_bytes, krows_f32.data() + p * hd, hd);
-  for (int64_t c = 0; c < n; c += 16)
-    TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kt + c * hd);
+  if (!kv.k_transposed ||
+      !DecodeKeysTAvx512(kv.k_type, block + g * kv.k_head_stride, kv.block_size, lo, n, hd, kt)) {
+    const uint8_t* krows = block + g * kv.k_head_stride + lo * kv.k_pos_bytes;
+    if (kv.k_transposed)
+      for (int64_t p = 0; p < n; ++p) kv::DequantizeKey(kv, block, g, lo + p, hd, krows_f32.data() + p * hd);
+    else if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_pos_bytes, n, hd, krows_f32.data()))
+      for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_pos_bytes, krows_f32.data() + p * hd, hd);
+    for (int64_t c = 0; c < n; c += 16)
+      TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kt + c * hd);
+  }
   if (!DecodeHeadRowsAvx512(kv.v_type, vrows, kv.v_pos_bytes, n, hd, vr))
     for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.v_type, vrows + p * kv.v_pos_bytes, vr + p * hd, hd);
 }
@@ -179,7 +184,15 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         continue;
       }
       int64_t ks = 0, vs = 0;
-      const float* K = HeadRows(block, kv.k_pos_bytes, kv.k_head_stride, kv.k_type, g, lo, hi, hd, kbuf, &ks);
+      const float* K = nullptr;
+      if (kv.k_transposed) {  // decoded position by position into kbuf
+        if (static_cast<int64_t>(kbuf.size()) < (hi - lo) * hd) kbuf.resize(static_cast<size_t>((hi - lo) * hd));
+        for (int64_t p = lo; p < hi; ++p) kv::DequantizeKey(kv, block, g, p, hd, kbuf.data() + (p - lo) * hd);
+        K = kbuf.data();
+        ks = hd;
+      } else {
+        K = HeadRows(block, kv.k_pos_bytes, kv.k_head_stride, kv.k_type, g, lo, hi, hd, kbuf, &ks);
+      }
       const float* V = HeadRows(block + kv.v_offset, kv.v_pos_bytes, kv.v_head_stride, kv.v_type, g, lo, hi, hd, vbuf, &vs);
       for (int64_t h = 0; h < G; ++h) {
         const float* qh = q + r * q_stride + (g * G + h) * hd;

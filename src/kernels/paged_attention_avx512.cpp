@@ -231,6 +231,27 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
   }
 }
 
+bool DecodeKeysTAvx512(GgmlType type, const uint8_t* head, int64_t block_size, int64_t lo, int64_t n, int64_t hd,
+                       float* Kt) {
+  if (hd % 16 != 0 || (type != GgmlType::kF16 && type != GgmlType::kBF16)) return false;
+  const auto* e = reinterpret_cast<const uint16_t*>(head);
+  for (int64_t c = 0; c < n; c += 16) {
+    const int64_t m = n - c < 16 ? n - c : 16;
+    const __mmask16 live = m == 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << m) - 1);
+    const uint16_t* src = e + lo + c;
+    float* dst = Kt + c * hd;
+    if (type == GgmlType::kF16) {
+      for (int64_t d = 0; d < hd; ++d)
+        _mm512_storeu_ps(dst + 16 * d, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(live, src + d * block_size)));
+    } else {
+      for (int64_t d = 0; d < hd; ++d)
+        _mm512_storeu_ps(dst + 16 * d, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                           _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(live, src + d * block_size)), 16)));
+    }
+  }
+  return true;
+}
+
 void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt) {
   for (int64_t t = 0; t < hd / 16; ++t) {
     __m512 r[16];

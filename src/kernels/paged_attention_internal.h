@@ -11,6 +11,14 @@ namespace tierlm {
 // (nothing done) for types or sizes it has no code for. Only callable with AVX-512.
 bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes, int64_t n, int64_t hd, float* dst);
 
+// Keys lo..lo+n of one head of a block stored transposed (PagedKvLayer::k_transposed: f16
+// or bf16 element (p, d) at head + (d * block_size + p) * 2) into Kt as
+// TransposeKeysAvx512 gives them: keys c..c+15 at Kt + c * hd, vector d = dimension d of
+// those keys, zeros past n. False (nothing done) for other types or sizes. Only callable
+// with AVX-512.
+bool DecodeKeysTAvx512(GgmlType type, const uint8_t* head, int64_t block_size, int64_t lo, int64_t n, int64_t hd,
+                       float* Kt);
+
 // Folds keys K[0..n) and values V[0..n) (f32, [n][hd]), n <= 16, into the running softmax
 // states of G heads: state h at states + h * state_stride is {max, sum, hd accumulated
 // values}; q holds the G heads' query rows; every score gets `offset` added (0: none). False

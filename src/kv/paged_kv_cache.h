@@ -68,7 +68,7 @@ class PagedKvCache {
 // The version of how tierlm computes and lays out KV bytes (RoPE, quantization, the block
 // layout): bumped whenever the same tokens of the same model would give other bytes, so that
 // a persistent prefix cache never hands old bytes to a new engine.
-inline constexpr uint64_t kKvFormatVersion = 2;  // 2: head-major blocks (PagedKvLayer)
+inline constexpr uint64_t kKvFormatVersion = 3;  // 2: head-major blocks; 3: f16/bf16 keys transposed (PagedKvLayer)
 
 // Identity of a KV format, for block hashes: the model's content identity
 // (model/model_identity.h) mixed with the types, the block size and kKvFormatVersion.

@@ -183,13 +183,34 @@ KvTierStats PagedKvStore::TierStats() const {
   return t;
 }
 
+void DequantizeKey(const PagedKvLayer& L, const uint8_t* block, int64_t g, int64_t p, int64_t hd, float* dst) {
+  const uint8_t* head = block + g * L.k_head_stride;
+  if (!L.k_transposed) {
+    DequantizeRow(L.k_type, head + p * L.k_pos_bytes, dst, hd);
+    return;
+  }
+  const uint16_t* e = reinterpret_cast<const uint16_t*>(head) + p;
+  const bool f16 = L.k_type == GgmlType::kF16;
+  for (int64_t d = 0; d < hd; ++d) {
+    const uint16_t x = e[d * L.block_size];
+    dst[d] = f16 ? F16ToF32(x) : Bf16ToF32(x);
+  }
+}
+
 void PagedKvStore::Write(int64_t layer, KvSlot slot, const float* k, const float* v) {
   uint8_t* base = manager_ ? table_[static_cast<size_t>(slot.block)]
                            : table_[static_cast<size_t>(layer) * n_blocks_ + static_cast<size_t>(slot.block)];
   const PagedKvLayer L = View();
   for (int64_t h = 0; h < n_head_kv_; ++h) {
-    QuantizeRow(format_.k_type, k + h * head_dim_, base + h * L.k_head_stride + slot.offset * L.k_pos_bytes,
-                head_dim_);
+    if (L.k_transposed) {
+      uint16_t* e = reinterpret_cast<uint16_t*>(base + h * L.k_head_stride) + slot.offset;
+      const float* kh = k + h * head_dim_;
+      const bool f16 = format_.k_type == GgmlType::kF16;
+      for (int64_t d = 0; d < head_dim_; ++d) e[d * L.block_size] = f16 ? F32ToF16(kh[d]) : F32ToBf16(kh[d]);
+    } else {
+      QuantizeRow(format_.k_type, k + h * head_dim_, base + h * L.k_head_stride + slot.offset * L.k_pos_bytes,
+                  head_dim_);
+    }
     QuantizeRow(format_.v_type, v + h * head_dim_,
                 base + L.v_offset + h * L.v_head_stride + slot.offset * L.v_pos_bytes, head_dim_);
   }
@@ -204,9 +225,7 @@ void PagedKvStore::EnableSummaries(bool with_sums) {
 void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const uint8_t* block) {
   const PagedKvLayer L = View();
   key_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
-  for (int64_t h = 0; h < n_head_kv_; ++h)
-    DequantizeRow(format_.k_type, block + h * L.k_head_stride + offset * L.k_pos_bytes,
-                  key_row_.data() + h * head_dim_, head_dim_);
+  for (int64_t h = 0; h < n_head_kv_; ++h) DequantizeKey(L, block, h, offset, head_dim_, key_row_.data() + h * head_dim_);
   summaries_.Add(layer, b, offset, key_row_.data());
   if (!summaries_.has_sums()) return;
   value_row_.resize(static_cast<size_t>(n_head_kv_ * head_dim_));
@@ -218,9 +237,17 @@ void PagedKvStore::SummarizeKeys(int64_t layer, BlockId b, int32_t offset, const
 
 Status PagedKvStore::CopyBlock(BlockId from, BlockId to, int32_t n_used) {
   const PagedKvLayer L = View();
-  auto copy = [&](const uint8_t* src, uint8_t* dst) {  // each head's first n_used rows
+  const int64_t k_elem = L.k_pos_bytes / head_dim_;  // bytes per element of transposed keys
+  auto copy = [&](const uint8_t* src, uint8_t* dst) {  // each head's first n_used positions
     for (int64_t h = 0; h < n_head_kv_; ++h) {
-      std::memcpy(dst + h * L.k_head_stride, src + h * L.k_head_stride, static_cast<size_t>(n_used * L.k_pos_bytes));
+      if (L.k_transposed) {
+        for (int64_t d = 0; d < head_dim_; ++d) {
+          const int64_t at = h * L.k_head_stride + d * L.block_size * k_elem;
+          std::memcpy(dst + at, src + at, static_cast<size_t>(n_used * k_elem));
+        }
+      } else {
+        std::memcpy(dst + h * L.k_head_stride, src + h * L.k_head_stride, static_cast<size_t>(n_used * L.k_pos_bytes));
+      }
       const int64_t v = L.v_offset + h * L.v_head_stride;
       std::memcpy(dst + v, src + v, static_cast<size_t>(n_used * L.v_pos_bytes));
     }
@@ -280,6 +307,7 @@ PagedKvLayer PagedKvStore::View() const {
   v.v_offset = n_head_kv_ * v.k_head_stride;
   v.k_type = format_.k_type;
   v.v_type = format_.v_type;
+  v.k_transposed = KeysTransposed(format_.k_type);
   v.block_size = format_.block_size;
   return v;
 }

@@ -4,8 +4,8 @@
 // own type (-ctk / -ctv: f32, f16, bf16, q8_0, q4_0). A position's row is n_head_kv heads
 // of head_dim values, each head encoded on its own (so a quantized head never shares a
 // block of 32 with its neighbour, and attention can decode one head). The keys of one
-// (layer, block) are block_size rows, then its values: one contiguous run of bytes, the
-// unit a tier moves.
+// (layer, block) are block_size rows (f16 / bf16 keys transposed, see PagedKvLayer), then
+// its values: one contiguous run of bytes, the unit a tier moves.
 //
 // Two homes for the bytes:
 //   in memory (Create): one allocation, layer-major then block; every block always there.
@@ -57,12 +57,24 @@ struct PagedKvLayer {
   int64_t v_offset = 0;
   int64_t k_pos_bytes = 0, v_pos_bytes = 0;      // one head at one position (its row)
   int64_t k_head_stride = 0, v_head_stride = 0;  // between KV heads: block_size rows
+  // f16 and bf16 keys are transposed within a head's rows: dimension d of position p at
+  // g * k_head_stride + (d * block_size + p) * 2, so that dimension d of 16 positions is 32
+  // contiguous bytes, one conversion from the lane-per-key vector attention scores with
+  // (no transposition per read). Values, and keys of other types, are rows.
+  bool k_transposed = false;
   GgmlType k_type = GgmlType::kF32, v_type = GgmlType::kF32;
   int32_t block_size = 0;
   // Per block id: n_head_kv * [key sums hd, value sums hd] of its positions (null: none
   // kept), for rows that fold skipped blocks in as their means (PagedQuery::mean_skipped).
   const float* block_sums = nullptr;
 };
+
+// Whether keys of `type` are stored transposed (PagedKvLayer::k_transposed).
+inline bool KeysTransposed(GgmlType type) { return type == GgmlType::kF16 || type == GgmlType::kBF16; }
+
+// Position p's key of KV head g in `block` (one layer's bytes of a block) as hd floats,
+// whatever the layout.
+void DequantizeKey(const PagedKvLayer& L, const uint8_t* block, int64_t g, int64_t p, int64_t hd, float* dst);
 
 // Where a tiered store keeps its bytes.
 struct KvTierOptions {

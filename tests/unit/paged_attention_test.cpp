@@ -151,6 +151,18 @@ TEST(PagedAttentionTest, EveryHeadSizeAndGroupMatchesTheReference) {
   }
 }
 
+// Keys of f16 and bf16 are stored transposed within a block (PagedKvLayer::k_transposed);
+// blocks other than 16 positions take 16-key pieces of them at other offsets.
+TEST(PagedAttentionTest, BlockSizesOtherThan16MatchTheReference) {
+  for (int32_t block : {24, 64})
+    for (GgmlType kt : {GgmlType::kF16, GgmlType::kBF16, GgmlType::kF32}) {
+      SCOPED_TRACE("block " + std::to_string(block) + " k " + std::string(TypeName(kt)));
+      Shape s;
+      s.block = block;
+      CheckAgainstReference(s, kt, GgmlType::kF16);
+    }
+}
+
 // The AVX-512 kernel computes query heads four (or two) at a time, sharing their
 // reductions; a head's result must be the bits it gets computed on its own (one query head
 // per KV head), in decode and in the multi-row prefill path.
@@ -258,6 +270,35 @@ TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayerAndHead) {
       EXPECT_EQ(kb[3 * 32], 0.0f);  // the unused position is not copied
       EXPECT_EQ(vb[3 * 32], 0.0f);
     }
+  }
+}
+
+// Transposed (f16, bf16) keys: each position reads back as written, and a copy takes the
+// used positions of every dimension, not the rest of the block.
+TEST(PagedKvStoreTest, TransposedKeysReadBackAndCopyTheUsedPositions) {
+  for (GgmlType kt : {GgmlType::kF16, GgmlType::kBF16}) {
+    SCOPED_TRACE(std::string(TypeName(kt)));
+    auto st = kv::PagedKvStore::Create(1, 2, 32, kv::KvFormat{kt, GgmlType::kF32, 5}, 3);
+    ASSERT_TRUE(st.ok());
+    ASSERT_TRUE(st->Layer(0).k_transposed);
+    std::vector<float> k(64), v(64);
+    auto key = [](int h, int p, int d) { return float(h * 64 + p * 8 + d % 8 + 1) * 0.5f; };  // exact in bf16, not 0
+    for (int p = 0; p < 5; ++p) {
+      for (int h = 0; h < 2; ++h)
+        for (int d = 0; d < 32; ++d) k[static_cast<size_t>(32 * h + d)] = key(h, p, d);
+      st->Write(0, {1, p}, k.data(), v.data());
+    }
+    ASSERT_TRUE(st->CopyBlock(1, 2, 3).ok());
+    const auto L = st->Layer(0);
+    std::vector<float> got(32);
+    for (int h = 0; h < 2; ++h)
+      for (int p = 0; p < 5; ++p) {
+        kv::DequantizeKey(L, L.blocks[1], h, p, 32, got.data());
+        for (int d = 0; d < 32; ++d) ASSERT_EQ(got[static_cast<size_t>(d)], key(h, p, d)) << h << " " << p << " " << d;
+        kv::DequantizeKey(L, L.blocks[2], h, p, 32, got.data());
+        for (int d = 0; d < 32; ++d)
+          ASSERT_EQ(got[static_cast<size_t>(d)], p < 3 ? key(h, p, d) : 0.0f) << "copy " << h << " " << p << " " << d;
+      }
   }
 }
 
