@@ -1,6 +1,7 @@
 // tierlm plan: where every tensor lives under a memory budget, and the speed that follows
 // from the bytes each tier must move per token (bandwidths measured now, on this machine).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "cli/args.h"
@@ -9,6 +10,7 @@
 #include "cli/commands.h"
 #include "core/memory_bandwidth.h"
 #include "core/thread_pool.h"
+#include "kernels/attention_rate.h"
 #include "io/posix_storage_env.h"
 #include "io/read_bandwidth.h"
 #include "runtime/engine.h"
@@ -177,14 +179,27 @@ int PlanCommand(int argc, char** argv) {
     if (bw.ok()) disk = bw->bytes_per_second;
     else std::printf("note: could not measure disk bandwidth: %s\n", bw.status().message().c_str());
   }
-  const double compute_s = (per_token + kv_per_token) / dram;
+  // Attention at depth n_ctx: reading the KV bytes, then the arithmetic on them (the paged
+  // decode kernel's rate on this machine, measured at up to 4096 keys in cache). The two
+  // are added, not overlapped: on a 2-core Ice Lake Xeon (docs/BENCHMARKS.md) the sum
+  // predicted TinyLlama's decode at depth 4096 and 16384 within 10%, the larger of the
+  // two overstated it by 15-25%.
+  const AttentionShape shape{hp->n_head, hp->n_head_kv, hp->head_dim,
+                             1.0f / std::sqrt(static_cast<float>(hp->head_dim))};
+  auto rate = MeasurePagedDecodeRate(shape, kv_format, std::min<int64_t>(n_ctx, 4096), pool->get());
+  if (!rate.ok()) return ReportError(rate.status().WithContext("plan: measuring attention"));
+  const double attn_s = static_cast<double>(hp->n_layer) * DecodeAttentionFlops(shape, n_ctx) / *rate;
+  const double weights_s = per_token / dram, kv_s = kv_per_token / dram;
+  const double compute_s = weights_s + kv_s + attn_s;
   const double io_s = disk > 0 ? (streamed + kv_disk_per_token) / disk : 0;
-  std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s)\n", dram / 1e9, n_threads, disk / 1e9,
-              f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable");
-  std::printf("predicted decode at depth %lld: %.2f tokens/s (bound by %s: %.1f ms memory, %.1f ms disk per token)\n",
-              static_cast<long long>(n_ctx),
-              1.0 / std::max(compute_s, io_s), io_s > compute_s ? "disk" : "memory bandwidth", compute_s * 1e3,
-              io_s * 1e3);
+  std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s), decode attention %.1f GFLOP/s\n",
+              dram / 1e9, n_threads, disk / 1e9,
+              f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable", *rate / 1e9);
+  const char* bound = io_s > compute_s ? "disk" : attn_s > weights_s + kv_s ? "attention compute" : "memory bandwidth";
+  std::printf("predicted decode at depth %lld: %.2f tokens/s (bound by %s: per token %.2f ms reading weights, "
+              "%.2f ms reading KV, %.2f ms attention compute; %.2f ms disk)\n",
+              static_cast<long long>(n_ctx), 1.0 / std::max(compute_s, io_s), bound, weights_s * 1e3, kv_s * 1e3,
+              attn_s * 1e3, io_s * 1e3);
   return 0;
 }
 

@@ -159,6 +159,34 @@ TEST(CliKvTypesTest, RunTakesKvTypesAndRefusesImpossibleOnes) {
   EXPECT_NE(plan.output.find("KV cache 1.1 MiB"), std::string::npos) << plan.output;
 }
 
+// plan's prediction at a depth counts attention's arithmetic beside the bytes it reads: 16x
+// the positions (both measured at 4096 keys) must cost over 4x the time, whatever the
+// machine's noise between the two runs.
+TEST(CliKvTypesTest, PlanPredictsDecodeWithAttentionCompute) {
+  const std::string bin = Quote(testing::TierlmBinary());
+  const std::string tiny = Quote(testing::SynthModel("tiny", "q8_0").string());
+  auto attention_ms = [&](int64_t ctx, double* tps) {
+    auto r = RunShell(bin + " plan -m " + tiny + " -t 2 -c " + std::to_string(ctx));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("decode attention "), std::string::npos) << r.output;
+    const std::string at = "predicted decode at depth " + std::to_string(ctx) + ": ";
+    const size_t p = r.output.find(at);
+    const size_t a = r.output.find(" ms attention compute", p);
+    if (p == std::string::npos || a == std::string::npos) {
+      ADD_FAILURE() << r.output;
+      return -1.0;
+    }
+    *tps = std::stod(r.output.substr(p + at.size()));
+    const size_t comma = r.output.rfind(", ", a);
+    return std::stod(r.output.substr(comma + 2, a - comma - 2));
+  };
+  double tps4k = 0, tps64k = 0;
+  const double ms4k = attention_ms(4096, &tps4k), ms64k = attention_ms(65536, &tps64k);
+  EXPECT_GT(ms4k, 0.0);
+  EXPECT_GT(ms64k, 4 * ms4k);
+  EXPECT_LT(tps64k, tps4k);
+}
+
 TEST(CliKvTypesTest, BenchRunsAtDepthAndWithSequencesTogether) {
   const std::string bin = Quote(testing::TierlmBinary());
   const std::string tiny = Quote(testing::SynthModel("tiny", "q8_0").string());

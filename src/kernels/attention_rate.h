@@ -1,0 +1,30 @@
+// How fast this machine's paged decode attention computes: the yardstick `plan` sets beside
+// the DRAM bandwidth. At a deep context a decode step's attention is two dot products per
+// query head and key (scores, then weighted values), and on a few cores that arithmetic,
+// not reading the keys and values, can take longer than reading every weight once.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "kernels/attention.h"
+#include "kv/paged_kv_store.h"
+
+namespace tierlm {
+
+// FLOPs of one decode step's attention for one layer at `keys` positions: 4 per query-head
+// dimension and key (a multiply and an add for the score, the same for the value).
+inline double DecodeAttentionFlops(const AttentionShape& s, int64_t keys) {
+  return 4.0 * static_cast<double>(s.n_head) * static_cast<double>(s.head_dim) * static_cast<double>(keys);
+}
+
+// FLOP/s (DecodeAttentionFlops) of PagedAttention for one sequence of `keys` positions of
+// shape `s` in KV format `f` (random keys and values, one layer, so mostly in cache: the
+// arithmetic rate, not DRAM's): the best of five windows of repeated calls on `pool`,
+// about `seconds` in all.
+// Errors: the KV format does not suit the shape (kv::CheckKvType), keys < 1.
+Result<double> MeasurePagedDecodeRate(const AttentionShape& s, const kv::KvFormat& f, int64_t keys, ThreadPool* pool,
+                                      double seconds = 0.2);
+
+}  // namespace tierlm
