@@ -480,6 +480,19 @@ Status LlamaModel::ForwardRows(const int32_t* tokens, const int64_t* pos, int64_
 
   TIERLM_RETURN_IF_ERROR(Embed(tokens, n, x_.data()));
 
+  // fn(t) for every token t < n, split over the threads when there are enough tokens to pay
+  // for the hand-off. Each token's values are computed on their own, in the same
+  // operations, whichever thread runs them.
+  auto per_token = [&](auto&& fn) {
+    if (pool == nullptr || pool->size() == 1 || n < 4) {
+      for (int64_t t = 0; t < n; ++t) fn(t);
+      return;
+    }
+    pool->ParallelFor(n, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) fn(t);
+    });
+  };
+
   // Loads a small 1-D tensor (norm weight or bias) as f32 into norm_w_.
   auto load_vec = [&](const gguf::TensorInfo* t) -> Result<const float*> {
     TIERLM_ASSIGN_OR_RETURN(TensorPin pin, store_->Acquire(*t));
@@ -488,20 +501,22 @@ Status LlamaModel::ForwardRows(const int32_t* tokens, const int64_t* pos, int64_
   };
   auto rms_norm_rows = [&](const gguf::TensorInfo* w) -> Status {
     TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(w));
-    for (int64_t t = 0; t < n; ++t) RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + t * E);
+    per_token([&](int64_t t) { RmsNorm(x_.data() + t * E, wf, E, hp.rms_eps, xn_.data() + t * E); });
     return Status::Ok();
   };
   auto add_bias = [&](const gguf::TensorInfo* b, float* y, int64_t dim) -> Status {
     if (!b) return Status::Ok();
     TIERLM_ASSIGN_OR_RETURN(const float* bf, load_vec(b));
-    for (int64_t t = 0; t < n; ++t) Add(y + t * dim, bf, y + t * dim, dim);
+    per_token([&](int64_t t) { Add(y + t * dim, bf, y + t * dim, dim); });
     return Status::Ok();
   };
   // RMSNorm of each w->ne[0]-wide piece of each token's `dim` values, in place.
   auto norm_in_place = [&](const gguf::TensorInfo* w, float* y, int64_t dim) -> Status {
     TIERLM_ASSIGN_OR_RETURN(const float* wf, load_vec(w));
     const int64_t width = w->ne[0];
-    for (int64_t i = 0; i < n * dim; i += width) RmsNorm(y + i, wf, width, hp.rms_eps, y + i);
+    per_token([&](int64_t t) {
+      for (int64_t i = t * dim; i < (t + 1) * dim; i += width) RmsNorm(y + i, wf, width, hp.rms_eps, y + i);
+    });
     return Status::Ok();
   };
   auto matmul = [&](const gguf::TensorInfo* w, const float* x, float* y) -> Status {
@@ -523,15 +538,15 @@ Status LlamaModel::ForwardRows(const int32_t* tokens, const int64_t* pos, int64_
       TIERLM_RETURN_IF_ERROR(norm_in_place(L.q_norm, q_.data(), Q));
       TIERLM_RETURN_IF_ERROR(norm_in_place(L.k_norm, k_.data(), KV));
     }
-    for (int64_t t = 0; t < n; ++t) {
+    per_token([&](int64_t t) {
       Rope(q_.data() + t * Q, hp.n_head, HD, hp.n_rot, pos[t], hp.rope_freq_scale, rope_inv_freq_.data(),
            hp.rope_style == RopeStyle::kNeox);
       Rope(k_.data() + t * KV, hp.n_head_kv, HD, hp.n_rot, pos[t], hp.rope_freq_scale, rope_inv_freq_.data(),
            hp.rope_style == RopeStyle::kNeox);
-    }
+    });
     TIERLM_RETURN_IF_ERROR(attend(l, q_.data(), k_.data(), v_.data(), attn_.data()));
     TIERLM_RETURN_IF_ERROR(matmul(L.wo, attn_.data(), xn_.data()));
-    for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
+    per_token([&](int64_t t) { Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E); });
 
     TIERLM_RETURN_IF_ERROR(rms_norm_rows(L.ffn_norm));
     if (L.is_moe) {
@@ -540,10 +555,10 @@ Status LlamaModel::ForwardRows(const int32_t* tokens, const int64_t* pos, int64_
     } else {
       TIERLM_RETURN_IF_ERROR(matmul(L.w_gate, xn_.data(), gate_.data()));
       TIERLM_RETURN_IF_ERROR(matmul(L.w_up, xn_.data(), up_.data()));
-      for (int64_t t = 0; t < n; ++t) SwiGlu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F);
+      per_token([&](int64_t t) { SwiGlu(gate_.data() + t * F, up_.data() + t * F, gate_.data() + t * F, F); });
       TIERLM_RETURN_IF_ERROR(matmul(L.w_down, gate_.data(), xn_.data()));
     }
-    for (int64_t t = 0; t < n; ++t) Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E);
+    per_token([&](int64_t t) { Add(x_.data() + t * E, xn_.data() + t * E, x_.data() + t * E, E); });
   }
 
   if (!logits_out) return Status::Ok();
