@@ -20,12 +20,16 @@
 #include "core/thread_pool.h"
 #include "kernels/cpu_features.h"
 #include "kernels/paged_attention.h"
+#include "kernels/paged_attention_internal.h"
 #include "kv/paged_kv_store.h"
 
 namespace tierlm {
 namespace {
 
-void BM_PagedDecode(benchmark::State& state) {
+// sink: every query head of KV head g asks for 3 u_g and position 0 holds the key 4 u_g, so
+// it scores about 32 standard deviations above the others (an attention sink): their
+// softmax weights are under e^-86 of its.
+void PagedDecodeCase(benchmark::State& state, bool sink) {
   const int64_t n_seq = state.range(0), depth = state.range(1);
   const int n_threads = static_cast<int>(state.range(2));
   const int64_t cycled = state.range(3);
@@ -55,6 +59,19 @@ void BM_PagedDecode(benchmark::State& state) {
   for (int64_t s = 0; s < n_seq; ++s) rows[static_cast<size_t>(s)] = {ids.data() + s * per_seq, depth};
   std::vector<float> q(static_cast<size_t>(n_seq * n_head * hd)), out(q.size());
   for (auto& x : q) x = nd(rng);
+  if (sink) {
+    const int64_t G = n_head / n_head_kv;
+    for (int64_t s = 0; s < n_seq; ++s) {
+      for (int64_t g = 0; g < n_head_kv; ++g)
+        for (int64_t i = 0; i < hd; ++i) {
+          const float u = nd(rng);
+          for (int64_t h = 0; h < G; ++h) q[static_cast<size_t>((s * n_head + g * G + h) * hd + i)] = 3 * u;
+          k[static_cast<size_t>(g * hd + i)] = 4 * u;
+        }
+      for (auto& x : v) x = nd(rng);
+      for (int64_t l = 0; l < n_layer; ++l) st->Write(l, {ids[static_cast<size_t>(s * per_seq)], 0}, k.data(), v.data());
+    }
+  }
   const AttentionShape shape{n_head, n_head_kv, hd, 0.125f};
   ThreadPool pool(n_threads);
   int64_t layer = 0;
@@ -70,6 +87,41 @@ void BM_PagedDecode(benchmark::State& state) {
       static_cast<double>(state.iterations()) * static_cast<double>(4 * n_seq * depth * n_head * hd) / 1e9,
       benchmark::Counter::kIsRate);
 }
+
+// One fold step of the AVX-512 kernel alone (32 keys into 8 query heads' running states,
+// head size 64, everything in L1), with the running maximum `gap` above the keys' scores
+// (which are about N(0, 1)): 6, as usual; 100, as beside an attention sink, where every
+// weight is below e^-86 (Exp512's floor; below it the weights were subnormals, and each
+// instruction touching them took a microcode assist). ns per step.
+void BM_FoldStep(benchmark::State& state) {
+  if (!UsesAvx512(ActiveKernelPath())) {
+    state.SkipWithError("no AVX-512");
+    return;
+  }
+  const float gap = static_cast<float>(state.range(0));
+  const int64_t hd = 64, G = 8, part = 2 + hd;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> kt(32 * hd), v(32 * hd), q(G * hd), st(G * part);
+  for (auto& x : kt) x = nd(rng);
+  for (auto& x : v) x = nd(rng);
+  for (auto& x : q) x = nd(rng);
+  for (int64_t h = 0; h < G; ++h) {
+    st[h * part] = gap;
+    st[h * part + 1] = 1.0f;
+    for (int64_t i = 0; i < hd; ++i) st[h * part + 2 + i] = 1.0f;
+  }
+  for (auto _ : state) {
+    PagedChunkT2Avx512(q.data(), G, hd, 0.125f, kt.data(), v.data(), 32, st.data(), part);
+    benchmark::ClobberMemory();
+  }
+}
+BENCHMARK(BM_FoldStep)->Arg(6)->Arg(100);
+
+void BM_PagedDecode(benchmark::State& state) { PagedDecodeCase(state, false); }
+void BM_PagedDecodeSink(benchmark::State& state) { PagedDecodeCase(state, true); }
+
+BENCHMARK(BM_PagedDecodeSink)->Args({1, 4096, 1, 22})->Args({1, 4096, 2, 22})->UseRealTime();
 
 BENCHMARK(BM_PagedDecode)
     ->Args({16, 512, 2, 22})

@@ -109,7 +109,8 @@ inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 l
   for (int h = 0; h < H; ++h) {
     float* st = states + h * state_stride;
     if (m_new[h] > st[0]) {
-      const float c = std::exp(st[0] - m_new[h]);
+      // As Exp512: no subnormal factor (what it would scale is below the new sum's resolution).
+      const float c = st[0] - m_new[h] < kExp512Floor ? 0.0f : std::exp(st[0] - m_new[h]);
       st[1] *= c;
       const __m512 cv = _mm512_set1_ps(c);
       #pragma GCC unroll 16
@@ -228,6 +229,13 @@ bool DecodeHeadRowsAvx512(GgmlType type, const uint8_t* rows, int64_t row_bytes,
       return true;
     default:
       return false;
+  }
+}
+
+void ExpRowAvx512(const float* x, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, Exp512(_mm512_maskz_loadu_ps(m, x + i)));
   }
 }
 

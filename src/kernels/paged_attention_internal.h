@@ -41,6 +41,9 @@ bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, cons
 // past n as zeros.
 void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt);
 
+// y[i] = the fold kernel's exp (Exp512) of x[i], i < n: for tests. Only callable with AVX-512.
+void ExpRowAvx512(const float* x, int64_t n, float* y);
+
 inline bool PagedChunkAvx512Supports(int64_t hd) {
   return hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 256;
 }

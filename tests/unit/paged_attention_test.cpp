@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/paged_attention_internal.h"
 #include "kernels/quant.h"
 #include "kv/paged_kv_store.h"
 
@@ -271,6 +272,71 @@ TEST(PagedKvStoreTest, CopyBlockCopiesTheUsedPositionsOfEveryLayerAndHead) {
       EXPECT_EQ(vb[3 * 32], 0.0f);
     }
   }
+}
+
+// The fold kernel's exp: within a few ulp of std::exp down to e^-86, e^-86 below (and for
+// -inf, NaN), never a subnormal (each one costs a microcode assist on Intel cores).
+TEST(PagedAttentionTest, Avx512ExpMatchesStdExpAndNeverReturnsSubnormals) {
+  if (!KernelPathSupported(KernelPath::kAvx512)) GTEST_SKIP();
+  std::vector<float> x;
+  for (float v = -130.0f; v < 5.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {-86.0f, std::nextafter(-86.0f, -100.0f), -87.3f, -103.9f, -104.0f, -1e30f, -INFINITY, NAN, 0.0f,
+                  -0.0f})
+    x.push_back(v);
+  std::vector<float> y(x.size());
+  ExpRowAvx512(x.data(), static_cast<int64_t>(x.size()), y.data());
+  float floor = 0;
+  const float at = -86.0f;
+  ExpRowAvx512(&at, 1, &floor);
+  for (size_t i = 0; i < x.size(); ++i) {
+    ASSERT_NE(std::fpclassify(y[i]), FP_SUBNORMAL) << "exp(" << x[i] << ")";
+    const double want = std::exp(double(x[i] >= -86.0f ? x[i] : -86.0f));
+    ASSERT_LE(std::fabs(y[i] - want), 4e-7 * want) << "exp(" << x[i] << ") = " << y[i];
+    if (!(x[i] >= -86.0f)) ASSERT_EQ(y[i], floor) << "exp(" << x[i] << ")";
+  }
+}
+
+// Beside a key scoring far above the rest (an attention sink), the others' weights are
+// below e^-86: attention still matches the double reference, on every path.
+TEST(PagedAttentionTest, AKeyFarAboveTheRestMatchesTheReference) {
+  const Shape s{8, 2, 64};
+  std::mt19937 rng(11);
+  std::vector<int32_t> blocks(40);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  const int64_t n_pos = 300;
+  Fixture f = Build(s, GgmlType::kF16, GgmlType::kF16, blocks, n_pos, rng);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  // Every query head of KV head g asks for u_g; key 0 of KV head g is 4 u_g (scores about
+  // 4 * 64 / 8 = 32 sigma above the others').
+  const int64_t G = s.n_head / s.n_head_kv, KV = s.n_head_kv * s.hd;
+  std::vector<float> q(static_cast<size_t>(s.n_head * s.hd)), k0(static_cast<size_t>(KV)), v0(k0.size());
+  for (int64_t g = 0; g < s.n_head_kv; ++g)
+    for (int64_t i = 0; i < s.hd; ++i) {
+      const float u = nd(rng);
+      for (int64_t h = 0; h < G; ++h) q[static_cast<size_t>((g * G + h) * s.hd + i)] = 3 * u;
+      k0[static_cast<size_t>(g * s.hd + i)] = 4 * u;
+    }
+  for (auto& x : v0) x = nd(rng);
+  f.store.Write(0, {blocks[0], 0}, k0.data(), v0.data());
+  std::vector<uint8_t> tmp(static_cast<size_t>(KV * 4));
+  for (int64_t h = 0; h < s.n_head_kv; ++h) {  // what the store holds now
+    QuantizeRow(GgmlType::kF16, k0.data() + h * s.hd, tmp.data(), s.hd);
+    DequantizeRow(GgmlType::kF16, tmp.data(), f.k_dec.data() + h * s.hd, s.hd);
+    QuantizeRow(GgmlType::kF16, v0.data() + h * s.hd, tmp.data(), s.hd);
+    DequantizeRow(GgmlType::kF16, tmp.data(), f.v_dec.data() + h * s.hd, s.hd);
+  }
+  const AttentionShape shape{s.n_head, s.n_head_kv, s.hd, 1.0f / std::sqrt(float(s.hd))};
+  const PagedQuery row{blocks.data(), n_pos};
+  const auto want = Reference(s, f, q.data(), n_pos, nullptr);
+  for (KernelPath path : {KernelPath::kScalar, KernelPath::kAvx2, KernelPath::kAvx512}) {
+    if (!KernelPathSupported(path)) continue;
+    SCOPED_TRACE(std::string(KernelPathName(path)));
+    ForceKernelPath(path);
+    std::vector<float> out(q.size());
+    PagedAttention(shape, f.store.Layer(0), std::span<const PagedQuery>(&row, 1), q.data(), out.data(), nullptr);
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(out[i], want[i], 2e-5) << i;
+  }
+  ForceKernelPath(std::nullopt);
 }
 
 // Transposed (f16, bf16) keys: each position reads back as written, and a copy takes the
