@@ -121,7 +121,7 @@ BENCHMARK(BM_FoldStep)->Arg(6)->Arg(100);
 void BM_PagedDecode(benchmark::State& state) { PagedDecodeCase(state, false); }
 void BM_PagedDecodeSink(benchmark::State& state) { PagedDecodeCase(state, true); }
 
-BENCHMARK(BM_PagedDecodeSink)->Args({1, 4096, 1, 22})->Args({1, 4096, 2, 22})->UseRealTime();
+BENCHMARK(BM_PagedDecodeSink)->Args({1, 4096, 1, 22})->Args({1, 4096, 2, 22})->Args({1, 16384, 2, 4})->UseRealTime();
 
 BENCHMARK(BM_PagedDecode)
     ->Args({16, 512, 2, 22})
@@ -131,6 +131,7 @@ BENCHMARK(BM_PagedDecode)
     ->Args({1, 4096, 2, 22})
     ->Args({1, 4096, 1, 22})
     ->Args({1, 4096, 1, 1})
+    ->Args({1, 16384, 2, 4})
     ->UseRealTime();
 
 // Prefill at depth: one sequence, `rows` query rows at positions depth .. depth + rows - 1

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/exp_floor.h"
 #include "kernels/paged_attention_internal.h"
 #include "kernels/quant.h"
 
@@ -96,12 +97,12 @@ void FoldMean(const float* qg, int64_t G, int64_t hd, float scale, const float* 
     float* acc = st + 2;
     const float m_new = std::max(st[0], sc);
     if (m_new > st[0]) {
-      const float c = std::exp(st[0] - m_new);
+      const float c = st[0] - m_new < kExpFloor ? 0.0f : std::exp(st[0] - m_new);
       st[1] *= c;
       for (int64_t i = 0; i < hd; ++i) acc[i] *= c;
       st[0] = m_new;
     }
-    const float w = std::exp(sc - m_new);
+    const float w = sc - m_new < kExpFloor ? 0.0f : std::exp(sc - m_new);
     st[1] += w;
     for (int64_t i = 0; i < hd; ++i) acc[i] += w * inv * sums[hd + i];
   }
@@ -208,13 +209,14 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
         }
         const float m_new = std::max(st[0], bmax);
         if (m_new > st[0]) {  // rescale what was accumulated under the old maximum
-          const float c = std::exp(st[0] - m_new);
+          const float c = st[0] - m_new < kExpFloor ? 0.0f : std::exp(st[0] - m_new);
           st[1] *= c;
           for (int64_t i = 0; i < hd; ++i) acc[i] *= c;
           st[0] = m_new;
         }
         for (int64_t p = 0; p < hi - lo; ++p) {
-          const float w = std::exp(scores[static_cast<size_t>(p)] - m_new);
+          const float d = scores[static_cast<size_t>(p)] - m_new;
+          const float w = d < kExpFloor ? 0.0f : std::exp(d);
           st[1] += w;
           const float* vp = V + p * vs;
           for (int64_t i = 0; i < hd; ++i) acc[i] += w * vp[i];
@@ -235,7 +237,9 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     float L = 0;
     for (int64_t j = 0; j < spans; ++j) {
       const float* st = states + j * span_stride + h * part;
-      if (st[0] == -INFINITY) continue;
+      // A span whose maximum is below the floor adds nothing the sums can resolve, and its
+      // factor would be subnormal (kernels/exp_floor.h).
+      if (st[0] == -INFINITY || st[0] - M < kExpFloor) continue;
       const float c = std::exp(st[0] - M);
       L += st[1] * c;
       for (int64_t i = 0; i < hd; ++i) o[i] += st[2 + i] * c;

@@ -109,8 +109,9 @@ inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 l
   for (int h = 0; h < H; ++h) {
     float* st = states + h * state_stride;
     if (m_new[h] > st[0]) {
-      // As Exp512: no subnormal factor (what it would scale is below the new sum's resolution).
-      const float c = st[0] - m_new[h] < kExp512Floor ? 0.0f : std::exp(st[0] - m_new[h]);
+      // No subnormal factor (kernels/exp_floor.h): what it would scale is below the new
+      // sum's resolution.
+      const float c = st[0] - m_new[h] < kExpFloor ? 0.0f : std::exp(st[0] - m_new[h]);
       st[1] *= c;
       const __m512 cv = _mm512_set1_ps(c);
       #pragma GCC unroll 16

@@ -6,23 +6,19 @@
 
 #include <cstdint>
 
+#include "kernels/exp_floor.h"
+
 namespace tierlm {
 
-// Exp512 takes x below it (and NaN) as this: at e^-86 = 4.5e-38, 2^n * p(r) is a normal
-// float for every r (below about -87.3 it would not be).
-inline constexpr float kExp512Floor = -86.0f;
-
 // exp(x) for x <= 0 (and moderately positive x): 2^n * p(r), x = n ln2 + r, |r| <= ln2/2,
-// p a degree-6 polynomial; about 2 ulp. x below kExp512Floor gives exp(kExp512Floor), never
-// a subnormal: producing or using subnormals costs a microcode assist per instruction on
-// Intel cores (a fold step whose keys all score 100 below the running maximum, as beside
-// an attention sink, ran 70x slower with a floor of -104), and a softmax weight of e^-86
-// of its maximum is below the f32 resolution of the sums it joins.
+// p a degree-6 polynomial; about 2 ulp. x below kExpFloor (and NaN) gives exp(kExpFloor),
+// where 2^n * p(r) is still a normal float for every r (below about -87.3 it would not be),
+// so the result is never subnormal (kernels/exp_floor.h).
 inline __m512 Exp512(__m512 x) {
   const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
   const __m512 ln2_hi = _mm512_set1_ps(0.693359375f);
   const __m512 ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-  x = _mm512_max_ps(x, _mm512_set1_ps(kExp512Floor));
+  x = _mm512_max_ps(x, _mm512_set1_ps(kExpFloor));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
   r = _mm512_fnmadd_ps(n, ln2_lo, r);
