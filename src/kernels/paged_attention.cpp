@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/cpu_features.h"
@@ -57,12 +58,13 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
   float* kt = kbuf.data() + at * hd;
   float* vr = vbuf.data() + at * hd;
   const uint8_t* vrows = block + kv.v_offset + g * kv.v_head_stride + lo * kv.v_pos_bytes;
-  if (!kv.k_transposed ||
-      !DecodeKeysTAvx512(kv.k_type, block + g * kv.k_head_stride, kv.block_size, lo, n, hd, kt)) {
+  if (kv.k_transposed) {
+    // Transposed keys are f16 or bf16 and this path's head sizes are multiples of 16, the
+    // two things DecodeKeysTAvx512 needs.
+    if (!DecodeKeysTAvx512(kv.k_type, block + g * kv.k_head_stride, kv.block_size, lo, n, hd, kt)) std::abort();
+  } else {
     const uint8_t* krows = block + g * kv.k_head_stride + lo * kv.k_pos_bytes;
-    if (kv.k_transposed)
-      for (int64_t p = 0; p < n; ++p) kv::DequantizeKey(kv, block, g, lo + p, hd, krows_f32.data() + p * hd);
-    else if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_pos_bytes, n, hd, krows_f32.data()))
+    if (!DecodeHeadRowsAvx512(kv.k_type, krows, kv.k_pos_bytes, n, hd, krows_f32.data()))
       for (int64_t p = 0; p < n; ++p) DequantizeRow(kv.k_type, krows + p * kv.k_pos_bytes, krows_f32.data() + p * hd, hd);
     for (int64_t c = 0; c < n; c += 16)
       TransposeKeysAvx512(krows_f32.data() + c * hd, std::min<int64_t>(16, n - c), hd, kt + c * hd);
