@@ -11,6 +11,25 @@
 #include "kernels/quant.h"
 
 namespace tierlm {
+
+int64_t PagedNextStepLines(const kv::PagedKvLayer& kv, const PagedQuery& row, int64_t bi, int64_t k1, int64_t g,
+                           const char** lines) {
+  const int64_t B = kv.block_size, per_step = B == 16 ? 2 : 1;
+  int64_t n = 0;
+  for (int64_t b = bi; b < bi + per_step && b * B < k1; ++b) {
+    const uint8_t* block = kv.blocks[row.blocks[b]];
+    if (row.Skips(b, g) || !block) continue;
+    const uint8_t* run[2] = {block + g * kv.k_head_stride, block + kv.v_offset + g * kv.v_head_stride};
+    const int64_t bytes[2] = {B * kv.k_pos_bytes, B * kv.v_pos_bytes};
+    for (int r = 0; r < 2; ++r) {
+      const uintptr_t first = reinterpret_cast<uintptr_t>(run[r]) & ~uintptr_t{63};
+      const uintptr_t end = reinterpret_cast<uintptr_t>(run[r]) + static_cast<uintptr_t>(bytes[r]);
+      for (uintptr_t a = first; a < end && n < kPagedMaxStepLines; a += 64) lines[n++] = reinterpret_cast<const char*>(a);
+    }
+  }
+  return n;
+}
+
 namespace {
 
 // Running state of one head over one span of keys.
@@ -74,14 +93,17 @@ void DecodeBlockHead(const kv::PagedKvLayer& kv, const uint8_t* block, int64_t l
 }
 
 // Folds keys [0, n) of decoded buffers (DecodeBlockHead) into the G heads' states P: one
-// softmax step per 32 keys from the buffers' start (the last step over what is left).
+// softmax step per 32 keys from the buffers' start (the last step over what is left). The
+// first step also prefetches pf[0..n_pf) (PagedNextStepLines).
 void FoldDecoded(const float* qg, int64_t G, int64_t hd, float scale, const float* kbuf, const float* vbuf, int64_t n,
-                 float* P, int64_t part) {
+                 float* P, int64_t part, const char* const* pf = nullptr, int64_t n_pf = 0) {
   for (int64_t c = 0; c < n; c += 32) {
     if (n - c > 16)
-      PagedChunkT2Avx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, std::min<int64_t>(32, n - c), P, part);
+      PagedChunkT2Avx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, std::min<int64_t>(32, n - c), P, part, 0.0f,
+                         pf, n_pf);
     else
-      PagedChunkTAvx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, n - c, P, part);
+      PagedChunkTAvx512(qg, G, hd, scale, kbuf + c * hd, vbuf + c * hd, n - c, P, part, 0.0f, pf, n_pf);
+    n_pf = 0;
   }
 }
 
@@ -183,7 +205,10 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
           nk += n2;
           nb = 2;
         }
-        FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nk, P, part);
+        const char* lines[kPagedMaxStepLines];
+        const int64_t n_lines = PagedNextStepLines(kv, row, bi + nb, k1, g, lines);
+        FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nk, P, part, lines,
+                    n_lines);
         continue;
       }
       int64_t ks = 0, vs = 0;
@@ -306,12 +331,17 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
                               kbuf, vbuf, 16);
               nb = 2;
             }
+            // The next step's lines (the next span's first step after a span's last: this
+            // unit goes on with it), prefetched during the first row's fold.
+            const char* lines[kPagedMaxStepLines];
+            int64_t n_lines = PagedNextStepLines(kv, first, bi + nb, max_keys, g, lines);
             for (int64_t r = r0; r < r1; ++r) {
               const int64_t kr = std::min(rows[static_cast<size_t>(r)].n_keys, k0 + S);
               const int64_t nr = std::min(kr, (bi + nb) * B) - bi * B - lo;  // this row's keys in the blocks
               if (j >= n_spans(r) || nr <= 0) continue;
               FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nr,
-                          states.data() + (r - r0) * row_stride + j * G * part, part);
+                          states.data() + (r - r0) * row_stride + j * G * part, part, lines, n_lines);
+              n_lines = 0;
             }
           }
         }

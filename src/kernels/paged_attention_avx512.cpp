@@ -10,6 +10,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -26,8 +27,10 @@ namespace {
 // whatever the batch, the chunk's length, how many heads or chunks are computed together.
 // Each query element is broadcast once for all C chunks (C = 2: 12 loads per 16 FMAs; one
 // chunk alone waits on the load ports at 10 per 8).
+// Iteration d / 2 also prefetches pf[d / 2] while d / 2 < n_pf.
 template <int D, int H, int C>
-inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&s)[H][C]) {
+inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&s)[H][C], const char* const* pf,
+                    int64_t n_pf) {
   constexpr int hd = 16 * D;
   __m512 a[H][C], b[H][C];
   #pragma GCC unroll 8
@@ -35,6 +38,7 @@ inline void ScoresT(const float* q, int64_t q_stride, const float* Kt, __m512 (&
     #pragma GCC unroll 2
     for (int c = 0; c < C; ++c) a[h][c] = b[h][c] = _mm512_setzero_ps();
   for (int d = 0; d < hd; d += 2) {
+    if (d / 2 < n_pf) _mm_prefetch(pf[d / 2], _MM_HINT_T0);
     __m512 k0[C], k1[C];
     #pragma GCC unroll 2
     for (int c = 0; c < C; ++c) {
@@ -79,10 +83,11 @@ inline __m512 Reduce4(const __m512 (&v)[4], Op op) {
 // softmax step over up to 16 C keys (one maximum, one rescale, one sum for all of them).
 // Each head's operations are those of one head alone, in the same order; the heads are
 // interleaved phase by phase so that their dependency chains overlap, and a value row
-// loaded once serves every head (H * D accumulators in registers).
+// loaded once serves every head (H * D accumulators in registers). Value row j prefetches
+// pf[j] while j < n_pf.
 template <int D, int H, int C>
 inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 live, float scale, float offset,
-                       float* states, int64_t state_stride) {
+                       float* states, int64_t state_stride, const char* const* pf, int64_t n_pf) {
   static_assert(C == 1 || C == 2);
   constexpr int64_t hd = 16 * D;
   const __m512 ninf = _mm512_set1_ps(-INFINITY);
@@ -145,7 +150,7 @@ inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 l
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16
     for (int i = 0; i < D; ++i) av[h][i] = _mm512_loadu_ps(states + h * state_stride + 2 + 16 * i);
-  AccumulateWeightedRows<H, D>(av, &w[0][0], 16 * C, V, hd, n);
+  AccumulateWeightedRows<H, D>(av, &w[0][0], 16 * C, V, hd, n, pf, n_pf);
   #pragma GCC unroll 8
   for (int h = 0; h < H; ++h)
     #pragma GCC unroll 16
@@ -154,25 +159,40 @@ inline void FoldScores(__m512 (&s)[H][C], const float* V, int64_t n, __mmask16 l
 
 // One fold step over n keys in C chunks of 16 (n <= 16 C; C = 2: n > 16, the second
 // chunk's keys at Kt + 16 hd, its values at V + 16 hd). Heads taken kGroup at a time (as
-// many as keep the value accumulators in registers), the rest one by one.
+// many as keep the value accumulators in registers), the rest one by one. The prefetches
+// pf[0..n_pf) go out one per score-loop iteration and value row, in order, the rest at the
+// end: spread over the step, not in a burst that would stall it on the line-fill buffers.
 template <int D, int C>
 void ChunkT(const float* q, int64_t G, const float* Kt, const float* V, int64_t n, float scale, float* states,
-            int64_t state_stride, float offset) {
+            int64_t state_stride, float offset, const char* const* pf, int64_t n_pf) {
   constexpr int64_t hd = 16 * D;
   constexpr int kGroup = D <= 4 ? 4 : D <= 8 ? 2 : 1;
   const int64_t last = n - 16 * (C - 1);  // keys in the last chunk
   const __mmask16 live = last >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << last) - 1);
-  int64_t h = 0;
+  // The next k prefetch slots: where they start, and how many of them have a line.
+  auto take = [&](int64_t k, int64_t* m) {
+    const char* const* p = pf;
+    *m = std::min(k, n_pf);
+    pf += *m;
+    n_pf -= *m;
+    return p;
+  };
+  int64_t h = 0, m1 = 0, m2 = 0;
   for (; h + kGroup <= G; h += kGroup) {
     __m512 sc[kGroup][C];
-    ScoresT<D, kGroup, C>(q + h * hd, hd, Kt, sc);
-    FoldScores<D, kGroup, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    const char* const* p1 = take(hd / 2, &m1);
+    ScoresT<D, kGroup, C>(q + h * hd, hd, Kt, sc, p1, m1);
+    const char* const* p2 = take(n, &m2);
+    FoldScores<D, kGroup, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride, p2, m2);
   }
   for (; h < G; ++h) {
     __m512 sc[1][C];
-    ScoresT<D, 1, C>(q + h * hd, hd, Kt, sc);
-    FoldScores<D, 1, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride);
+    const char* const* p1 = take(hd / 2, &m1);
+    ScoresT<D, 1, C>(q + h * hd, hd, Kt, sc, p1, m1);
+    const char* const* p2 = take(n, &m2);
+    FoldScores<D, 1, C>(sc, V, n, live, scale, offset, states + h * state_stride, state_stride, p2, m2);
   }
+  for (; n_pf > 0; --n_pf) _mm_prefetch(*pf++, _MM_HINT_T0);
 }
 
 // 16 x 16 floats: rows r[i] in, columns out (out[c] lane i = r[i] lane c).
@@ -291,15 +311,15 @@ bool ForHeadSize(int64_t hd, F&& f) {
 }  // namespace
 
 bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
-                       float* states, int64_t state_stride, float offset) {
+                       float* states, int64_t state_stride, float offset, const char* const* pf, int64_t n_pf) {
   if (n <= 0 || n > 16) return false;
-  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 1>(q, G, Kt, V, n, scale, states, state_stride, offset); });
+  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 1>(q, G, Kt, V, n, scale, states, state_stride, offset, pf, n_pf); });
 }
 
 bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
-                        float* states, int64_t state_stride, float offset) {
+                        float* states, int64_t state_stride, float offset, const char* const* pf, int64_t n_pf) {
   if (n <= 16 || n > 32) return false;
-  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 2>(q, G, Kt, V, n, scale, states, state_stride, offset); });
+  return ForHeadSize(hd, [&]<int D>() { ChunkT<D, 2>(q, G, Kt, V, n, scale, states, state_stride, offset, pf, n_pf); });
 }
 
 bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* K, const float* V, int64_t n,

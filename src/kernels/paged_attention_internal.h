@@ -4,6 +4,8 @@
 #include <cstdint>
 
 #include "format/ggml_type.h"
+#include "kernels/paged_attention.h"
+#include "kv/paged_kv_store.h"
 
 namespace tierlm {
 
@@ -27,15 +29,21 @@ bool PagedChunkAvx512(const float* q, int64_t G, int64_t hd, float scale, const 
                       float* states, int64_t state_stride, float offset = 0.0f);
 
 // The same with the keys transposed (TransposeKeysAvx512): Kt holds hd vectors of 16
-// floats, vector d = dimension d of keys 0..15, zero past n.
+// floats, vector d = dimension d of keys 0..15, zero past n. While it computes it
+// prefetches (to L1) the cache lines pf[0..n_pf), spread over its loops: the next step's
+// keys and values, which a core without the prefetches would only ask for after this
+// step's arithmetic (on an Ice Lake Xeon reading scattered 2 KiB rows from DRAM, a burst of
+// prefetches waits on the line-fill buffers as long as the demand reads would).
 bool PagedChunkTAvx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
-                       float* states, int64_t state_stride, float offset = 0.0f);
+                       float* states, int64_t state_stride, float offset = 0.0f, const char* const* pf = nullptr,
+                       int64_t n_pf = 0);
 
 // PagedChunkTAvx512 over 16 < n <= 32 keys as one softmax step (one maximum, rescale and
 // sum for all of them): the second chunk's transposed keys at Kt + 16 hd, its values at
 // V + 16 hd. False (nothing done) outside that range or head size.
 bool PagedChunkT2Avx512(const float* q, int64_t G, int64_t hd, float scale, const float* Kt, const float* V, int64_t n,
-                        float* states, int64_t state_stride, float offset = 0.0f);
+                        float* states, int64_t state_stride, float offset = 0.0f, const char* const* pf = nullptr,
+                        int64_t n_pf = 0);
 
 // Keys K[0..n) ([n][hd] f32, n <= 16, hd a multiple of 16) into Kt (hd x 16 floats), keys
 // past n as zeros.
@@ -43,6 +51,18 @@ void TransposeKeysAvx512(const float* K, int64_t n, int64_t hd, float* Kt);
 
 // y[i] = the fold kernel's exp (Exp512) of x[i], i < n: for tests. Only callable with AVX-512.
 void ExpRowAvx512(const float* x, int64_t n, float* y);
+
+// Room for the cache lines prefetched during one fold step (past it, the demand reads).
+inline constexpr int64_t kPagedMaxStepLines = 256;
+
+// The cache lines (64-byte aligned addresses, in order) of KV head g's keys and values in the
+// blocks that the fold step after the current one reads, from block bi on: bi and, where
+// 16-position blocks go two to a step, bi + 1; those below k1, not skipped and pinned. Into
+// lines (room for kPagedMaxStepLines, the rest left out); returns how many. PagedAttention
+// hands them to the fold kernel of the current step, which prefetches them spread over its
+// loops.
+int64_t PagedNextStepLines(const kv::PagedKvLayer& kv, const PagedQuery& row, int64_t bi, int64_t k1, int64_t g,
+                           const char** lines);
 
 inline bool PagedChunkAvx512Supports(int64_t hd) {
   return hd == 32 || hd == 64 || hd == 96 || hd == 128 || hd == 256;

@@ -53,11 +53,13 @@ inline __m512 ReduceTree16(const __m512 (&a)[16]) {
 
 // acc[h] += sum_j w[h * w_stride + j] * v_j for H heads sharing the value rows v_j (row j at
 // v + j * v_stride, D vectors each), j = 0..n-1 in order: one load of each row serves every
-// head, and each head's FMAs run in key order whatever H is.
+// head, and each head's FMAs run in key order whatever H is. Row j also prefetches pf[j]
+// while j < n_pf (the next fold step's cache lines, spread over the loop).
 template <int H, int D>
 inline void AccumulateWeightedRows(__m512 (&acc)[H][D], const float* w, int64_t w_stride, const float* v,
-                                   int64_t v_stride, int64_t n) {
+                                   int64_t v_stride, int64_t n, const char* const* pf = nullptr, int64_t n_pf = 0) {
   for (int64_t j = 0; j < n; ++j) {
+    if (j < n_pf) _mm_prefetch(pf[j], _MM_HINT_T0);
     const float* vp = v + j * v_stride;
     __m512 vv[D];
     #pragma GCC unroll 16

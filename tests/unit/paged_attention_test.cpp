@@ -228,6 +228,52 @@ TEST(PagedAttentionTest, SkippedBlocksCountAsAbsent) {
   for (float x : out) EXPECT_EQ(x, 0.0f);
 }
 
+// The lines the fold kernel prefetches for the next step: every 64-byte line of KV head g's
+// keys and values in the next step's blocks, from the layout written out here (a block holds
+// its keys then its values, each head after head, block_size rows per head), in order.
+TEST(PagedAttentionTest, NextStepLinesCoverTheNextBlocksKeysAndValuesOfTheHead) {
+  struct Case {
+    GgmlType kt, vt;
+    int32_t block;
+    int64_t k_row, v_row;  // bytes of one head's row at one position (hd = 64)
+  };
+  for (const Case c : {Case{GgmlType::kF16, GgmlType::kF16, 16, 128, 128}, Case{GgmlType::kQ8_0, GgmlType::kF32, 16, 68, 256},
+                       Case{GgmlType::kQ4_0, GgmlType::kBF16, 24, 36, 128}}) {
+    const int64_t n_head_kv = 2, hd = 64;
+    auto st = kv::PagedKvStore::Create(1, n_head_kv, hd, kv::KvFormat{c.kt, c.vt, c.block}, 8);
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    const kv::PagedKvLayer L = st->Layer(0);
+    const std::vector<int32_t> table = {5, 2, 7, 0, 3};
+    std::vector<uint8_t> skip(table.size() * n_head_kv, 0);
+    skip[3 * n_head_kv + 1] = 1;  // block 3, KV head 1
+    const PagedQuery row{table.data(), 5 * c.block, skip.data(), static_cast<int32_t>(n_head_kv)};
+    auto want = [&](std::vector<int64_t> bs, int64_t g) {
+      std::vector<const char*> lines;
+      for (int64_t b : bs) {
+        const auto* base = reinterpret_cast<const char*>(L.blocks[table[static_cast<size_t>(b)]]);
+        const int64_t runs[2][2] = {{g * c.block * c.k_row, c.block * c.k_row},
+                                    {n_head_kv * c.block * c.k_row + g * c.block * c.v_row, c.block * c.v_row}};
+        for (const auto& r : runs)
+          for (int64_t a = r[0] / 64 * 64; a < r[0] + r[1]; a += 64) lines.push_back(base + a);
+      }
+      return lines;
+    };
+    auto got = [&](int64_t bi, int64_t k1, int64_t g) {
+      std::vector<const char*> lines(kPagedMaxStepLines);
+      lines.resize(static_cast<size_t>(PagedNextStepLines(L, row, bi, k1, g, lines.data())));
+      return lines;
+    };
+    const bool pairs = c.block == 16;
+    const std::string what = std::string(TypeName(c.kt)) + "/" + std::string(TypeName(c.vt));
+    EXPECT_EQ(got(1, row.n_keys, 0), pairs ? want({1, 2}, 0) : want({1}, 0)) << what;
+    EXPECT_EQ(got(1, row.n_keys, 1), pairs ? want({1, 2}, 1) : want({1}, 1)) << what;
+    EXPECT_EQ(got(2, row.n_keys, 1), want({2}, 1)) << what;  // block 3 is skipped for head 1
+    EXPECT_EQ(got(2, row.n_keys, 0), pairs ? want({2, 3}, 0) : want({2}, 0)) << what;
+    EXPECT_EQ(got(1, 2 * c.block, 0), want({1}, 0)) << what;  // block 2 is past k1
+    EXPECT_TRUE(got(5, row.n_keys, 0).empty()) << what;
+  }
+}
+
 TEST(PagedKvStoreTest, TypesAndShapesAreChecked) {
   EXPECT_FALSE(kv::ParseKvType("q5_1").ok());
   EXPECT_TRUE(kv::ParseKvType("bf16").ok());
@@ -292,7 +338,9 @@ TEST(PagedAttentionTest, Avx512ExpMatchesStdExpAndNeverReturnsSubnormals) {
     ASSERT_NE(std::fpclassify(y[i]), FP_SUBNORMAL) << "exp(" << x[i] << ")";
     const double want = std::exp(double(x[i] >= -86.0f ? x[i] : -86.0f));
     ASSERT_LE(std::fabs(y[i] - want), 4e-7 * want) << "exp(" << x[i] << ") = " << y[i];
-    if (!(x[i] >= -86.0f)) ASSERT_EQ(y[i], floor) << "exp(" << x[i] << ")";
+    if (!(x[i] >= -86.0f)) {
+      ASSERT_EQ(y[i], floor) << "exp(" << x[i] << ")";
+    }
   }
 }
 
