@@ -157,8 +157,10 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
   auto n_spans = [&](int64_t r) { return std::max<int64_t>(1, (rows[static_cast<size_t>(r)].n_keys + S - 1) / S); };
 
   // The running states of KV head g's G query heads of row r over one span of keys, from zero.
+  // next_g >= 0: KV head next_g's pass over the same span follows (its first step's lines
+  // are prefetched during this pass's last).
   auto span_state = [&](int64_t r, int64_t g, int64_t span, float* P, std::vector<float>& kbuf,
-                        std::vector<float>& vbuf, std::vector<float>& scores) {
+                        std::vector<float>& vbuf, std::vector<float>& scores, int64_t next_g = -1) {
     const PagedQuery& row = rows[static_cast<size_t>(r)];
     const int64_t k0 = span * S, k1 = std::min(row.n_keys, k0 + S);
     ResetStates(P, G, hd);
@@ -206,7 +208,9 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
           nb = 2;
         }
         const char* lines[kPagedMaxStepLines];
-        const int64_t n_lines = PagedNextStepLines(kv, row, bi + nb, k1, g, lines);
+        const int64_t n_lines = (bi + nb) * B < k1 || next_g < 0
+                                    ? PagedNextStepLines(kv, row, bi + nb, k1, g, lines)
+                                    : PagedNextStepLines(kv, row, k0 / B, k1, next_g, lines);
         FoldDecoded(q + r * q_stride + g * G * hd, G, hd, s.scale, kbuf.data(), vbuf.data(), nk, P, part, lines,
                     n_lines);
         continue;
@@ -369,28 +373,44 @@ void PagedAttention(const AttentionShape& s, const kv::PagedKvLayer& kv, std::sp
     else units(0, n_rows * s.n_head_kv);
     return;
   }
-  // Few rows (decode): a unit is a (row, KV head, span), so one long row still uses every
-  // thread; the spans' states meet in a shared buffer and are merged after.
-  std::vector<int64_t> first_unit(static_cast<size_t>(n_rows) + 1, 0);
+  // Few rows (decode): a unit is a (row, span) with every KV head, one after the other over
+  // the span's blocks (which stay in L2 between the heads' passes, and are read a page at a
+  // time instead of one head's 2 KiB of a block: 8-10% faster from DRAM on an Ice Lake Xeon),
+  // or, where there are too few spans to share out evenly, a (row, KV head, span); so one
+  // long row still uses every thread. The states meet in a shared buffer and are merged
+  // after. Either way each (row, KV head, span) state is computed alone: the same bits.
+  std::vector<int64_t> first_state(static_cast<size_t>(n_rows) + 1, 0);
   for (int64_t r = 0; r < n_rows; ++r)
-    first_unit[static_cast<size_t>(r) + 1] = first_unit[static_cast<size_t>(r)] + n_spans(r) * s.n_head_kv;
-  const int64_t n_units = first_unit.back();
-  // Unit (r, g, span) at first_unit[r] + g * spans + span: a row's KV head's spans adjacent.
-  std::vector<float> partials(static_cast<size_t>(n_units * G * part));
+    first_state[static_cast<size_t>(r) + 1] = first_state[static_cast<size_t>(r)] + n_spans(r) * s.n_head_kv;
+  const int64_t n_states = first_state.back();
+  const bool whole_spans = n_states / s.n_head_kv >= 4 * n_threads;
+  // State (r, g, span) at first_state[r] + g * spans + span: a row's KV head's spans adjacent.
+  std::vector<float> partials(static_cast<size_t>(n_states * G * part));
   auto units = [&](int64_t begin, int64_t end) {
     static thread_local std::vector<float> kbuf, vbuf, scores;
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t r = std::upper_bound(first_unit.begin(), first_unit.end(), u) - first_unit.begin() - 1;
-      const int64_t local = u - first_unit[static_cast<size_t>(r)], spans = n_spans(r);
-      span_state(r, local / spans, local % spans, partials.data() + u * G * part, kbuf, vbuf, scores);
+      if (!whole_spans) {
+        const int64_t r = std::upper_bound(first_state.begin(), first_state.end(), u) - first_state.begin() - 1;
+        const int64_t local = u - first_state[static_cast<size_t>(r)], spans = n_spans(r);
+        span_state(r, local / spans, local % spans, partials.data() + u * G * part, kbuf, vbuf, scores);
+        continue;
+      }
+      // Unit u: span u - (spans of the rows before r) of row r.
+      const int64_t r =
+          std::upper_bound(first_state.begin(), first_state.end(), u * s.n_head_kv) - first_state.begin() - 1;
+      const int64_t first = first_state[static_cast<size_t>(r)], span = u - first / s.n_head_kv, spans = n_spans(r);
+      for (int64_t g = 0; g < s.n_head_kv; ++g)
+        span_state(r, g, span, partials.data() + (first + g * spans + span) * G * part, kbuf, vbuf, scores,
+                   g + 1 < s.n_head_kv ? g + 1 : -1);
     }
   };
+  const int64_t n_units = whole_spans ? n_states / s.n_head_kv : n_states;
   if (pool) pool->ParallelForDynamic(n_units, 1, units);
   else units(0, n_units);
   for (int64_t r = 0; r < n_rows; ++r)
     for (int64_t g = 0; g < s.n_head_kv; ++g)
       for (int64_t h = 0; h < G; ++h)
-        merge(r, g, h, n_spans(r), partials.data() + (first_unit[static_cast<size_t>(r)] + g * n_spans(r)) * G * part,
+        merge(r, g, h, n_spans(r), partials.data() + (first_state[static_cast<size_t>(r)] + g * n_spans(r)) * G * part,
               G * part);
 }
 
