@@ -179,25 +179,24 @@ int PlanCommand(int argc, char** argv) {
     if (bw.ok()) disk = bw->bytes_per_second;
     else std::printf("note: could not measure disk bandwidth: %s\n", bw.status().message().c_str());
   }
-  // Attention at depth n_ctx: reading the KV bytes, then the arithmetic on them (the paged
-  // decode kernel's rate on this machine, measured at up to 4096 keys in cache). The two
-  // are added, not overlapped: on a 2-core Ice Lake Xeon (docs/BENCHMARKS.md) the sum
-  // predicted TinyLlama's decode at depth 4096 and 16384 within 10%, the larger of the
-  // two overstated it by 15-25%.
+  // Attention at depth n_ctx: the paged decode kernel's rate on this machine, measured at
+  // up to 4096 keys read from DRAM (its arithmetic and its reads of the keys and values,
+  // which it overlaps), scaled to n_ctx keys; then the weights read once. The KV bytes
+  // appear apart as their DRAM read time, already inside the attention time.
   const AttentionShape shape{hp->n_head, hp->n_head_kv, hp->head_dim,
                              1.0f / std::sqrt(static_cast<float>(hp->head_dim))};
   auto rate = MeasurePagedDecodeRate(shape, kv_format, std::min<int64_t>(n_ctx, 4096), pool->get());
   if (!rate.ok()) return ReportError(rate.status().WithContext("plan: measuring attention"));
   const double attn_s = static_cast<double>(hp->n_layer) * DecodeAttentionFlops(shape, n_ctx) / *rate;
   const double weights_s = per_token / dram, kv_s = kv_per_token / dram;
-  const double compute_s = weights_s + kv_s + attn_s;
+  const double compute_s = weights_s + std::max(kv_s, attn_s);
   const double io_s = disk > 0 ? (streamed + kv_disk_per_token) / disk : 0;
   std::printf("measured: DRAM %.1f GB/s (triad, %d threads), disk %.2f GB/s (%s), decode attention %.1f GFLOP/s\n",
               dram / 1e9, n_threads, disk / 1e9,
               f.ok() ? ((*f)->stats().direct_io ? "O_DIRECT" : "buffered") : "unavailable", *rate / 1e9);
-  const char* bound = io_s > compute_s ? "disk" : attn_s > weights_s + kv_s ? "attention compute" : "memory bandwidth";
+  const char* bound = io_s > compute_s ? "disk" : attn_s > weights_s ? "attention" : "memory bandwidth";
   std::printf("predicted decode at depth %lld: %.2f tokens/s (bound by %s: per token %.2f ms reading weights, "
-              "%.2f ms reading KV, %.2f ms attention compute; %.2f ms disk)\n",
+              "%.2f ms reading KV, %.2f ms attention with those reads; %.2f ms disk)\n",
               static_cast<long long>(n_ctx), 1.0 / std::max(compute_s, io_s), bound, weights_s * 1e3, kv_s * 1e3,
               attn_s * 1e3, io_s * 1e3);
   return 0;
