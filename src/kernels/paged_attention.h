@@ -4,8 +4,9 @@
 // steps of up to 32 keys: two 16-position blocks), keeping a running maximum, sum and
 // weighted value accumulator, so no score row is ever longer than a step and a block may be in any KV type (f32, f16, bf16, q8_0, q4_0: decoded one head
 // at a time). A row's keys are cut into fixed spans of kPagedSplitKeys positions, each
-// computed on its own and merged in order; work units are (row, KV head, span), so one long
-// sequence still uses every thread.
+// computed on its own and merged in order; work units take (row, KV head, span) states,
+// several heads of a span or a tile's rows together, so one long sequence still uses every
+// thread.
 //
 // Batch invariance: a row's result depends only on its query, its keys and values and its
 // key count: never on the other rows, the thread count or how the prompt was chunked (the
