@@ -23,10 +23,7 @@ Result<double> MeasurePagedDecodeRate(const AttentionShape& s, const kv::KvForma
   if (n_blocks > (1 << 30)) return Status::InvalidArgument("attention rate: " + std::to_string(keys) + " keys");
   // One layer's keys and values, then copies of its bytes as further layers until they
   // pass kRateBytes (no cache holds them): calls cycle through the layers, as decode does.
-  TIERLM_ASSIGN_OR_RETURN(kv::PagedKvStore one,
-                          kv::PagedKvStore::Create(1, s.n_head_kv, s.head_dim, f, static_cast<int32_t>(n_blocks)));
-  const kv::PagedKvLayer first = one.Layer(0);
-  const int64_t block_bytes = first.v_offset + s.n_head_kv * first.v_head_stride;
+  const auto block_bytes = static_cast<int64_t>(kv::PagedKvStore::BlockBytes(1, s.n_head_kv, s.head_dim, f));
   const int64_t n_layers = std::clamp<int64_t>(kRateBytes / std::max<int64_t>(1, block_bytes * n_blocks) + 1, 1, 64);
   TIERLM_ASSIGN_OR_RETURN(
       kv::PagedKvStore store,

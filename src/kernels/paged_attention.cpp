@@ -17,8 +17,9 @@ int64_t PagedNextStepLines(const kv::PagedKvLayer& kv, const PagedQuery& row, in
   const int64_t B = kv.block_size, per_step = B == 16 ? 2 : 1;
   int64_t n = 0;
   for (int64_t b = bi; b < bi + per_step && b * B < k1; ++b) {
+    if (row.Skips(b, g)) continue;
     const uint8_t* block = kv.blocks[row.blocks[b]];
-    if (row.Skips(b, g) || !block) continue;
+    if (!block) continue;
     const uint8_t* run[2] = {block + g * kv.k_head_stride, block + kv.v_offset + g * kv.v_head_stride};
     const int64_t bytes[2] = {B * kv.k_pos_bytes, B * kv.v_pos_bytes};
     for (int r = 0; r < 2; ++r) {
