@@ -273,6 +273,102 @@ void PackPanelQ8(const uint8_t* base, int64_t rb, int64_t n, int64_t n_groups, c
   }
 }
 
+// ---- Unsigned-weight panels (the AVX-512 Q4_0 / Q8_0 kernels) ---------------------------
+// The panels above make the weights vpdpbusd's signed operand, which the AMX tiles need
+// too, at the price of unpacking nibbles, permuting rows into order and summing codes for
+// every block of every call: for a step of 16 sequences decoding together that packing
+// cost as much as the products. A U-panel keeps the weights as the unsigned operand, the
+// way the small-batch kernels do, and the activations signed (kQ8, with their block sums):
+//   per group g of 32 inputs, per panel of 16 rows, lane l holding row RowOfLane()[l]
+//   (Load16x16's order; the kernel puts rows back in order when it stores):
+//     byte[8][16 lanes][4]  vector k: the unsigned codes of inputs 4k..4k+3 (Q4_0: the
+//                           nibbles, code + 8; Q8_0: code + 128)
+//     float scale[16]
+// (The Q4_0 nibbles are split here, not in the kernel: 512-bit shifts issue on port 0
+// only, which vpdpbusd needs; split in the kernel, 512 tokens ran 5% slower.)
+// vpdpbusd then sums (w + o) * a; starting the dot at -o * (the token's block sum) leaves
+// the exact integer dot of the signed codes, the same I_b as every other Q4_0 / Q8_0
+// kernel, so the f32 chain (and every bit) is unchanged.
+constexpr int64_t kUPanelCodeBytes = 512;
+constexpr int64_t kUPanelRecBytes = kUPanelCodeBytes + 64;
+
+// 16 bytes at off + (row r's block) for the 16 rows at q[i] + k * rb (r = 4i + k), as
+// Load16x16 gives them; q[i] = the block of row 4i.
+inline void Load16x16Strided(const uint8_t* const (&q)[4], int64_t off, int64_t rb, int64_t rb3, __m512i (&v)[4]) {
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* p = q[i] + off;
+    __m512i x = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + rb)), 1);
+    x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * rb)), 2);
+    v[i] = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + rb3)), 3);
+  }
+  Transpose4x4Groups(v);
+}
+
+// LoadScales16 for the same 16 rows, lanes in Load16x16's order: lane 4i + j holds row
+// 4j + i, at q[j] + i * rb.
+inline __m512 LoadScales16Strided(const uint8_t* const (&q)[4], int64_t rb, int64_t rb3) {
+  const int64_t step[4] = {0, rb, 2 * rb, rb3};
+  uint64_t w[4];
+  #pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    uint16_t h[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) std::memcpy(&h[j], q[j] + step[i], 2);
+    w[i] = uint64_t{h[0]} | uint64_t{h[1]} << 16 | uint64_t{h[2]} << 32 | uint64_t{h[3]} << 48;
+  }
+  return _mm512_cvtph_ps(_mm256_set_epi64x(static_cast<long long>(w[3]), static_cast<long long>(w[2]),
+                                           static_cast<long long>(w[1]), static_cast<long long>(w[0])));
+}
+
+// A U-panel of n <= 16 rows (row r at base + r * rb); lanes past n repeat row n - 1. Full
+// panels address their rows from four pointers and the stride rather than 16 offsets
+// (which do not fit in registers: their spills and address arithmetic were most of the
+// packer's time). No prefetching here: the kernels ask for the next rows' lines while
+// they multiply these (UPanelGemm).
+template <typename P>
+void PackUPanel(const uint8_t* base, int64_t rb, int64_t n, int64_t n_groups, uint8_t* panel) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  auto put = [&](uint8_t* rec, __m512i (&v)[4], __m512i (&w)[4], __m512 scale) {
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (P::kNibbles) {
+        _mm512_store_si512(rec + 64 * j, _mm512_and_si512(v[j], low4));
+        _mm512_store_si512(rec + 256 + 64 * j, _mm512_and_si512(_mm512_srli_epi16(v[j], 4), low4));
+      } else {
+        _mm512_store_si512(rec + 64 * j, _mm512_xor_si512(v[j], flip));
+        _mm512_store_si512(rec + 256 + 64 * j, _mm512_xor_si512(w[j], flip));
+      }
+    }
+    _mm512_store_ps(reinterpret_cast<float*>(rec + kUPanelCodeBytes), scale);
+  };
+  if (n == 16) {
+    const int64_t rb3 = 3 * rb;
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t o = g * P::kBlockBytes;
+      const uint8_t* q[4] = {base + o, base + 4 * rb + o, base + 8 * rb + o, base + 12 * rb + o};
+      __m512i v[4], w[4];
+      Load16x16Strided(q, 2, rb, rb3, v);
+      if constexpr (!P::kNibbles) Load16x16Strided(q, 18, rb, rb3, w);
+      put(panel + g * kUPanelRecBytes, v, w, LoadScales16Strided(q, rb, rb3));
+    }
+    return;
+  }
+  int64_t roff[16];
+  for (int r = 0; r < 16; ++r) roff[r] = (r < n ? r : n - 1) * rb;
+  int64_t loff[16];  // lane l's row offset
+  for (int l = 0; l < 16; ++l) loff[l] = roff[4 * (l % 4) + l / 4];
+  for (int64_t g = 0; g < n_groups; ++g) {
+    const uint8_t* blk = base + g * P::kBlockBytes;
+    __m512i v[4], w[4];
+    Load16x16(blk + 2, roff, v);
+    if constexpr (!P::kNibbles) Load16x16(blk + 18, roff, w);
+    put(panel + g * kUPanelRecBytes, v, w, LoadScales16(blk, loff));
+  }
+}
+
 // Packs weight rows [r0, r0 + rows) of a (rows <= 32) into one or two panels of panel_bytes
 // each at out (panel 1 only when rows > 16); a panel's missing rows are zero (K-quants) or repeat its last row (PackPanelQ8). Returns the
 // number of panels.
