@@ -629,6 +629,42 @@ struct PanelAct {
   const int16_t* sum32;  // kQ8KU: sum of the signed codes per 32 inputs
 };
 
+// The canonical f32 step of a Q4_0 / Q8_0 block g for RV panels x T tokens (see "The
+// canonical order of a Q4_0 / Q8_0 dot product"): acc = fma(float(I_b), d_w * d_a, acc),
+// the 16 rows' weight scales at rec[rv] + scale_off. Shared by PanelTile and UPanelTile.
+template <int RV, int T, typename Act>
+__attribute__((always_inline)) inline void FoldQ8Blocks(__m512 (&acc)[RV][T], const __m512i (&dot)[RV][T],
+                                                        const uint8_t* const (&rec)[RV], int64_t scale_off,
+                                                        const Act* act, int64_t g) {
+  __m512 scale[RV];
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + scale_off));
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const __m512 da = _mm512_set1_ps(act[t].d[g]);
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
+  }
+}
+
+// Stores a panel tile's accumulators (panel rv's lane l: row 16 rv + l, or with kLaneOrder
+// row 16 rv + RowOfLane()[l]) for the first rows_left rows.
+template <int RV, int T, bool kLaneOrder>
+__attribute__((always_inline)) inline void StorePanelTile(const __m512 (&acc)[RV][T], float* y, int64_t y_stride,
+                                                          int64_t rows_left) {
+  const __m512i row_of_lane = RowOfLane();  // an involution: also the lane of each row
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) {
+    const int64_t n = rows_left - 16 * rv;
+    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+      _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m,
+                            kLaneOrder ? _mm512_permutexvar_ps(row_of_lane, acc[rv][t]) : acc[rv][t]);
+  }
+}
+
 // Q4_0 / Q8_0: acc[rv][t] over all blocks for RV panels (16 rows each) and T tokens; writes y.
 template <int RV, int T>
 void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes, const PanelAct* act,
@@ -664,24 +700,9 @@ void PanelTile(const uint8_t* const* panels, int64_t n_groups, int64_t rec_bytes
         for (int rv = 0; rv < RV; ++rv) dot[rv][t] = _mm512_dpbusd_epi32(dot[rv][t], av, w[rv]);
       }
     }
-    __m512 scale[RV];
-    #pragma GCC unroll 8
-    for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512 da = _mm512_set1_ps(act[t].d[g]);
-      #pragma GCC unroll 8
-      for (int rv = 0; rv < RV; ++rv)
-        acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
-    }
+    FoldQ8Blocks<RV, T>(acc, dot, rec, kCode, act, g);
   }
-  #pragma GCC unroll 8
-  for (int rv = 0; rv < RV; ++rv) {
-    const int64_t n = rows_left - 16 * rv;
-    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
-  }
+  StorePanelTile<RV, T, false>(acc, y, y_stride, rows_left);
 }
 
 // K-quants: per 256-element block the exact integer sums A (and M), then the f32 chain.
@@ -760,13 +781,7 @@ void PanelTileK(const uint8_t* const* panels, int64_t n_groups, int64_t rec_byte
       }
     }
   }
-  #pragma GCC unroll 8
-  for (int rv = 0; rv < RV; ++rv) {
-    const int64_t n = rows_left - 16 * rv;
-    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, acc[rv][t]);
-  }
+  StorePanelTile<RV, T, false>(acc, y, y_stride, rows_left);
 }
 
 constexpr int kPanelToks = 6;   // tokens per register tile: 2 x 6 x 2 accumulators + 2 weights
@@ -862,26 +877,9 @@ void UPanelTile(const uint8_t* const* panels, int64_t n_groups, const UPanelAct*
         for (int rv = 0; rv < RV; ++rv) dot[rv][t] = _mm512_dpbusd_epi32(dot[rv][t], w[rv], av);
       }
     }
-    __m512 scale[RV];
-    #pragma GCC unroll 8
-    for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + kCode));
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) {
-      const __m512 da = _mm512_set1_ps(act[t].d[g]);
-      #pragma GCC unroll 8
-      for (int rv = 0; rv < RV; ++rv)
-        acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
-    }
+    FoldQ8Blocks<RV, T>(acc, dot, rec, kCode, act, g);
   }
-  const __m512i row_of_lane = RowOfLane();  // an involution: also the lane of each row
-  #pragma GCC unroll 8
-  for (int rv = 0; rv < RV; ++rv) {
-    const int64_t n = rows_left - 16 * rv;
-    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-    #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t)
-      _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m, _mm512_permutexvar_ps(row_of_lane, acc[rv][t]));
-  }
+  StorePanelTile<RV, T, true>(acc, y, y_stride, rows_left);
 }
 
 using UPanelTileFn = void (*)(const uint8_t* const*, int64_t, const UPanelAct*, float*, int64_t, int64_t,
