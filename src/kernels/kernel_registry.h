@@ -92,6 +92,10 @@ const KernelSet& Avx512Kernels();
 const KernelSet& AmxKernels();
 // The scalar kLQ2 kernel (kQ8 activations), which the AVX2 set shares.
 void ScalarGemmLQ2(const GemmArgs& args);
+// The AVX-512 unsigned-weight panel kernels for Q4_0 / Q8_0 batches (upanel_gemm_avx512.cpp);
+// kQ8 activations. Only where the AVX-512 path is supported.
+void UPanelGemmQ4_0(const GemmArgs& args);
+void UPanelGemmQ8_0(const GemmArgs& args);
 
 inline const KernelSet& KernelsFor(KernelPath path) {
   switch (path) {

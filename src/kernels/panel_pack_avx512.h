@@ -273,6 +273,51 @@ void PackPanelQ8(const uint8_t* base, int64_t rb, int64_t n, int64_t n_groups, c
   }
 }
 
+// ---- The panel kernels' shared steps ---------------------------------------------------
+
+inline int32_t LoadI32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// The canonical f32 step of a Q4_0 / Q8_0 block g for RV panels x T tokens (see "The
+// canonical order of a Q4_0 / Q8_0 dot product"): acc = fma(float(I_b), d_w * d_a, acc),
+// the 16 rows' weight scales at rec[rv] + scale_off. Shared by PanelTile and UPanelTile
+// (upanel_gemm_avx512.cpp).
+template <int RV, int T, typename Act>
+__attribute__((always_inline)) inline void FoldQ8Blocks(__m512 (&acc)[RV][T], const __m512i (&dot)[RV][T],
+                                                        const uint8_t* const (&rec)[RV], int64_t scale_off,
+                                                        const Act* act, int64_t g) {
+  __m512 scale[RV];
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) scale[rv] = _mm512_load_ps(reinterpret_cast<const float*>(rec[rv] + scale_off));
+  #pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const __m512 da = _mm512_set1_ps(act[t].d[g]);
+    #pragma GCC unroll 8
+    for (int rv = 0; rv < RV; ++rv)
+      acc[rv][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[rv][t]), _mm512_mul_ps(scale[rv], da), acc[rv][t]);
+  }
+}
+
+// Stores a panel tile's accumulators (panel rv's lane l: row 16 rv + l, or with kLaneOrder
+// row 16 rv + RowOfLane()[l]) for the first rows_left rows.
+template <int RV, int T, bool kLaneOrder>
+__attribute__((always_inline)) inline void StorePanelTile(const __m512 (&acc)[RV][T], float* y, int64_t y_stride,
+                                                          int64_t rows_left) {
+  const __m512i row_of_lane = RowOfLane();  // an involution: also the lane of each row
+  #pragma GCC unroll 8
+  for (int rv = 0; rv < RV; ++rv) {
+    const int64_t n = rows_left - 16 * rv;
+    const __mmask16 m = n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+    #pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+      _mm512_mask_storeu_ps(y + t * y_stride + 16 * rv, m,
+                            kLaneOrder ? _mm512_permutexvar_ps(row_of_lane, acc[rv][t]) : acc[rv][t]);
+  }
+}
+
 // ---- Unsigned-weight panels (the AVX-512 Q4_0 / Q8_0 kernels) ---------------------------
 // The panels above make the weights vpdpbusd's signed operand, which the AMX tiles need
 // too, at the price of unpacking nibbles, permuting rows into order and summing codes for
