@@ -282,7 +282,8 @@ inline int32_t LoadI32(const void* p) {
 }
 
 // The canonical f32 step of a Q4_0 / Q8_0 block g for RV panels x T tokens (see "The
-// canonical order of a Q4_0 / Q8_0 dot product"): acc = fma(float(I_b), d_w * d_a, acc),
+// canonical order of a Q4_0 / Q8_0 dot product" in matmul_avx512.cpp):
+// acc = fma(float(I_b), d_w * d_a, acc),
 // the 16 rows' weight scales at rec[rv] + scale_off. Shared by PanelTile and UPanelTile
 // (upanel_gemm_avx512.cpp).
 template <int RV, int T, typename Act>
@@ -330,7 +331,7 @@ __attribute__((always_inline)) inline void StorePanelTile(const __m512 (&acc)[RV
 //                           nibbles, code + 8; Q8_0: code + 128)
 //     float scale[16]
 // (The Q4_0 nibbles are split here, not in the kernel: 512-bit shifts issue on port 0
-// only, which vpdpbusd needs; split in the kernel, 512 tokens ran 5% slower.)
+// only, one of the two vpdpbusd keeps busy; split in the kernel, 512 tokens ran 5% slower.)
 // vpdpbusd then sums (w + o) * a; starting the dot at -o * (the token's block sum) leaves
 // the exact integer dot of the signed codes, the same I_b as every other Q4_0 / Q8_0
 // kernel, so the f32 chain (and every bit) is unchanged.
