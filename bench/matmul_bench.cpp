@@ -104,6 +104,43 @@ void DramArgs(benchmark::internal::Benchmark* b) {
   b->UseRealTime();
 }
 
+// A decode step's matmuls as a model sees them: TinyLlama-1.1B's seven matrices (q, k, v,
+// o, gate, up, down) x 22 layers of Q4_0 (545 MiB, so every pass reads them from DRAM),
+// each multiplied by the step's tokens (one per sequence decoding together). ms per pass
+// is the figure docs/BENCHMARKS.md quotes for the batched kernels. Arguments: tokens, threads.
+void BM_LayerMatmulsDram(benchmark::State& state) {
+  const int64_t n_tok = state.range(0);
+  const int n_threads = static_cast<int>(state.range(1));
+  struct Shape {
+    int64_t in, out;
+  };
+  const Shape layer[] = {{2048, 2048}, {2048, 256}, {2048, 256}, {2048, 2048}, {2048, 5632}, {2048, 5632}, {5632, 2048}};
+  static std::vector<Fixture>* weights = nullptr;
+  if (!weights) {
+    weights = new std::vector<Fixture>;
+    for (int l = 0; l < 22; ++l)
+      for (const Shape& sh : layer) weights->emplace_back(GgmlType::kQ4_0, sh.in, sh.out);
+  }
+  ThreadPool pool(n_threads);
+  std::vector<float> x(n_tok * 5632), y(n_tok * 5632);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (auto& v : x) v = dist(rng);
+  for (auto _ : state) {
+    for (const Fixture& f : *weights) {
+      const WeightMatrix w{f.type, f.w.data(), f.n_in, f.n_out};
+      Matmul(w, x.data(), f.n_in, n_tok, y.data(), f.n_out, &pool);
+    }
+    benchmark::ClobberMemory();
+  }
+}
+BENCHMARK(BM_LayerMatmulsDram)
+    ->Args({8, 2})
+    ->Args({16, 2})
+    ->Args({64, 2})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
 BENCHMARK_CAPTURE(BM_GemvDram, Q4_0, GgmlType::kQ4_0)->Apply(DramArgs);
 BENCHMARK_CAPTURE(BM_GemvDram, Q8_0, GgmlType::kQ8_0)->Apply(DramArgs);
 BENCHMARK_CAPTURE(BM_GemvDram, Q4_K, GgmlType::kQ4_K)->Apply(DramArgs);
